@@ -1,0 +1,73 @@
+"""The ``ratchet`` command."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from ratchet import __version__
+from ratchet.cli import config_cmd, programs_cmd
+from ratchet.cli.init_cmd import init
+from ratchet.cli.output import err_console
+from ratchet.cli.run_cmds import evaluate, predict
+from ratchet.cli.state import CliState
+from ratchet.errors import RatchetError
+
+
+class RatchetGroup(TyperGroup):
+    """The root command group: a :class:`RatchetError` becomes a one-line message and exit code 2."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except RatchetError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(
+    name="ratchet",
+    cls=RatchetGroup,
+    help="Continuous, safe improvement of DSPy programs in production.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ratchet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Path | None = typer.Option(None, "--config", "-c", envvar="RATCHET_CONFIG",
+                                       help="ratchet.toml to use (default: ./ratchet.toml)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="log debug messages"),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="print the version and exit"),
+) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:  # DSPy warns per call (e.g. truncation); summaries report what matters
+        logging.getLogger("dspy").setLevel(logging.ERROR)
+    ctx.obj = CliState(config_path=config)
+
+
+app.command("init")(init)
+app.command("predict")(predict)
+app.command("eval")(evaluate)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(programs_cmd.app, name="programs")
+
+
+def main() -> None:
+    """Entry point of the ``ratchet`` command."""
+    app()

@@ -1,0 +1,24 @@
+"""Configuration: one typed settings object from ``ratchet.toml`` plus ``RATCHET_*`` variables."""
+
+from ratchet.config.loading import CONFIG_ENV, CONFIG_FILENAME, find_config_file, load_settings
+from ratchet.config.settings import (
+    LMSettings,
+    LocalModelSettings,
+    ModelSettings,
+    Settings,
+    TelemetrySettings,
+    ThresholdSettings,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "CONFIG_FILENAME",
+    "LMSettings",
+    "LocalModelSettings",
+    "ModelSettings",
+    "Settings",
+    "TelemetrySettings",
+    "ThresholdSettings",
+    "find_config_file",
+    "load_settings",
+]

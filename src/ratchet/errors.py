@@ -1,0 +1,92 @@
+"""Every error Ratchet raises on purpose.
+
+The hierarchy::
+
+    RatchetError
+    ├── ConfigError                 bad or unreadable ratchet.toml / RATCHET_* value
+    ├── RegistryError               program registry misuse
+    │   ├── DuplicateProgramError       a signature name registered twice
+    │   ├── InvalidProgramError         factory/metric/signature does not fit
+    │   └── UnknownProgramError         no program under that signature name
+    ├── ModelError                  setting up or calling a language model
+    │   ├── ModelNotAvailableError      weights or backend missing
+    │   └── OutputParseError            the completion could not be parsed into output fields
+    └── DataError                   unusable examples or data files
+        └── InputValidationError        inputs do not match a program's schema
+
+Command-line commands turn a ``RatchetError`` into a one-line message and exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from dspy.utils.exceptions import AdapterParseError
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "DuplicateProgramError",
+    "InputValidationError",
+    "InvalidProgramError",
+    "ModelError",
+    "ModelNotAvailableError",
+    "OutputParseError",
+    "RatchetError",
+    "RegistryError",
+    "UnknownProgramError",
+]
+
+
+class RatchetError(Exception):
+    """Base class of every error Ratchet raises on purpose."""
+
+
+class ConfigError(RatchetError):
+    """A configuration value is missing, malformed or of the wrong type."""
+
+
+class RegistryError(RatchetError):
+    """The program registry was used in a way it cannot honour."""
+
+
+class DuplicateProgramError(RegistryError):
+    """A signature name is already registered by a different factory."""
+
+
+class InvalidProgramError(RegistryError):
+    """A factory, metric or signature does not have the required shape."""
+
+
+class UnknownProgramError(RegistryError, KeyError):
+    """No program is registered under the requested signature name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelError(RatchetError):
+    """A language model could not be set up or called."""
+
+
+class ModelNotAvailableError(ModelError):
+    """The model weights or its backend are not installed or readable."""
+
+
+class OutputParseError(ModelError, AdapterParseError):
+    """A completion could not be turned into the signature's output fields.
+
+    It is also a DSPy ``AdapterParseError``, so DSPy's own handling (Evaluate,
+    optimizers, fallbacks) treats it exactly like its built-in adapters' errors.
+    """
+
+
+class DataError(RatchetError):
+    """Examples or data files cannot be used."""
+
+
+class InputValidationError(DataError):
+    """Inputs do not match the fields and types a program expects."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field

@@ -1,0 +1,417 @@
+"""A DSPy adapter that speaks plain completion: the format base models continue best.
+
+The prompt is the signature's instructions, a short field guide, then every
+demo and finally the current input as ``Field: value`` lines, ending with the
+first output field's label for the model to continue::
+
+    Classify the customer's message.
+    - intent: one of card_arrival, exchange_rate, pin_blocked
+
+    Text: Where is my new card?
+    Intent: card_arrival
+
+    Text: My PIN is blocked
+    Intent:
+
+Generation stops at a blank line (the end of an example) or when the model
+starts another input. Parsing maps labelled lines back to output fields and
+converts values to the signature's types; a completion that cannot be mapped
+raises :class:`~ratchet.errors.OutputParseError` (a DSPy ``AdapterParseError``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from typing import Any, Literal
+
+import json_repair
+import pydantic
+from dspy.adapters.base import Adapter
+from dspy.adapters.types import History
+from dspy.adapters.utils import parse_value, serialize_for_json
+from dspy.signatures.signature import Signature
+from dspy.utils.callback import BaseCallback
+from dspy.utils.exceptions import AdapterParseError
+
+from ratchet.errors import OutputParseError
+
+__all__ = ["CompletionAdapter", "answer_grammar", "grammar_from_response_format", "grammar_response_format"]
+
+_NONE_WORDS = {"", "none", "null", "n/a", "na", "-", "nothing", "not mentioned", "unknown"}
+_BLANK_RUN = re.compile(r"\n\s*\n+")
+
+
+def _label(name: str, info: Any) -> str:
+    prefix = str((info.json_schema_extra or {}).get("prefix") or "").strip()
+    if not prefix:
+        prefix = name.replace("_", " ").strip().capitalize() + ":"
+    return prefix if prefix.endswith(":") else prefix + ":"
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) < len(typing.get_args(annotation)):
+            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True  # noqa: UP007
+    return annotation, False
+
+
+def _short_answer_chars(signature: type[Signature]) -> int | None:
+    """For a single one-line output (choice, number, boolean): the longest valid answer in characters."""
+    if len(signature.output_fields) != 1:
+        return None
+    info = next(iter(signature.output_fields.values()))
+    base, optional = _unwrap_optional(info.annotation)
+    extra = len("none") if optional else 0
+    if typing.get_origin(base) is Literal:
+        return max([len(str(a)) for a in typing.get_args(base)] + [extra])
+    if base is bool:
+        return max(5, extra)
+    if base in (int, float):
+        return max(32, extra)
+    return None
+
+
+def _normalise_choice(text: str) -> str:
+    text = text.strip().strip("\"'`*.,;:!?()[]{} ").casefold()
+    return re.sub(r"[\s\-]+", "_", text)
+
+
+class CompletionAdapter(Adapter):
+    """Render signatures as plain ``Field: value`` completion prompts and parse them back.
+
+    Works with any DSPy module (``Predict``, ``ChainOfThought``, …), ``Evaluate``
+    and the optimizers: instructions, field prefixes and demos all flow through.
+    """
+
+    def __init__(self, callbacks: list[BaseCallback] | None = None, *, guide: bool = True,
+                 constrain: bool = False) -> None:
+        """``guide`` adds a line per output field (choices, types).
+
+        ``constrain``: when a completion cannot be parsed, ask again with a GBNF grammar of
+        the answer's shape (see :func:`grammar_response_format`), which engines that support
+        it (the embedded llama.cpp engine) use to decode only well-formed answers. Grammar
+        decoding is slower per token, so it is the fallback, not the first try.
+        """
+        super().__init__(callbacks=callbacks)
+        self.guide = guide
+        self.constrain = constrain
+
+    # -- calling ------------------------------------------------------------------------------
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
+        kwargs = self._call_kwargs(lm, lm_kwargs, signature)
+        try:
+            return super().__call__(lm, kwargs, signature, demos, inputs)
+        except AdapterParseError:
+            if not self._may_constrain(kwargs):
+                raise
+            return super().__call__(lm, self._constrained(kwargs, signature), signature, demos, inputs)
+
+    async def acall(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
+        kwargs = self._call_kwargs(lm, lm_kwargs, signature)
+        try:
+            return await super().acall(lm, kwargs, signature, demos, inputs)
+        except AdapterParseError:
+            if not self._may_constrain(kwargs):
+                raise
+            return await super().acall(lm, self._constrained(kwargs, signature), signature, demos, inputs)
+
+    def _may_constrain(self, kwargs: dict[str, Any]) -> bool:
+        return self.constrain and "response_format" not in kwargs
+
+    @staticmethod
+    def _constrained(kwargs: dict[str, Any], signature: type[Signature]) -> dict[str, Any]:
+        return {**kwargs, "response_format": grammar_response_format(answer_grammar(signature))}
+
+    def stop_sequences(self, signature: type[Signature]) -> list[str]:
+        """A blank line ends an example; a new input label means the model began another one.
+
+        A signature whose only output is a one-line value (a choice, number or boolean)
+        also stops at the end of the line.
+        """
+        stops = ["\n\n"]
+        for name, info in signature.input_fields.items():
+            if info.annotation is not History:
+                stops.append("\n" + _label(name, info))
+                break
+        if _short_answer_chars(signature) is not None:
+            stops.append("\n")
+        return stops
+
+    def _call_kwargs(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[Signature]) -> dict[str, Any]:
+        kwargs = dict(lm_kwargs)
+        existing = kwargs.get("stop") or []
+        existing = [existing] if isinstance(existing, str) else list(existing)
+        kwargs["stop"] = existing + [s for s in self.stop_sequences(signature) if s not in existing]
+        longest = _short_answer_chars(signature)
+        if longest is not None:
+            # A token is at least one character: no valid answer needs more tokens than this.
+            configured = kwargs.get("max_tokens") or getattr(lm, "kwargs", {}).get("max_tokens") or 256
+            kwargs["max_tokens"] = min(int(configured), longest + 8)
+        return kwargs
+
+    # -- formatting ---------------------------------------------------------------------------
+    def format(self, signature: type[Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]
+               ) -> list[dict[str, Any]]:
+        return [{"role": "user", "content": self.render(signature, demos, inputs)}]
+
+    def render(self, signature: type[Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]) -> str:
+        """The whole completion prompt as one string."""
+        blocks: list[str] = []
+        header = self._header(signature)
+        if header:
+            blocks.append(header)
+        for demo in demos:
+            block = self._demo_block(signature, demo)
+            if block:
+                blocks.append(block)
+        blocks.extend(self._history_blocks(signature, inputs))
+        current = [self._line(name, info, inputs[name]) for name, info in self._inputs(signature).items()
+                   if name in inputs]
+        first_name, first_info = next(iter(signature.output_fields.items()))
+        current.append(_label(first_name, first_info))
+        blocks.append("\n".join(current))
+        return "\n\n".join(blocks)
+
+    def _inputs(self, signature: type[Signature]) -> dict[str, Any]:
+        return {n: f for n, f in signature.input_fields.items() if f.annotation is not History}
+
+    def _header(self, signature: type[Signature]) -> str:
+        lines = []
+        instructions = (signature.instructions or "").strip()
+        if instructions:
+            lines.append(_BLANK_RUN.sub("\n", instructions))
+        if self.guide:
+            lines.extend(self._guide(signature))
+        return "\n".join(lines)
+
+    def _guide(self, signature: type[Signature]) -> list[str]:
+        lines = []
+        for name, info in signature.output_fields.items():
+            base, optional = _unwrap_optional(info.annotation)
+            extra = info.json_schema_extra or {}
+            desc = str(extra.get("desc") or "")
+            desc = "" if desc == f"${{{name}}}" else desc
+            notes = [desc] if desc else []
+            if typing.get_origin(base) is Literal:
+                notes.append("one of " + ", ".join(str(a) for a in typing.get_args(base)))
+            elif typing.get_origin(base) is list:
+                notes.append("a JSON list")
+            elif base is bool:
+                notes.append("true or false")
+            elif base in (int, float):
+                notes.append("a number")
+            if optional:
+                notes.append("none if absent")
+            if notes:
+                lines.append(f"- {_label(name, info)[:-1]}: {'; '.join(notes)}")
+        return lines
+
+    def _demo_block(self, signature: type[Signature], demo: dict[str, Any]) -> str:
+        inputs = self._inputs(signature)
+        if not all(name in demo for name in inputs):
+            return ""
+        outputs = [n for n in signature.output_fields if n in demo]
+        if not outputs:
+            return ""
+        lines = [self._line(n, info, demo[n]) for n, info in inputs.items()]
+        lines.extend(self._line(n, signature.output_fields[n], demo[n]) for n in outputs)
+        return "\n".join(lines)
+
+    def _history_blocks(self, signature: type[Signature], inputs: dict[str, Any]) -> list[str]:
+        blocks = []
+        for name, info in signature.input_fields.items():
+            if info.annotation is History and name in inputs and inputs[name] is not None:
+                for message in inputs[name].messages:
+                    block = self._demo_block(signature, message)
+                    if block:
+                        blocks.append(block)
+        return blocks
+
+    def _line(self, name: str, info: Any, value: Any) -> str:
+        return f"{_label(name, info)} {self.format_value(value)}".rstrip()
+
+    @staticmethod
+    def format_value(value: Any) -> str:
+        """One value as prompt text: strings as they are, None as ``none``, structures as JSON."""
+        if value is None:
+            return "none"
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            return _BLANK_RUN.sub("\n", value.strip())
+        jsonable = serialize_for_json(value)
+        if isinstance(jsonable, (dict, list)):
+            return json.dumps(jsonable, ensure_ascii=False)
+        return _BLANK_RUN.sub("\n", str(jsonable).strip())
+
+    # -- parsing ------------------------------------------------------------------------------
+    def parse(self, signature: type[Signature], completion: str) -> dict[str, Any]:
+        outputs = signature.output_fields
+        labels = {(_label(n, f)[:-1]).casefold(): n for n, f in outputs.items()}
+        labels.update({n.casefold(): n for n in outputs})
+        input_labels = {(_label(n, f)[:-1]).casefold() for n, f in signature.input_fields.items()}
+        input_labels.update(n.casefold() for n in signature.input_fields)
+
+        first_name = next(iter(outputs))
+        text = completion.lstrip()
+        if not self._starts_with_label(text, labels):
+            text = f"{_label(first_name, outputs[first_name])} {text}"
+
+        raw: dict[str, list[str]] = {}
+        current: str | None = None
+        for line in text.splitlines():
+            key, rest = self._split_label(line)
+            if key is not None and key in labels:
+                current = labels[key]
+                if current in raw:  # the model started a second answer: keep the first
+                    break
+                raw[current] = [rest]
+                continue
+            if key is not None and key in input_labels:
+                break  # the model began a new example
+            if current is not None:
+                raw[current].append(line)
+
+        values: dict[str, Any] = {}
+        for name, info in outputs.items():
+            base, optional = _unwrap_optional(info.annotation)
+            if name not in raw:
+                if optional:
+                    values[name] = None
+                    continue
+                raise OutputParseError(
+                    adapter_name=type(self).__name__, signature=signature, lm_response=completion,
+                    message=f"the completion has no value for output field '{name}'",
+                    parsed_result=values,
+                )
+            value_text = "\n".join(raw[name]).strip()
+            try:
+                values[name] = self.parse_value(value_text, base, optional)
+            except (ValueError, pydantic.ValidationError) as exc:
+                raise OutputParseError(
+                    adapter_name=type(self).__name__, signature=signature, lm_response=completion,
+                    message=f"output field '{name}': cannot read {value_text!r} as {base}: {exc}",
+                    parsed_result=values,
+                ) from None
+        return values
+
+    @staticmethod
+    def _split_label(line: str) -> tuple[str | None, str]:
+        head, sep, rest = line.partition(":")
+        if not sep or len(head) > 60:
+            return None, line
+        return head.strip().strip("*#`").strip().casefold(), rest.strip()
+
+    def _starts_with_label(self, text: str, labels: dict[str, str]) -> bool:
+        key, _ = self._split_label(text.split("\n", 1)[0])
+        return key is not None and key in labels
+
+    @staticmethod
+    def parse_value(text: str, annotation: Any, optional: bool = False) -> Any:
+        """Convert one field's text to ``annotation`` (``optional`` allows ``none``)."""
+        if optional and text.strip().strip("\"'.").casefold() in _NONE_WORDS:
+            return None
+        if annotation is str:
+            return text.strip()
+        origin = typing.get_origin(annotation)
+        if origin is Literal:
+            allowed = typing.get_args(annotation)
+            by_norm = {_normalise_choice(str(a)): a for a in allowed}
+            first_line = text.strip().split("\n", 1)[0]
+            key = _normalise_choice(first_line)
+            if key in by_norm:
+                return by_norm[key]
+            raise ValueError(f"not one of {', '.join(map(str, allowed))}")
+        if annotation is bool:
+            word = text.strip().strip(".").casefold()
+            if word in ("true", "yes", "1"):
+                return True
+            if word in ("false", "no", "0"):
+                return False
+            raise ValueError("expected true or false")
+        if annotation in (int, float):
+            match = re.search(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
+            if not match:
+                raise ValueError("expected a number")
+            return pydantic.TypeAdapter(annotation).validate_python(
+                float(match.group()) if annotation is float else int(float(match.group())))
+        if origin is list:
+            return _parse_list(text, annotation)
+        return parse_value(text, annotation)
+
+
+def _gbnf_literal(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _value_rule(annotation: Any) -> str:
+    base, optional = _unwrap_optional(annotation)
+    if typing.get_origin(base) is Literal:
+        options = [str(a) for a in typing.get_args(base)] + (["none"] if optional else [])
+        return "(" + " | ".join(_gbnf_literal(o) for o in options) + ")"
+    if base is bool:
+        return '("true" | "false"' + (' | "none")' if optional else ")")
+    if base is int:
+        return '("-"? [0-9]+' + (' | "none")' if optional else ")")
+    if base is float:
+        return '("-"? [0-9]+ ("." [0-9]+)?' + (' | "none")' if optional else ")")
+    return "[^\\n]*"
+
+
+GRAMMAR_FORMAT_NAME = "ratchet_gbnf"
+
+
+def grammar_response_format(grammar: str) -> dict[str, Any]:
+    """A ``response_format`` carrying a GBNF grammar through DSPy's canonical request.
+
+    DSPy 3.4's request schema has no grammar slot, so the grammar travels as a
+    named JSON-schema format (``{"x-gbnf": grammar}``); it is part of the cache
+    key, and only engines that know the name (``supports_grammar``) read it.
+    """
+    return {"type": "json_schema", "json_schema": {"name": GRAMMAR_FORMAT_NAME, "schema": {"x-gbnf": grammar}}}
+
+
+def grammar_from_response_format(response_format: Any) -> str | None:
+    """The GBNF grammar in a ``response_format`` made by :func:`grammar_response_format`, else None."""
+    if not isinstance(response_format, dict):
+        return None
+    if response_format.get("name") == GRAMMAR_FORMAT_NAME:  # the canonical (flattened) shape
+        schema = response_format.get("schema")
+    else:
+        inner = response_format.get("json_schema") or {}
+        schema = inner.get("schema") if inner.get("name") == GRAMMAR_FORMAT_NAME else None
+    grammar = schema.get("x-gbnf") if isinstance(schema, dict) else None
+    return grammar if isinstance(grammar, str) else None
+
+
+def answer_grammar(signature: type[Signature]) -> str:
+    """A GBNF grammar of the completion: each output field's value on its labelled line, in order."""
+    rules = []
+    parts = []
+    for index, (name, info) in enumerate(signature.output_fields.items()):
+        rules.append(f"v{index} ::= {_value_rule(info.annotation)}")
+        if index == 0:
+            parts.append(f'" "? v{index}')
+        else:
+            parts.append(f'"\\n" {_gbnf_literal(_label(name, info))} " " v{index}')
+    return "\n".join([f"root ::= {' '.join(parts)}", *rules]) + "\n"
+
+
+def _parse_list(text: str, annotation: Any) -> list[Any]:
+    stripped = text.strip()
+    candidate: Any = None
+    if stripped.startswith("["):
+        candidate = json_repair.loads(stripped)
+    if not isinstance(candidate, list):
+        lines = [ln.strip() for ln in stripped.splitlines() if ln.strip()]
+        bullet = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
+        if len(lines) > 1 or (lines and bullet.match(lines[0])):
+            candidate = [bullet.sub("", ln) for ln in lines]
+        else:
+            candidate = [part.strip() for part in stripped.split(",") if part.strip()]
+    return pydantic.TypeAdapter(annotation).validate_python(candidate)

@@ -1,0 +1,137 @@
+"""Build DSPy LMs and adapters from settings and configure DSPy with them."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import dspy
+
+from ratchet.config.settings import LMSettings, LocalModelSettings, ModelSettings, Settings
+from ratchet.errors import ConfigError
+from ratchet.lm.adapter import CompletionAdapter
+from ratchet.lm.engines.base import ThreadedAsyncEngine
+from ratchet.lm.engines.llamacpp import LlamaCppEngine
+from ratchet.lm.local_model import local_weights
+
+__all__ = ["LMBundle", "build_adapter", "build_lm", "build_lms", "configure_dspy", "local_engine"]
+
+_ENGINES: dict[tuple, LlamaCppEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def local_engine(local: LocalModelSettings) -> LlamaCppEngine:
+    """The shared llama.cpp engine for these settings (one set of weights per process)."""
+    weights = local_weights(local.model_path)
+    key = (str(weights.path), weights.sha256, local.n_ctx, local.n_threads, local.n_batch,
+           local.pool_size, local.seed)
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = LlamaCppEngine(weights.path, model_id=weights.model_id, n_ctx=local.n_ctx,
+                                    n_threads=local.n_threads, n_batch=local.n_batch,
+                                    pool_size=local.pool_size, seed=local.seed)
+            _ENGINES[key] = engine
+    return engine
+
+
+def build_lm(model: ModelSettings, local: LocalModelSettings | None = None) -> dspy.LM:
+    """A ``dspy.LM`` for one model section: the embedded engine for ``"local"``, LiteLLM otherwise."""
+    common = {
+        "temperature": model.temperature,
+        "max_tokens": model.max_tokens,
+        "cache": model.cache,
+        "num_retries": model.num_retries,
+    }
+    if model.is_local:
+        engine = local_engine(local or LocalModelSettings())
+        return dspy.LM(engine.model_id, engine=engine, async_engine=ThreadedAsyncEngine(engine),
+                       model_type="text", **common)
+    extra: dict[str, object] = {"timeout": model.timeout_s}
+    if model.api_base:
+        extra["api_base"] = model.api_base
+    if model.api_key_env:
+        key = os.environ.get(model.api_key_env)
+        if not key:
+            raise ConfigError(
+                f"lm.api_key_env: environment variable {model.api_key_env} is not set (it should hold the API key)"
+            )
+        extra["api_key"] = key
+    return dspy.LM(model.model, model_type=model.model_type, **common, **extra)
+
+
+def build_adapter(model: ModelSettings) -> dspy.Adapter:
+    """The adapter for a model: completion for base models (``auto`` + local), chat otherwise."""
+    name = model.adapter
+    if name == "auto":
+        name = "completion" if model.is_local else "chat"
+    if name == "completion":
+        return CompletionAdapter(constrain=model.is_local and model.constrain_outputs)
+    if name == "json":
+        return dspy.JSONAdapter()
+    return dspy.ChatAdapter()
+
+
+@dataclass
+class LMBundle:
+    """The configured models: task plus the optional prompt, teacher, reflection and fallback models."""
+
+    task: dspy.LM
+    adapter: dspy.Adapter
+    prompt: dspy.LM
+    teacher: dspy.LM
+    reflection: dspy.LM
+    fallback: dspy.LM | None
+    fallback_adapter: dspy.Adapter | None
+    engine: LlamaCppEngine | None = None  # the embedded engine, when the task model is local
+
+    def warm_up(self) -> None:
+        """Load the embedded model's weights now, so the first request does not pay for it."""
+        if self.engine is not None:
+            self.engine.warm_up()
+
+    @property
+    def model_id(self) -> str:
+        return self.task.model
+
+    @property
+    def adapter_name(self) -> str:
+        return type(self.adapter).__name__
+
+
+def build_lms(lm: LMSettings) -> LMBundle:
+    """Build every model the settings name; unset roles reuse the task model."""
+    local = lm.local
+    task = build_lm(lm, local)
+    prompt = build_lm(lm.prompt, local) if lm.prompt else task
+    teacher = build_lm(lm.teacher, local) if lm.teacher else task
+    reflection = build_lm(lm.reflection, local) if lm.reflection else prompt
+    fallback = build_lm(lm.fallback, local) if lm.fallback else None
+    return LMBundle(
+        task=task,
+        adapter=build_adapter(lm),
+        prompt=prompt,
+        teacher=teacher,
+        reflection=reflection,
+        fallback=fallback,
+        fallback_adapter=build_adapter(lm.fallback) if lm.fallback else None,
+        engine=local_engine(local) if lm.is_local else None,
+    )
+
+
+def configure_dspy(settings: Settings, *, serving: bool = False, bundle: LMBundle | None = None) -> LMBundle:
+    """Configure DSPy globally from settings and return the models.
+
+    The DSPy disk cache lives under the home directory. Serving processes get
+    ``trace=None, disable_history=True`` so prompts (and PII) do not pile up in memory.
+    """
+    bundle = bundle or build_lms(settings.lm)
+    cache_dir = Path(settings.home_dir) / "cache" / "dspy"
+    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(cache_dir))
+    options: dict[str, object] = {"lm": bundle.task, "adapter": bundle.adapter, "track_usage": True}
+    if serving:
+        options.update(trace=None, disable_history=True)
+    dspy.configure(**options)
+    return bundle

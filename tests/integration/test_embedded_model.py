@@ -1,0 +1,89 @@
+"""The real embedded model: Gemma 3 270M through llama.cpp, DSPy and the completion adapter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import dspy
+import pytest
+from typer.testing import CliRunner
+
+from ratchet.cli.main import app
+from ratchet.config import Settings
+from ratchet.evaluation import fewshot_program
+from ratchet.programs import load_programs
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def intent_program():
+    spec = load_programs(Settings()).get("classify_intent")
+    return spec, fewshot_program(spec, 20)
+
+
+def test_model_id_carries_the_weights_hash(embedded) -> None:
+    assert embedded.model_id == "llamacpp/gemma-3-270m-q4_k_m@sha256:a5fd3b62230aa5ec"
+    assert embedded.adapter_name == "CompletionAdapter"
+
+
+def test_a_real_prediction_is_a_valid_intent_with_usage(embedded, intent_program) -> None:
+    spec, module = intent_program
+    with dspy.context(lm=embedded.task, adapter=embedded.adapter, track_usage=True):
+        prediction = module(text="I still have not received my new card, it has been two weeks")
+    assert prediction.intent in spec.schema.outputs[0].choices
+    usage = prediction.get_lm_usage()[embedded.model_id]
+    assert usage["prompt_tokens"] > 200  # 20 demos
+    assert usage["completion_tokens"] >= 1
+
+
+def test_concurrent_calls_are_safe_and_deterministic(embedded, intent_program) -> None:
+    _, module = intent_program
+    texts = ["my card got stolen", "what is the exchange rate", "close my account please", "my pin is blocked"] * 3
+
+    def run(text: str) -> str:
+        with dspy.context(lm=embedded.task, adapter=embedded.adapter):
+            return module(text=text).intent
+
+    sequential = [run(t) for t in texts[:4]]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(run, texts))
+    assert concurrent == sequential * 3
+
+
+def test_async_engine(embedded, intent_program) -> None:
+    _, module = intent_program
+
+    async def run() -> str:
+        with dspy.context(lm=embedded.task, adapter=embedded.adapter):
+            results = await asyncio.gather(*(module.acall(text="where is my card") for _ in range(3)))
+        return {r.intent for r in results}
+
+    assert len(asyncio.run(run())) == 1
+
+
+def test_grammar_keeps_zero_shot_answers_parseable(embedded) -> None:
+    spec = load_programs(Settings()).get("classify_intent")
+    with dspy.context(lm=embedded.task, adapter=embedded.adapter):
+        prediction = spec.build()(text="How old do I need to be to open an account?")
+    assert prediction.intent in spec.schema.outputs[0].choices
+
+
+def test_cli_predict_and_eval_on_the_embedded_model() -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["predict", "extract_booking", "--k-shot", "8", "--json",
+                                 "--input", "text=A table for 4 at 7pm tomorrow, name is Maria Lopez"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert set(data["outputs"]) == {"people", "date", "time", "first_name", "last_name"}
+    assert data["tokens"] > 0 and data["latency_s"] > 0
+
+    result = runner.invoke(app, ["eval", "classify_intent", "--k-shot", "10", "--limit", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == 8
+    assert 0.0 <= report["score"] <= 1.0
+    assert report["parse_failure_rate"] == 0.0  # the grammar fallback leaves no unparsable answers
+    assert report["seconds_per_call"] > 0

@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import dspy
+import pytest
+from dspy.lm15 import Config, Message, Request
+
+from ratchet.errors import ModelNotAvailableError
+from ratchet.lm.adapter import CompletionAdapter
+from ratchet.lm.engines import ScriptedEngine, flatten_request, text_response
+from ratchet.lm.local_model import file_sha256, local_weights
+
+
+def test_a_single_user_message_is_already_a_completion_prompt() -> None:
+    request = Request(model="m", messages=(Message.user("Text: hi\nIntent:"),), config=Config())
+    assert flatten_request(request) == "Text: hi\nIntent:"
+
+
+def test_chat_requests_are_flattened_naively() -> None:
+    request = Request(model="m", system="You classify.",
+                      messages=(Message.user("q1"), Message.assistant("a1"), Message.user("q2")), config=Config())
+    assert flatten_request(request) == "You classify.\n\nq1\n\na1\n\nq2\n\n"
+
+
+def test_text_response_carries_usage() -> None:
+    response = text_response("ok", model="m", input_tokens=5, output_tokens=2, finish_reason="length")
+    assert response.usage.total_tokens == 7
+    assert response.finish_reason == "length"
+    assert response.message.parts[0].text == "ok"
+
+
+def test_scripted_engine_through_dspy_counts_usage(scripted_lm) -> None:
+    lm, engine = scripted_lm(lambda prompt: " 42")
+    with dspy.context(lm=lm, adapter=CompletionAdapter(), track_usage=True):
+        prediction = dspy.Predict("question -> answer")(question="?")
+    assert engine.calls == 1
+    usage = prediction.get_lm_usage()["scripted/test"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+
+
+def test_scripted_engine_errors() -> None:
+    engine = ScriptedEngine(lambda p: "x", error=lambda p: RuntimeError("down") if "fail" in p else None)
+    request = Request(model="m", messages=(Message.user("please fail"),), config=Config())
+    with pytest.raises(RuntimeError, match="down"):
+        engine.complete(request)
+    ok = Request(model="m", messages=(Message.user("fine"),), config=Config())
+    assert engine.complete(ok).message.parts[0].text == "x"
+
+
+def test_file_hash_is_stamped_and_refreshed_when_the_file_changes(tmp_path: Path) -> None:
+    weights = tmp_path / "model.gguf"
+    weights.write_bytes(b"abc")
+    first = file_sha256(weights)
+    assert first == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert (tmp_path / "model.gguf.sha256.json").is_file()
+    weights.write_bytes(b"abcd")
+    assert file_sha256(weights) != first
+
+
+def test_configured_weights_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(ModelNotAvailableError, match="does not exist"):
+        local_weights(tmp_path / "missing.gguf")
+    other = tmp_path / "tiny.gguf"
+    other.write_bytes(b"weights")
+    weights = local_weights(other)
+    assert weights.model_id.startswith("llamacpp/tiny@sha256:")
+    assert weights.sha256[:16] in weights.model_id
