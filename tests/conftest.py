@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,3 +52,66 @@ def scripted_lm() -> Callable[..., tuple[dspy.LM, ScriptedEngine]]:
 
 # DSPy fetches LiteLLM's model price map from GitHub on first use; tests run offline.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
+
+
+# --- the state database: every test that takes `state_db_url` runs on SQLite and on PostgreSQL ---
+
+PG_HOST, PG_PORT, PG_DATABASE = "127.0.0.1", 5432, "test"
+_pg_user: list[str] = []  # found once per session
+
+
+def _postgres_user() -> str | None:
+    """The first of ``postgres``/``root`` the local server accepts; None if nothing listens on the port."""
+    import psycopg
+
+    if _pg_user:
+        return _pg_user[0]
+    try:
+        socket.create_connection((PG_HOST, PG_PORT), timeout=2).close()
+    except OSError:
+        return None
+    errors = []
+    for user in ("postgres", "root"):
+        try:
+            psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, connect_timeout=5).close()
+        except psycopg.OperationalError as exc:
+            errors.append(f"{user}: {exc}")
+            continue
+        _pg_user.append(user)
+        return user
+    pytest.fail(f"PostgreSQL answers on {PG_HOST}:{PG_PORT} but refuses users postgres and root: {errors}")
+
+
+def _pg_admin(user: str, sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(host=PG_HOST, port=PG_PORT, dbname=PG_DATABASE, user=user, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '20s'")
+        conn.execute(sql)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty state database URL: a SQLite file, or a new PostgreSQL schema dropped afterwards."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'ratchet.db'}"
+    else:
+        yield from _postgres_schema_url()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """Like ``state_db_url`` for tests about PostgreSQL alone."""
+    yield from _postgres_schema_url()
+
+
+def _postgres_schema_url() -> Iterator[str]:
+    user = _postgres_user()
+    if user is None:
+        pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT}")
+    schema = f"t_{secrets.token_hex(6)}"
+    _pg_admin(user, f'CREATE SCHEMA "{schema}"')
+    try:
+        yield f"postgresql+psycopg://{user}@{PG_HOST}:{PG_PORT}/{PG_DATABASE}?options=-csearch_path%3D{schema}"
+    finally:
+        _pg_admin(user, f'DROP SCHEMA "{schema}" CASCADE')

@@ -7,7 +7,9 @@ The public API::
     @ratchet.program("classify_intent", metric=exact_match)
     def classify_intent() -> dspy.Module: ...
 
-    settings = ratchet.load_settings()
+    with ratchet.Runtime() as runtime:             # routing, metrics, counters, telemetry
+        result = runtime.call("classify_intent", {"text": "Where is my card?"}, user_id="u-42")
+        runtime.feedback(result.request_id, score=1.0)
 """
 
 __version__ = "0.1.0"
@@ -29,8 +31,21 @@ from ratchet.errors import (
 from ratchet.lm import CompletionAdapter, build_lms, configure_dspy
 from ratchet.programs import REGISTRY, ProgramSpec, load_programs, program
 
+_SERVING = {"CallResult", "Runtime", "instrument"}
+
+
+def __getattr__(name: str) -> object:
+    # The serving runtime pulls in SQLAlchemy, Prometheus and the telemetry writer: load it on first use,
+    # so `import ratchet` in a programs module stays light.
+    if name in _SERVING:
+        from ratchet import serve
+
+        return getattr(serve, name)
+    raise AttributeError(f"module 'ratchet' has no attribute {name!r}")
+
 __all__ = [
     "REGISTRY",
+    "CallResult",
     "CompletionAdapter",
     "ConfigError",
     "DataError",
@@ -43,11 +58,13 @@ __all__ = [
     "ProgramSpec",
     "RatchetError",
     "RegistryError",
+    "Runtime",
     "Settings",
     "UnknownProgramError",
     "__version__",
     "build_lms",
     "configure_dspy",
+    "instrument",
     "load_programs",
     "load_settings",
     "program",

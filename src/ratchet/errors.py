@@ -7,7 +7,10 @@ The hierarchy::
     ├── RegistryError               program registry misuse
     │   ├── DuplicateProgramError       a signature name registered twice
     │   ├── InvalidProgramError         factory/metric/signature does not fit
-    │   └── UnknownProgramError         no program under that signature name
+    │   ├── UnknownProgramError         no program under that signature name
+    │   └── VersionError                program versions
+    │       ├── UnknownVersionError         no such version of a signature
+    │       └── VersionIntegrityError       a version's file does not match its fingerprint
     ├── ModelError                  setting up or calling a language model
     │   ├── ModelNotAvailableError      weights or backend missing
     │   └── OutputParseError            the completion could not be parsed into output fields
@@ -34,6 +37,9 @@ __all__ = [
     "RatchetError",
     "RegistryError",
     "UnknownProgramError",
+    "UnknownVersionError",
+    "VersionError",
+    "VersionIntegrityError",
 ]
 
 
@@ -62,6 +68,18 @@ class UnknownProgramError(RegistryError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class VersionError(RegistryError):
+    """A program version cannot be created, found or loaded."""
+
+
+class UnknownVersionError(VersionError):
+    """No version of that name exists for the signature."""
+
+
+class VersionIntegrityError(VersionError):
+    """A stored version's state does not match the fingerprint recorded when it was saved."""
 
 
 class ModelError(RatchetError):

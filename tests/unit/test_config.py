@@ -117,3 +117,9 @@ def test_secrets_are_masked_but_variable_names_stay() -> None:
 
 def test_masked_config_resolves_home(tmp_path: Path) -> None:
     assert masked_config(Settings())["home"] == str(tmp_path / ".ratchet")
+
+
+def test_invalid_redaction_pattern_is_caught_at_load(tmp_path: Path) -> None:
+    (tmp_path / "ratchet.toml").write_text('[telemetry.redact_patterns]\nemployee_id = "EMP-(\\\\d{6}"\n')
+    with pytest.raises(ConfigError, match=r"telemetry.redact_patterns.*employee_id.*not a valid regular expression"):
+        load_settings()

@@ -14,6 +14,7 @@ from ratchet.cli import config_cmd, programs_cmd
 from ratchet.cli.init_cmd import init
 from ratchet.cli.output import err_console
 from ratchet.cli.run_cmds import evaluate, predict
+from ratchet.cli.serve_cmds import loadtest, serve
 from ratchet.cli.state import CliState
 from ratchet.errors import RatchetError
 
@@ -64,6 +65,8 @@ def root(
 app.command("init")(init)
 app.command("predict")(predict)
 app.command("eval")(evaluate)
+app.command("serve")(serve)
+app.command("loadtest")(loadtest)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
 

@@ -20,7 +20,7 @@ from rich.progress import (
 __all__ = ["console", "err_console", "fail", "print_json", "progress_bar"]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one error, one line: grep-able, copy-able
 
 
 def print_json(value: Any) -> None:

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from ratchet.cli.output import console, print_json, progress_bar
 from ratchet.cli.state import get_state
-from ratchet.data.files import load_examples
+from ratchet.data.files import labelled_examples
 from ratchet.data.sampling import seeded_sample
 from ratchet.errors import DataError
 from ratchet.evaluation import evaluate_program, fewshot_program, prediction_tokens
@@ -98,14 +98,10 @@ def evaluate(
     """Score a program on labelled data: metric, parse-failure rate, seconds per call."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    source = data or spec.data.get("test")
-    if source is None:
-        raise DataError(f"program '{signature}' has no bundled test data; pass --data FILE")
-    loaded = load_examples(source, spec.schema)
-    if not loaded.examples:
-        raise DataError(f"{source}: no usable examples ({loaded.skipped} skipped: {'; '.join(loaded.errors[:3])})")
+    loaded = labelled_examples(spec, data)
+    source = loaded.path
     examples = seeded_sample(loaded.examples, limit, seed)
-    trainset = load_examples(train, spec.schema).examples if train else None
+    trainset = labelled_examples(spec, train, split="train").examples if train else None
     bundle = state.lms()
     module = fewshot_program(spec, k_shot, seed=seed, trainset=trainset)
     bundle.warm_up()

@@ -8,6 +8,7 @@ file: model sections name the *environment variable* that holds the key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +19,7 @@ __all__ = [
     "LMSettings",
     "LocalModelSettings",
     "ModelSettings",
+    "ServeSettings",
     "Settings",
     "TelemetrySettings",
     "ThresholdSettings",
@@ -83,6 +85,18 @@ class TelemetrySettings(_Section):
     max_age_days: float = Field(90.0, gt=0)
     compress_rotated: bool = True
     redact_patterns: dict[str, str] = Field(default_factory=dict, description="extra PII regexes by kind")
+    queue_size: int = Field(10_000, ge=1, description="records buffered before new ones are dropped")
+    flush_interval_s: float = Field(0.5, gt=0, le=60)
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _patterns_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        for kind, pattern in value.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern for {kind!r} is not a valid regular expression: {exc}") from None
+        return value
 
     @field_validator("per_signature")
     @classmethod
@@ -91,6 +105,19 @@ class TelemetrySettings(_Section):
             if not 0.0 <= rate <= 1.0:
                 raise ValueError(f"sampling rate for {name!r} must be between 0 and 1, got {rate}")
         return value
+
+
+class ServeSettings(_Section):
+    """The serving runtime and its HTTP API."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    request_timeout_s: float = Field(30.0, gt=0, description="an LM call longer than this answers 504")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
+    routing_check_interval_s: float = Field(1.0, gt=0, le=5, description="how often the routing file is checked")
+    outcome_flush_interval_s: float = Field(1.0, gt=0, le=60, description="per-arm counters are batched this long")
+    request_index_days: float = Field(7.0, gt=0, description="how long request ids stay matchable by feedback")
 
 
 class ThresholdSettings(_Section):
@@ -123,6 +150,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the home directory")
     lm: LMSettings = Field(default_factory=LMSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
 
     _config_file: Path | None = PrivateAttr(None)

@@ -12,10 +12,11 @@ from typing import Any
 import dspy
 
 from ratchet.errors import DataError, InputValidationError
+from ratchet.programs.registry import ProgramSpec
 from ratchet.programs.schema import ProgramSchema
 from ratchet.store.jsonl import JsonlReadStats, iter_jsonl, open_text_lines
 
-__all__ = ["LoadedExamples", "load_examples", "read_records"]
+__all__ = ["LoadedExamples", "labelled_examples", "load_examples", "read_records"]
 
 
 @dataclass
@@ -94,4 +95,16 @@ def load_examples(path: str | Path, schema: ProgramSchema, *, require_outputs: b
             stats.bad(where, str(exc))
             continue
         loaded.examples.append(dspy.Example(**inputs, **labels).with_inputs(*schema.input_names))
+    return loaded
+
+
+def labelled_examples(spec: ProgramSpec, path: str | Path | None = None, *, split: str = "test") -> LoadedExamples:
+    """A program's labelled examples from ``path``, else its bundled ``split``; an error when none are usable."""
+    source = path or spec.data.get(split)
+    if source is None:
+        raise DataError(f"program '{spec.name}' has no bundled {split} data; pass a file of labelled examples")
+    loaded = load_examples(source, spec.schema)
+    if not loaded.examples:
+        reasons = "; ".join(loaded.errors[:3])
+        raise DataError(f"{source}: no usable examples ({loaded.skipped} skipped: {reasons})")
     return loaded

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import dspy
 
-from ratchet.data.files import load_examples
+from ratchet.data.files import labelled_examples
 from ratchet.data.sampling import balanced_demos
-from ratchet.errors import DataError
 from ratchet.programs.registry import ProgramSpec
 
 __all__ = ["attach_demos", "fewshot_program", "training_examples"]
@@ -24,10 +23,7 @@ def attach_demos(module: dspy.Module, demos: Sequence[dspy.Example]) -> dspy.Mod
 
 def training_examples(spec: ProgramSpec, path: Path | None = None) -> list[dspy.Example]:
     """Labelled examples from ``path``, else from the program's bundled ``train`` data."""
-    source = path or spec.data.get("train")
-    if source is None:
-        raise DataError(f"program '{spec.name}' has no bundled training data; pass a file of labelled examples")
-    return load_examples(source, spec.schema).examples
+    return labelled_examples(spec, path, split="train").examples
 
 
 def fewshot_program(spec: ProgramSpec, k: int, *, seed: int = 0, trainset: Sequence[dspy.Example] | None = None

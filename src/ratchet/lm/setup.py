@@ -87,6 +87,13 @@ class LMBundle:
     fallback_adapter: dspy.Adapter | None
     engine: LlamaCppEngine | None = None  # the embedded engine, when the task model is local
 
+    @classmethod
+    def for_lm(cls, lm: dspy.LM, adapter: dspy.Adapter, *, fallback: dspy.LM | None = None,
+               fallback_adapter: dspy.Adapter | None = None) -> LMBundle:
+        """A bundle around one LM for every role (tests, benchmarks, embedding Ratchet)."""
+        return cls(task=lm, adapter=adapter, prompt=lm, teacher=lm, reflection=lm, fallback=fallback,
+                   fallback_adapter=fallback_adapter or (adapter if fallback is not None else None))
+
     def warm_up(self) -> None:
         """Load the embedded model's weights now, so the first request does not pay for it."""
         if self.engine is not None:

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,9 @@ class ProgramSpec:
     data: dict[str, Path] = field(default_factory=dict)
     label_field: str | None = None
 
-    @property
+    @cached_property
     def schema(self) -> ProgramSchema:
+        """Input/output fields of the signature (built once: serving validates every request against it)."""
         return ProgramSchema.from_signature(self.signature)
 
     @property

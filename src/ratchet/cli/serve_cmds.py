@@ -1,0 +1,134 @@
+"""``ratchet serve`` (the HTTP API) and ``ratchet loadtest`` (traffic replay)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.state import get_state
+from ratchet.data.files import labelled_examples
+from ratchet.data.sampling import seeded_sample
+from ratchet.errors import DataError
+
+
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="default: serve.host"),
+    port: int | None = typer.Option(None, "--port", help="default: serve.port"),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="processes (default: serve.workers)"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve every registered program over HTTP (FastAPI under uvicorn)."""
+    import uvicorn
+
+    state = get_state(ctx)
+    settings = state.settings
+    host = host or settings.serve.host
+    port = port or settings.serve.port
+    workers = workers or settings.serve.workers
+    if workers == 1:
+        from ratchet.serve.app import create_app
+
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    # Several processes: each builds its own app; Prometheus samples go to a shared directory.
+    metrics_dir = settings.home_dir / "run" / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if settings.config_file:
+        os.environ["RATCHET_CONFIG"] = str(settings.config_file)
+    uvicorn.run("ratchet.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level)
+
+
+def loadtest(
+    ctx: typer.Context,
+    signature: str = typer.Option(..., "--signature", help="registered signature to call"),
+    data: Path | None = typer.Option(None, "--data", help="labelled examples (default: bundled test split)"),
+    queries: int = typer.Option(100, "--queries", min=1),
+    concurrency: int = typer.Option(4, "--concurrency", min=1),
+    target: str | None = typer.Option(None, "--target", help="server URL; default: in-process runtime"),
+    feedback_from_labels: bool = typer.Option(False, "--feedback-from-labels",
+                                              help="score each answer against its label and send feedback"),
+    baseline: Path | None = typer.Option(None, "--baseline", help="a previous --json report: fail on a p95 "
+                                                                   "regression over 20 %"),
+    save: Path | None = typer.Option(None, "--save", help="write the report JSON here (a future baseline)"),
+    seed: int = typer.Option(0, "--seed", help="order of the replayed examples"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Replay labelled examples as traffic; report throughput, p50/p95/p99 latency and errors."""
+    from ratchet.serve.loadtest import compare_to_baseline, run_http, run_inprocess
+
+    state = get_state(ctx)
+    spec = state.registry.get(signature)
+    loaded = labelled_examples(spec, data)
+    baseline_report = _read_report(baseline) if baseline else None
+    examples = seeded_sample(loaded.examples, None, seed)
+
+    with progress_bar(enabled=not as_json) as progress:
+        task = progress.add_task(f"loadtest {signature}", total=queries, status="")
+
+        def done() -> None:
+            progress.advance(task)
+
+        if target:
+            report = run_http(target, spec, examples, queries=queries, concurrency=concurrency,
+                              feedback_from_labels=feedback_from_labels, on_done=done)
+        else:
+            from ratchet.serve.runtime import Runtime
+
+            with Runtime(state.settings, registry=state.registry) as runtime:
+                runtime.ensure_loaded()
+                report = run_inprocess(runtime, spec, examples, queries=queries, concurrency=concurrency,
+                                       feedback_from_labels=feedback_from_labels, on_done=done)
+
+    result = report.to_dict()
+    if baseline_report is not None:
+        result["baseline"] = compare_to_baseline(result, baseline_report)
+    if save:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(json.dumps(result, indent=2) + "\n")
+    if as_json:
+        print_json(result)
+    else:
+        _print(result)
+    if result.get("baseline", {}).get("regressed"):
+        raise typer.Exit(1)
+
+
+def _read_report(path: Path) -> dict:
+    try:
+        report = json.loads(path.read_text())
+        float(report["latency_ms"]["p95"])
+        return report
+    except FileNotFoundError:
+        raise DataError(f"--baseline {path}: no such file") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"--baseline {path}: not a loadtest report ({exc})") from None
+
+
+def _print(result: dict) -> None:
+    lat = result["latency_ms"]
+    table = Table(title=f"loadtest {result['signature']} → {result['target']}", title_justify="left", box=None)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    table.add_row("requests", f"{result['completed']} of {result['queries']} (concurrency {result['concurrency']})")
+    table.add_row("throughput", f"{result['throughput_rps']:.1f} req/s")
+    table.add_row("latency p50 / p95 / p99", f"{lat['p50']:.1f} / {lat['p95']:.1f} / {lat['p99']:.1f} ms")
+    table.add_row("errors", f"{result['errors']} ({result['error_rate']:.1%}) {result['errors_by_type'] or ''}")
+    table.add_row("arms", ", ".join(f"{k}: {v}" for k, v in sorted(result["arms"].items())))
+    if result["feedback_sent"] or result["mean_score"] is not None:
+        table.add_row("feedback sent / mean score", f"{result['feedback_sent']} / {result['mean_score']}")
+    if "baseline" in result:
+        b = result["baseline"]
+        verdict = "[red]REGRESSED[/]" if b["regressed"] else "[green]ok[/]"
+        table.add_row("p95 vs baseline", f"{b['baseline_p95_ms']:.1f} → {b['p95_ms']:.1f} ms "
+                                         f"({b['change']:+.1%}) {verdict}")
+    console.print(table)

@@ -1,0 +1,249 @@
+"""Program versions: optimized DSPy state per signature, fingerprinted, with a production pointer.
+
+Layout under the home directory::
+
+    programs/<signature>/v1/program.json     DSPy JSON state (module.save)
+    programs/<signature>/v1/metadata.json    fingerprint, lineage, optimizer, scores
+    programs/<signature>/production.json     which version serves by default
+    programs/<signature>/production_history.jsonl
+
+``base`` is a built-in version of every signature: the registered factory as it
+is (no demos, default instructions). It needs no files and is production until
+another version is promoted.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from ratchet.errors import UnknownVersionError, VersionError, VersionIntegrityError
+from ratchet.hashing import canonical_json, sha256_hex
+from ratchet.programs.registry import ProgramSpec
+from ratchet.store.atomic import atomic_write_json, fsync_dir
+from ratchet.store.jsonl import append_jsonl
+
+__all__ = ["BASE_VERSION", "ProgramVersion", "VersionStore", "code_version", "fingerprint", "program_state"]
+
+BASE_VERSION = "base"
+_VERSION_DIR = re.compile(r"^v(\d+)$")
+
+
+def program_state(module: dspy.Module) -> dict[str, Any]:
+    """Per-predictor DSPy state without runtime-only keys (lm, traces, train)."""
+    state = {}
+    for name, predictor in module.named_predictors():
+        entry = dict(predictor.dump_state())
+        for key in ("lm", "traces", "train"):
+            entry.pop(key, None)
+        state[name] = entry
+    return state
+
+
+def code_version(spec: ProgramSpec) -> str:
+    """A hash of the program's code: the factory source and the signature's fields and types."""
+    try:
+        source = inspect.getsource(spec.factory)
+    except (OSError, TypeError):
+        source = spec.source
+    fields = [(name, repr(info.annotation)) for name, info in spec.signature.fields.items()]
+    return sha256_hex(canonical_json({"factory": source, "fields": fields}))[:16]
+
+
+def fingerprint(state: dict[str, Any], *, code: str, lm: str, adapter: str, dspy_version: str) -> str:
+    """SHA-256 identifying a program version: its state plus what renders its prompt."""
+    return sha256_hex(canonical_json({"state": state, "code": code, "lm": lm, "adapter": adapter,
+                                      "dspy": dspy_version}))
+
+
+@dataclass
+class ProgramVersion:
+    """Metadata of one stored version."""
+
+    signature: str
+    version: str
+    fingerprint: str
+    created: str
+    code_version: str
+    lm: str
+    adapter: str
+    dspy_version: str
+    parent: str | None = None
+    dataset_version: str | None = None
+    optimizer: str | None = None
+    optimizer_params: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def number(self) -> int:
+        match = _VERSION_DIR.match(self.version)
+        return int(match.group(1)) if match else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProgramVersion:
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+class VersionStore:
+    """Stored versions of every signature under ``<home>/programs``."""
+
+    def __init__(self, home: Path) -> None:
+        self.root = Path(home) / "programs"
+
+    def _dir(self, signature: str) -> Path:
+        return self.root / signature
+
+    # -- writing ------------------------------------------------------------------------------
+    def save(self, spec: ProgramSpec, module: dspy.Module, *, lm: str, adapter: str, parent: str | None = None,
+             dataset_version: str | None = None, optimizer: str | None = None,
+             optimizer_params: dict[str, Any] | None = None, scores: dict[str, Any] | None = None,
+             notes: str = "") -> ProgramVersion:
+        """Store ``module``'s state as the next version ``vN`` (atomically: readers never see half of it)."""
+        sig_dir = self._dir(spec.name)
+        sig_dir.mkdir(parents=True, exist_ok=True)
+        tmp = sig_dir / f".tmp-{uuid.uuid4().hex}"
+        tmp.mkdir()
+        try:
+            module.save(str(tmp / "program.json"))
+            saved = _read_json(tmp / "program.json")
+            saved.pop("metadata", None)
+            code = code_version(spec)
+            meta = ProgramVersion(
+                signature=spec.name, version="", fingerprint=fingerprint(
+                    _normalise(saved), code=code, lm=lm, adapter=adapter, dspy_version=dspy.__version__),
+                created=datetime.now(UTC).isoformat(timespec="seconds"), code_version=code, lm=lm,
+                adapter=adapter, dspy_version=dspy.__version__, parent=parent, dataset_version=dataset_version,
+                optimizer=optimizer, optimizer_params=dict(optimizer_params or {}), scores=dict(scores or {}),
+                notes=notes,
+            )
+            for _ in range(1000):
+                meta.version = f"v{self._next_number(spec.name)}"
+                atomic_write_json(tmp / "metadata.json", meta.to_dict())
+                try:
+                    os.rename(tmp, sig_dir / meta.version)  # fails when another process took the number
+                except OSError:
+                    continue
+                fsync_dir(sig_dir)
+                return meta
+            raise VersionError(f"could not allocate a version number for '{spec.name}'")
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def set_production(self, signature: str, version: str, *, actor: str = "operator", reason: str = "") -> None:
+        """Make ``version`` the one served by default (atomic), and log the change."""
+        if version != BASE_VERSION:
+            self.get(signature, version)
+        previous = self.production(signature)
+        record = {"version": version, "previous": previous, "actor": actor, "reason": reason,
+                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        atomic_write_json(self._dir(signature) / "production.json", record)
+        append_jsonl(self._dir(signature) / "production_history.jsonl", [record])
+
+    # -- reading ------------------------------------------------------------------------------
+    def production(self, signature: str) -> str:
+        path = self._dir(signature) / "production.json"
+        try:
+            return str(_read_json(path)["version"])
+        except FileNotFoundError:
+            return BASE_VERSION
+        except (KeyError, ValueError, TypeError) as exc:
+            raise VersionError(f"{path}: unreadable production pointer: {exc}") from None
+
+    def list(self, signature: str) -> list[ProgramVersion]:
+        sig_dir = self._dir(signature)
+        if not sig_dir.is_dir():
+            return []
+        versions = []
+        for entry in sig_dir.iterdir():
+            if entry.is_dir() and _VERSION_DIR.match(entry.name):
+                try:
+                    versions.append(ProgramVersion.from_dict(_read_json(entry / "metadata.json")))
+                except (OSError, ValueError, TypeError):
+                    continue
+        return sorted(versions, key=lambda v: v.number)
+
+    def exists(self, signature: str, version: str) -> bool:
+        return version == BASE_VERSION or (self._dir(signature) / version / "metadata.json").is_file()
+
+    def get(self, signature: str, version: str) -> ProgramVersion:
+        path = self._dir(signature) / version / "metadata.json"
+        if not _VERSION_DIR.match(version) or not path.is_file():
+            known = ", ".join([BASE_VERSION] + [v.version for v in self.list(signature)])
+            raise UnknownVersionError(f"signature '{signature}' has no version '{version}' (known: {known})")
+        try:
+            return ProgramVersion.from_dict(_read_json(path))
+        except (OSError, ValueError, TypeError) as exc:
+            raise VersionError(f"{path}: unreadable version metadata: {exc}") from None
+
+    def state(self, signature: str, version: str) -> dict[str, Any]:
+        """The stored per-predictor state of a version (normalised like :func:`program_state`)."""
+        saved = _read_json(self._dir(signature) / version / "program.json")
+        saved.pop("metadata", None)
+        return _normalise(saved)
+
+    def load(self, spec: ProgramSpec, version: str) -> dspy.Module:
+        """A fresh module with ``version``'s state; refuses a file that does not match its fingerprint."""
+        module = spec.build()
+        if version == BASE_VERSION:
+            return module
+        meta = self.get(spec.name, version)
+        path = self._dir(spec.name) / version / "program.json"
+        try:
+            state = self.state(spec.name, version)
+        except (OSError, ValueError) as exc:
+            raise VersionIntegrityError(f"{path}: unreadable program state: {exc}") from None
+        actual = fingerprint(state, code=meta.code_version, lm=meta.lm, adapter=meta.adapter,
+                             dspy_version=meta.dspy_version)
+        if actual != meta.fingerprint:
+            raise VersionIntegrityError(
+                f"{path}: state does not match the fingerprint recorded for {spec.name} {version} "
+                f"({actual[:12]} ≠ {meta.fingerprint[:12]}); refusing to load it"
+            )
+        module.load(str(path))
+        return module
+
+    def fingerprint_of(self, spec: ProgramSpec, version: str, *, lm: str, adapter: str) -> str:
+        """The fingerprint of a version (computed for ``base``, recorded for stored ones)."""
+        if version == BASE_VERSION:
+            return fingerprint(program_state(spec.build()), code=code_version(spec), lm=lm, adapter=adapter,
+                               dspy_version=dspy.__version__)
+        return self.get(spec.name, version).fingerprint
+
+    def _next_number(self, signature: str) -> int:
+        numbers = [int(m.group(1)) for e in self._dir(signature).iterdir() if (m := _VERSION_DIR.match(e.name))]
+        return max(numbers, default=0) + 1
+
+
+def _normalise(saved: dict[str, Any]) -> dict[str, Any]:
+    """DSPy saves a bare predictor's state flat and a composite module's state by predictor name."""
+    if "signature" in saved and "demos" in saved:
+        saved = {"self": saved}
+    out = {}
+    for name, entry in saved.items():
+        entry = dict(entry) if isinstance(entry, dict) else entry
+        if isinstance(entry, dict):
+            for key in ("lm", "traces", "train"):
+                entry.pop(key, None)
+        out[name] = entry
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    with path.open("rb") as fh:
+        return json.loads(fh.read().decode("utf-8"))

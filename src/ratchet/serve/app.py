@@ -1,0 +1,206 @@
+"""The HTTP API (FastAPI): predict, feedback, programs, health, metrics, OpenAPI.
+
+Every registered program gets ``POST /v1/programs/<signature>/predict`` with its
+own request schema (so ``/openapi.json`` documents each program's fields). Status
+codes: 422 invalid input (naming the field), 404 unknown signature, 413 body too
+large, 504 LM timeout, 502 LM failure or unparsable answer, 500 anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from ratchet import __version__
+from ratchet.config import Settings, load_settings
+from ratchet.errors import InputValidationError
+from ratchet.programs import ProgramSpec, load_programs
+from ratchet.serve import metrics
+from ratchet.serve.body_limit import BodyLimitMiddleware
+from ratchet.serve.runtime import Runtime
+
+__all__ = ["app_from_env", "create_app"]
+
+STATUS_BY_ERROR = {
+    "invalid_request": 422,
+    "timeout": 504,
+    "rate_limit": 502,
+    "lm_error": 502,
+    "parse_error": 502,
+    "internal": 500,
+}
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str = Field(..., min_length=1, max_length=200)
+    score: float = Field(..., ge=0.0, le=1.0, description="quality of the answer, 0 (bad) to 1 (good)")
+    correction: dict[str, Any] | None = Field(None, description="the corrected output fields, if any")
+
+
+def _predict_model(spec: ProgramSpec) -> type[BaseModel]:
+    name = "".join(part.capitalize() for part in spec.name.split("_"))
+    return create_model(
+        f"{name}PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        inputs=(spec.schema.input_model, Field(..., description=f"the input fields of {spec.name}")),
+        request_id=(str | None, Field(None, min_length=1, max_length=200)),
+        user_id=(str | None, Field(None, min_length=1, max_length=200,
+                                   description="keeps a user on one arm of an experiment")),
+    )
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    """The application. A ``runtime`` given here is used as is (tests); otherwise one is built at startup."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+    registry = runtime.registry if runtime else load_programs(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.runtime = runtime or Runtime(settings, registry=registry)
+        owned = runtime is None
+        await asyncio.to_thread(app.state.runtime.ensure_loaded)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.runtime.close()
+
+    app = FastAPI(title="Ratchet", version=__version__, lifespan=lifespan,
+                  description="Serve registered DSPy programs with gradual rollouts and telemetry.")
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])  # typos first
+        loc = [str(p) for p in first.get("loc", ())]
+        if loc[:1] == ["body"]:
+            loc = loc[1:]
+        if loc[:1] == ["inputs"] and len(loc) > 1:
+            loc = loc[1:]
+        field = ".".join(loc) or None
+        kind = first.get("type")
+        message = {"missing": f"missing field '{field}'", "extra_forbidden": f"unknown field '{field}'"}.get(
+            kind, f"field '{field}': {first.get('msg')}")
+        return JSONResponse(status_code=422, content={"error": "invalid_request", "field": field,
+                                                      "message": message})
+
+    for spec in registry:
+        _add_predict_route(app, spec)
+
+    @app.post("/v1/programs/{signature}/predict", include_in_schema=False)
+    async def unknown_signature(signature: str) -> JSONResponse:
+        return JSONResponse(status_code=404, content={
+            "error": "unknown_signature", "message": f"unknown signature '{signature}'",
+            "registered": registry.names()})
+
+    @app.post("/v1/feedback", status_code=202)
+    async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
+        """Attach a quality score (and optional corrected outputs) to a served request."""
+        rt: Runtime = request.app.state.runtime
+        try:
+            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction)
+        except InputValidationError as exc:
+            return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
+                                                          "message": str(exc)})
+        return {"accepted": result.accepted, "matched": result.matched, "request_id": result.request_id,
+                "signature": result.signature, "arm": result.arm, "version": result.version}
+
+    @app.get("/v1/programs")
+    async def programs(request: Request) -> dict[str, Any]:
+        """Registered programs, their schemas, and what serves them now."""
+        rt: Runtime = request.app.state.runtime
+        state = rt.routing.current()
+        out = []
+        for spec in rt.registry:
+            route = state.route(spec.name)
+            out.append({
+                "signature": spec.name,
+                "description": spec.description,
+                **spec.schema.to_dict(),
+                "production_version": rt.versions.production(spec.name),
+                "routing": None if route is None else {
+                    "baseline_version": route.baseline_version, "candidate_version": route.candidate_version,
+                    "candidate_share": route.candidate_share, "experiment_id": route.experiment_id,
+                    "state": route.state},
+            })
+        return {"programs": out, "routing_version": state.version}
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        """Each dependency's state; 503 when one is down."""
+        rt: Runtime = request.app.state.runtime
+        checks = await asyncio.to_thread(_health_checks, rt)
+        ok = all(check["ok"] for check in checks.values())
+        return JSONResponse(status_code=200 if ok else 503,
+                            content={"status": "ok" if ok else "unavailable", "version": __version__,
+                                     "checks": checks})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.render_latest(), media_type=metrics.CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
+    body_model = _predict_model(spec)
+
+    async def predict(body, request: Request) -> JSONResponse:
+        rt: Runtime = request.app.state.runtime
+        result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
+                                user_id=body.user_id)
+        payload = result.to_dict()
+        if result.success:
+            return JSONResponse(status_code=200, content=payload)
+        status = STATUS_BY_ERROR.get(result.error_type or "internal", 500)
+        if result.error_type == "invalid_request" and isinstance(result.exception, InputValidationError):
+            payload["field"] = result.exception.field
+        return JSONResponse(status_code=status, content=payload)
+
+    predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
+    predict.__doc__ = f"Run {spec.name}: {spec.description}"
+    app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
+             responses={422: {"description": "invalid input"}, 502: {"description": "LM failure"},
+                        504: {"description": "LM timeout"}})(predict)
+
+
+def _health_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
+    checks: dict[str, dict[str, Any]] = {}
+    checks["model"] = {"ok": rt.model_loaded, "model": rt.lms.model_id,
+                       "detail": "loaded" if rt.model_loaded else "weights not loaded"}
+    try:
+        rt.db.ping()
+        checks["state_db"] = {"ok": True, "dialect": rt.db.dialect}
+    except Exception as exc:
+        checks["state_db"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+    checks["telemetry"] = _writable(rt.telemetry.directory)
+    stats = rt.telemetry.stats()
+    checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
+    return checks
+
+
+def _writable(directory: Path) -> dict[str, Any]:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-", delete=True):
+            pass
+        return {"ok": True, "directory": str(directory)}
+    except OSError as exc:
+        return {"ok": False, "directory": str(directory), "detail": exc.strerror or str(exc)}
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (each worker process builds its own app from ``RATCHET_CONFIG``)."""
+    return create_app(load_settings(os.environ.get("RATCHET_CONFIG") or None))

@@ -1,0 +1,81 @@
+"""What one served call did: the prediction and everything measured about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import dspy
+
+from ratchet.routing import Arm
+
+__all__ = ["CallResult", "FeedbackResult"]
+
+
+@dataclass
+class CallResult:
+    """The outcome of :meth:`ratchet.Runtime.call`.
+
+    ``success`` is False when the call failed; ``error_type`` then says how
+    (``invalid_request``, ``timeout``, ``rate_limit``, ``lm_error``,
+    ``parse_error`` or ``internal``) and ``exception`` holds the error.
+    """
+
+    request_id: str
+    signature: str
+    version: str
+    arm: Arm
+    success: bool
+    latency_ms: float
+    outputs: dict[str, Any] | None = None
+    prediction: dspy.Prediction | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_usd: float | None = None
+    error_type: str | None = None
+    error: str | None = None
+    sampled: bool = False
+    fallback_used: bool = False
+    model: str = ""
+    exception: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_in + self.tokens_out
+
+    def raise_for_error(self) -> CallResult:
+        """Re-raise the call's exception when it failed; return self otherwise."""
+        if not self.success and self.exception is not None:
+            raise self.exception
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "request_id": self.request_id,
+            "signature": self.signature,
+            "version": self.version,
+            "arm": self.arm,
+            "success": self.success,
+            "outputs": self.outputs,
+            "latency_ms": round(self.latency_ms, 3),
+            "tokens": {"input": self.tokens_in, "output": self.tokens_out},
+            "cost_usd": self.cost_usd,
+            "model": self.model,
+            "sampled": self.sampled,
+            "fallback_used": self.fallback_used,
+            "error_type": self.error_type,
+            "error": self.error,
+        }
+
+
+@dataclass
+class FeedbackResult:
+    """What happened to a feedback score."""
+
+    request_id: str
+    accepted: bool
+    matched: bool  # the request is known (its signature, version and arm)
+    signature: str | None = None
+    arm: str | None = None
+    version: str | None = None
+    sampled: bool = False

@@ -1,0 +1,187 @@
+"""Explicit, numbered schema migrations for the state database.
+
+Each migration is a version number, a name and a function that runs DDL on a
+``Connection`` (SQLAlchemy Core objects, or plain SQL both SQLite and PostgreSQL
+accept). ``migrate`` applies the pending ones in order, each in its own transaction
+together with its row in ``schema_migrations``, under a lock that every process takes
+first (PostgreSQL: ``pg_advisory_xact_lock``; SQLite: ``BEGIN IMMEDIATE``), so any
+number of processes may start at once and each migration runs exactly once.
+
+To change the schema, append a ``Migration`` with the next version to ``MIGRATIONS``
+and update ``ratchet.store.tables`` to match. Never edit a released migration:
+databases in the field have already run it. A migration keeps its own frozen copy of
+the tables it creates (not the live objects of ``tables.py``, which move on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    insert,
+    inspect,
+    select,
+    text,
+)
+
+from ratchet.errors import ConfigError
+from ratchet.store.tables import schema_migrations
+
+if TYPE_CHECKING:
+    from ratchet.store.db import StateDB
+
+__all__ = ["MIGRATIONS", "Migration", "applied_versions", "migrate"]
+
+log = logging.getLogger(__name__)
+
+# One advisory-lock key for "Ratchet is migrating this database" (stable across processes and hosts).
+_PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ratchet:schema_migrations").digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema change: applied once, in ``version`` order, inside a transaction."""
+
+    version: int
+    name: str
+    apply: Callable[[Connection], None]
+
+
+def _m001_outcome_counters(conn: Connection) -> None:
+    """Per-arm, per-minute outcome counters, error counts, latency histograms, the request index, feedback."""
+    md = MetaData()
+
+    def arm_key() -> list[Column]:
+        return [
+            Column("signature", String(200), nullable=False),
+            Column("version", String(200), nullable=False),
+            Column("arm", String(64), nullable=False),
+            Column("minute", BigInteger, nullable=False),
+        ]
+
+    Table(
+        "arm_outcomes", md, *arm_key(),
+        Column("requests", BigInteger, nullable=False),
+        Column("errors", BigInteger, nullable=False),
+        Column("latency_sum_s", Float, nullable=False),
+        Column("latency_sumsq", Float, nullable=False),
+        Column("tokens_in", BigInteger, nullable=False),
+        Column("tokens_out", BigInteger, nullable=False),
+        Column("cost_usd", Float, nullable=False),
+        PrimaryKeyConstraint("signature", "version", "arm", "minute", name="pk_arm_outcomes"),
+    )
+    Table(
+        "arm_errors", md, *arm_key(),
+        Column("error_type", String(200), nullable=False),
+        Column("count", BigInteger, nullable=False),
+        PrimaryKeyConstraint("signature", "version", "arm", "minute", "error_type", name="pk_arm_errors"),
+    )
+    Table(
+        "arm_latency_buckets", md, *arm_key(),
+        Column("bucket", Integer, nullable=False),
+        Column("count", BigInteger, nullable=False),
+        PrimaryKeyConstraint("signature", "version", "arm", "minute", "bucket", name="pk_arm_latency_buckets"),
+    )
+    Table(
+        "request_index", md,
+        Column("request_id", String(200), primary_key=True),
+        Column("signature", String(200), nullable=False),
+        Column("version", String(200), nullable=False),
+        Column("arm", String(64), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Index("ix_request_index_created_at", "created_at"),
+    )
+    Table(
+        "feedback", md,
+        Column("request_id", String(200), primary_key=True),
+        Column("score", Float, nullable=False),
+        Column("correction", Text, nullable=True),
+        Column("created_at", Float, nullable=False),
+        Index("ix_feedback_created_at", "created_at"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
+]
+"""Every migration, in order. Append new ones; never edit or reorder released ones."""
+
+
+def migrate(db: StateDB, migrations: Sequence[Migration] | None = None) -> list[int]:
+    """Apply pending migrations in order; returns the versions this call applied (often none).
+
+    Safe to run from several processes at once and idempotent: whoever takes the lock
+    first applies a migration, the others then find it recorded and skip it.
+    """
+    migrations = MIGRATIONS if migrations is None else migrations
+    _check_order(migrations)
+    applied: list[int] = []
+    while True:
+        with db.transaction(write=True) as conn:
+            _lock(conn)
+            done = _applied(conn)
+            pending = [m for m in migrations if m.version not in done]
+            if not pending:
+                _warn_if_newer(db, done, migrations)
+                return applied
+            migration = pending[0]
+            migration.apply(conn)
+            conn.execute(
+                insert(schema_migrations).values(version=migration.version, name=migration.name,
+                                                 applied_at=time.time())
+            )
+        log.info("state database %s: applied migration %d (%s)", db.url, migration.version, migration.name)
+        applied.append(migration.version)
+
+
+def applied_versions(db: StateDB) -> list[int]:
+    """Versions recorded in ``schema_migrations`` (empty for a new database), ascending."""
+    with db.transaction() as conn:
+        return sorted(_applied(conn)) if inspect(conn).has_table(schema_migrations.name) else []
+
+
+def _lock(conn: Connection) -> None:
+    """Serialise migrators (SQLite already holds the write lock: ``BEGIN IMMEDIATE``) and create the log table."""
+    if conn.dialect.name == "postgresql":
+        schema = conn.scalar(text("SELECT current_schema()"))
+        if schema is None:
+            search_path = conn.scalar(text("SHOW search_path"))
+            raise ConfigError(
+                f"database_url: no schema of search_path {search_path!r} exists; create it first (CREATE SCHEMA …)"
+            )
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
+    schema_migrations.create(conn, checkfirst=True)
+
+
+def _applied(conn: Connection) -> set[int]:
+    return set(conn.scalars(select(schema_migrations.c.version)))
+
+
+def _check_order(migrations: Sequence[Migration]) -> None:
+    versions = [m.version for m in migrations]
+    if any(v <= 0 for v in versions) or versions != sorted(set(versions)):
+        raise ValueError(f"migration versions must be positive, unique and ascending, got {versions}")
+
+
+def _warn_if_newer(db: StateDB, done: set[int], migrations: Sequence[Migration]) -> None:
+    unknown = done - {m.version for m in migrations}
+    if unknown:
+        log.warning("state database %s has migrations this Ratchet does not know (%s): is it older than "
+                    "another process using the database?", db.url, sorted(unknown))

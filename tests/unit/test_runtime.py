@@ -1,0 +1,290 @@
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dspy
+import pytest
+from dspy.lm15 import ServerError
+
+from ratchet.config import Settings
+from ratchet.errors import UnknownProgramError
+from ratchet.evaluation import fewshot_program
+from ratchet.lm import CompletionAdapter, LMBundle, ScriptedEngine, ThreadedAsyncEngine
+from ratchet.programs import load_programs
+from ratchet.programs.versions import VersionStore
+from ratchet.routing import RoutingState, SignatureRoute, write_routing
+from ratchet.serve import Runtime, instrument, metrics
+from ratchet.store.db import StateDB
+from ratchet.store.jsonl import read_jsonl
+from ratchet.store.outcomes import read_arm_stats
+
+
+def scripted(responder, **kwargs) -> tuple[dspy.LM, ScriptedEngine]:
+    engine = ScriptedEngine(responder, **kwargs)
+    return dspy.LM("scripted/t", engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False,
+                   num_retries=0), engine
+
+
+@pytest.fixture
+def make_runtime(tmp_path: Path) -> Iterator:
+    made: list[Runtime] = []
+
+    def make(responder=lambda p: " card_arrival", *, sampling: float = 0.0, fallback=None, database_url=None,
+             **engine_kwargs) -> Runtime:
+        settings = Settings(home=tmp_path / "home", database_url=database_url)
+        settings.telemetry.sampling_rate = sampling
+        settings.serve.routing_check_interval_s = 0.05
+        settings.serve.request_timeout_s = 0.5
+        lm, _ = scripted(responder, **engine_kwargs)
+        bundle = LMBundle.for_lm(lm, CompletionAdapter(), fallback=fallback)
+        runtime = Runtime(settings, lms=bundle)
+        made.append(runtime)
+        return runtime
+
+    yield make
+    for runtime in made:
+        runtime.close()
+
+
+def test_a_call_reports_what_happened(make_runtime) -> None:
+    runtime = make_runtime()
+    result = runtime.call("classify_intent", {"text": "Where is my card?"}, request_id="r-1")
+    assert result.success and result.outputs == {"intent": "card_arrival"}
+    assert (result.request_id, result.arm, result.version) == ("r-1", "baseline", "base")
+    assert result.tokens_in > 0 and result.tokens_out > 0
+    assert result.cost_usd is None  # a scripted model has no known price
+    assert result.latency_ms > 0 and result.error_type is None and not result.sampled
+    assert result.to_dict()["tokens"] == {"input": result.tokens_in, "output": result.tokens_out}
+
+
+def test_unknown_signature_raises(make_runtime) -> None:
+    with pytest.raises(UnknownProgramError):
+        make_runtime().call("nope", {"text": "x"})
+
+
+@pytest.mark.parametrize(
+    ("responder", "error", "error_type"),
+    [
+        (lambda p: " not an intent", None, "parse_error"),
+        (lambda p: " x", ServerError("upstream 500"), "lm_error"),
+        (lambda p: " x", RuntimeError("engine crashed"), "lm_error"),  # DSPy wraps engine failures
+    ],
+)
+def test_failures_are_typed_not_raised(make_runtime, responder, error, error_type) -> None:
+    runtime = make_runtime(responder, error=error)
+    result = runtime.call("classify_intent", {"text": "hi"})
+    assert not result.success and result.error_type == error_type
+    assert result.outputs is None
+    with pytest.raises(BaseException):  # noqa: B017 - re-raises whatever failed
+        result.raise_for_error()
+
+
+def test_a_bug_in_the_program_is_internal(make_runtime) -> None:
+    class Broken(dspy.Module):
+        def __init__(self):
+            super().__init__()
+            self.predict = dspy.Predict("question -> answer")
+
+        def forward(self, question):
+            raise KeyError("bug in the program")
+
+    runtime = make_runtime()
+    wrapped = instrument(Broken(), signature="broken_program", runtime=runtime)
+    try:
+        result = runtime.call("broken_program", {"question": "?"})
+        assert result.error_type == "internal" and "bug in the program" in result.error
+        with pytest.raises(KeyError):
+            wrapped(question="?")
+    finally:
+        runtime.registry.unregister("broken_program")
+
+
+def test_invalid_inputs_name_the_field(make_runtime) -> None:
+    result = make_runtime().call("classify_intent", {"txt": "hi"})
+    assert result.error_type == "invalid_request"
+    assert "unknown input field 'txt'" in result.error
+
+
+def test_fallback_model_answers_when_the_task_model_fails(make_runtime) -> None:
+    fallback, fallback_engine = scripted(lambda p: " pin_blocked")
+    runtime = make_runtime(error=ServerError("primary down"), fallback=fallback)
+    before = metrics.FALLBACKS.labels("classify_intent")._value.get()
+    result = runtime.call("classify_intent", {"text": "pin"})
+    assert result.success and result.fallback_used and result.outputs == {"intent": "pin_blocked"}
+    assert result.model == "scripted/t" and fallback_engine.calls == 1
+    assert metrics.FALLBACKS.labels("classify_intent")._value.get() == before + 1
+
+
+def test_async_timeout(make_runtime) -> None:
+    runtime = make_runtime(latency_s=2.0)
+    result = asyncio.run(runtime.acall("classify_intent", {"text": "slow"}, timeout_s=0.2))
+    assert result.error_type == "timeout" and result.latency_ms < 1500
+
+
+def test_routing_sends_a_share_of_users_to_the_candidate(make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime()
+    spec = runtime.registry.get("classify_intent")
+    VersionStore(tmp_path / "home").save(spec, fewshot_program(spec, 3), lm="m", adapter="a")
+    path = tmp_path / "home" / "routing_config.json"
+
+    def set_share(share: float) -> None:
+        write_routing(path, RoutingState().with_route("classify_intent", SignatureRoute(
+            baseline_version="base", candidate_version="v1", candidate_share=share, salt="exp", state="running")))
+        runtime.routing.refresh()
+
+    users = [f"user-{i}" for i in range(300)]
+    set_share(0.25)
+    first = {u for u in users if runtime.call("classify_intent", {"text": "x"}, user_id=u).arm == "candidate"}
+    assert 0.15 < len(first) / len(users) < 0.35
+    set_share(0.5)
+    results = {u: runtime.call("classify_intent", {"text": "x"}, user_id=u) for u in users}
+    second = {u for u, r in results.items() if r.arm == "candidate"}
+    assert first <= second
+    assert {r.version for r in results.values() if r.arm == "candidate"} == {"v1"}
+    assert {r.version for r in results.values() if r.arm == "baseline"} == {"base"}
+    set_share(0.0)  # a rollback
+    assert all(runtime.call("classify_intent", {"text": "x"}, user_id=u).arm == "baseline" for u in second)
+
+
+def test_unreadable_routing_keeps_the_last_good_state_and_counts(make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime()
+    path = tmp_path / "home" / "routing_config.json"
+    write_routing(path, RoutingState().with_route("classify_intent", SignatureRoute(
+        baseline_version="base", candidate_version="base", candidate_share=1.0, salt="s")))
+    runtime.routing.refresh()
+    assert runtime.call("classify_intent", {"text": "x"}).arm == "candidate"
+    errors_before = metrics.ROUTING_RELOAD_ERRORS._value.get()
+    path.write_text("{half written")
+    runtime.routing.refresh()
+    assert runtime.call("classify_intent", {"text": "x"}).arm == "candidate"
+    assert metrics.ROUTING_RELOAD_ERRORS._value.get() == errors_before + 1
+
+
+def test_sampling_redacts_before_writing(make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime(sampling=1.0)
+    result = runtime.call("classify_intent", {"text": "card 4111 1111 1111 1111, mail jo@example.com"})
+    assert result.sampled
+    runtime.feedback(result.request_id, 0.0, correction={"intent": "lost_or_stolen_card"})
+    runtime.flush()
+    records, stats = read_jsonl(tmp_path / "home" / "telemetry" / "interactions.jsonl")
+    assert stats.bad_lines == 0
+    interaction, feedback = records
+    assert interaction["input"]["text"] == "card [CARD], mail [EMAIL]"
+    assert interaction["request_id"] == result.request_id and interaction["arm"] == "baseline"
+    assert len(interaction["program_fingerprint"]) == 64
+    assert feedback["record"] == "feedback" and feedback["correction"] == {"intent": "lost_or_stolen_card"}
+
+
+def test_sampling_zero_writes_nothing(make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime(sampling=0.0)
+    for _ in range(50):
+        assert not runtime.call("classify_intent", {"text": "x"}).sampled
+    runtime.flush()
+    assert not (tmp_path / "home" / "telemetry" / "interactions.jsonl").exists()
+
+
+def test_counters_are_exact_under_threads_and_asyncio(make_runtime) -> None:
+    runtime = make_runtime(lambda p: " pin_blocked" if "bad" not in p.rsplit("Text:", 1)[-1] else " ???")
+
+    def worker(n: int) -> None:
+        for i in range(25):
+            runtime.call("classify_intent", {"text": "bad" if i % 5 == 0 else "ok"}, request_id=f"t{n}-{i}")
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    async def many() -> None:
+        await asyncio.gather(*(runtime.acall("classify_intent", {"text": "ok"}) for _ in range(100)))
+
+    asyncio.run(many())
+    runtime.flush()
+    stats = read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")]
+    assert stats.requests == 8 * 25 + 100
+    assert stats.errors_by_type == {"parse_error": 8 * 5}
+
+
+def test_feedback_reaches_quality_from_any_process(make_runtime, tmp_path: Path) -> None:
+    runtime = make_runtime()
+    result = runtime.call("classify_intent", {"text": "x"})
+    direct = runtime.feedback(result.request_id, 0.25)
+    assert direct.matched and direct.arm == "baseline"
+    other = make_runtime()  # another worker: same home and database, its own memory
+    second = runtime.call("classify_intent", {"text": "y"})
+    elsewhere = other.feedback(second.request_id, 0.75)  # before the first worker flushed its index
+    assert not elsewhere.matched
+    runtime.flush()
+    stats = read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")]
+    assert stats.quality_count == 2 and stats.quality_mean == pytest.approx(0.5)
+    assert other.feedback(second.request_id, 1.0).matched  # now visible in the database; latest score wins
+    assert read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")].quality_mean == pytest.approx(0.625)
+
+
+def test_feedback_is_validated(make_runtime) -> None:
+    from ratchet.errors import InputValidationError
+
+    runtime = make_runtime()
+    result = runtime.call("classify_intent", {"text": "x"})
+    with pytest.raises(InputValidationError, match="between 0 and 1"):
+        runtime.feedback(result.request_id, 1.5)
+    with pytest.raises(InputValidationError, match="output field 'intent'"):
+        runtime.feedback(result.request_id, 1.0, correction={"intent": "not_an_intent"})
+
+
+def test_counters_in_postgresql_and_sqlite(make_runtime, state_db_url: str) -> None:
+    runtime = make_runtime(database_url=state_db_url)
+    for i in range(20):
+        runtime.call("classify_intent", {"text": "x"}, request_id=f"pg-{i}")
+    runtime.feedback("pg-3", 1.0)
+    runtime.flush()
+    stats = read_arm_stats(StateDB(state_db_url), "classify_intent")[("base", "baseline")]
+    assert stats.requests == 20 and stats.quality_count == 1
+
+
+def test_instrument_wraps_an_existing_module(make_runtime) -> None:
+    runtime = make_runtime(lambda p: " Paris")
+    qa = dspy.Predict("question -> answer")
+    wrapped = instrument(qa, signature="capital_question", runtime=runtime)
+    try:
+        prediction = wrapped(question="Capital of France?", user_id="u1")
+        assert prediction.answer == "Paris"
+        assert runtime.registry.get("capital_question").schema.input_names == ["question"]
+        runtime.flush()
+        assert read_arm_stats(runtime.db, "capital_question")[("base", "baseline")].requests == 1
+        with pytest.raises(Exception, match="unknown input field"):
+            wrapped(q="typo")
+    finally:
+        runtime.registry.unregister("capital_question")
+
+
+def test_metrics_use_the_seed_names(make_runtime) -> None:
+    runtime = make_runtime()
+    runtime.call("classify_intent", {"text": "x"})
+    text = metrics.render_latest().decode()
+    assert 'dspy_requests_total{arm="baseline",module="Predict",signature="classify_intent"}' in text
+    assert "dspy_request_duration_seconds_bucket" in text
+    assert 'dspy_tokens_total{arm="baseline",module="Predict",signature="classify_intent",type="input"}' in text
+    assert 'dspy_module_version{arm="baseline",module="Predict",signature="classify_intent",version="base"} 1.0' in text
+
+
+def test_bundled_programs_load_for_serving() -> None:
+    assert {"classify_intent", "extract_booking"} <= set(load_programs(Settings()).names())
+
+
+def test_feedback_for_another_workers_request_reaches_telemetry_later(make_runtime, tmp_path: Path) -> None:
+    serving = make_runtime(sampling=1.0)
+    other = make_runtime(sampling=1.0)
+    result = serving.call("classify_intent", {"text": "x"})
+    assert not other.feedback(result.request_id, 0.5, {"intent": "pin_blocked"}).matched
+    serving.flush()  # the serving worker's request index reaches the database
+    other.close()  # runs the deferred match now instead of in a few seconds
+    serving.flush()
+    from ratchet.telemetry.writer import iter_log_files
+
+    records = [r for path in iter_log_files(tmp_path / "home" / "telemetry") for r in read_jsonl(path)[0]]
+    feedback = [r for r in records if r.get("record") == "feedback"]
+    assert len(feedback) == 1 and feedback[0]["request_id"] == result.request_id
+    assert feedback[0]["correction"] == {"intent": "pin_blocked"} and feedback[0]["signature"] == "classify_intent"
