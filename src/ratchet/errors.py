@@ -14,8 +14,14 @@ The hierarchy::
     ├── ModelError                  setting up or calling a language model
     │   ├── ModelNotAvailableError      weights or backend missing
     │   └── OutputParseError            the completion could not be parsed into output fields
-    └── DataError                   unusable examples or data files
-        └── InputValidationError        inputs do not match a program's schema
+    ├── DataError                   unusable examples or data files
+    │   └── InputValidationError        inputs do not match a program's schema
+    ├── ExperimentError             A/B experiments
+    │   ├── UnknownExperimentError      no experiment with that id
+    │   ├── IllegalTransitionError      e.g. promoting a rolled-back experiment
+    │   └── ConcurrentChangeError       someone else changed the experiment first
+    ├── DeliveryError               an alert channel could not deliver an alert
+    └── BackupError                 a backup cannot be written, or an archive is damaged, unsafe or refused
 
 Command-line commands turn a ``RatchetError`` into a one-line message and exit
 code 2; anything else is a bug and keeps its traceback.
@@ -26,9 +32,14 @@ from __future__ import annotations
 from dspy.utils.exceptions import AdapterParseError
 
 __all__ = [
+    "BackupError",
+    "ConcurrentChangeError",
     "ConfigError",
     "DataError",
+    "DeliveryError",
     "DuplicateProgramError",
+    "ExperimentError",
+    "IllegalTransitionError",
     "InputValidationError",
     "InvalidProgramError",
     "ModelError",
@@ -36,6 +47,7 @@ __all__ = [
     "OutputParseError",
     "RatchetError",
     "RegistryError",
+    "UnknownExperimentError",
     "UnknownProgramError",
     "UnknownVersionError",
     "VersionError",
@@ -108,3 +120,27 @@ class InputValidationError(DataError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class ExperimentError(RatchetError):
+    """An A/B experiment cannot be created or changed as asked."""
+
+
+class UnknownExperimentError(ExperimentError):
+    """No experiment has that id."""
+
+
+class IllegalTransitionError(ExperimentError):
+    """The experiment's state does not allow that change (nothing was changed)."""
+
+
+class ConcurrentChangeError(ExperimentError):
+    """The experiment changed between reading and writing it (another monitor or operator acted first)."""
+
+
+class DeliveryError(RatchetError):
+    """An alert channel (Slack, e-mail, webhook) could not deliver an alert; the message never holds a secret."""
+
+
+class BackupError(RatchetError):
+    """A backup cannot be written, or a restore refuses an archive (damaged, unsafe member, non-empty target)."""

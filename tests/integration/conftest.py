@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
 import pytest
 
 from ratchet.config import Settings
@@ -14,3 +23,43 @@ def embedded() -> LMBundle:
     bundle = build_lms(Settings().lm)
     bundle.warm_up()
     return bundle
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterator[str]:
+    """Run a real ``ratchet serve`` for ``config`` (plus ``args``) until healthy; yield its URL, stop it after."""
+    port = _free_port()
+    log_path = config.parent / "server.log"
+    with log_path.open("w+b") as log:
+        server = subprocess.Popen([sys.executable, "-m", "ratchet", "--config", str(config), "serve",
+                                   "--port", str(port), "--log-level", "warning", *args],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    pytest.fail(f"server did not become healthy: {log.read().decode(errors='replace')[-3000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def ratchet_server():
+    """``with ratchet_server(config, *args) as url``: a real ``ratchet serve`` process, healthy, stopped after."""
+    return _ratchet_server

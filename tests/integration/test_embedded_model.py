@@ -87,3 +87,18 @@ def test_cli_predict_and_eval_on_the_embedded_model() -> None:
     assert 0.0 <= report["score"] <= 1.0
     assert report["parse_failure_rate"] == 0.0  # the grammar fallback leaves no unparsable answers
     assert report["seconds_per_call"] > 0
+
+
+def test_choice_scoring_picks_a_valid_label_and_calibration_changes_the_prior(embedded) -> None:
+    from ratchet.lm import CompletionAdapter
+
+    spec = load_programs(Settings()).get("classify_intent")
+    texts = ["my card has not arrived yet", "I want to close my account", "what is the euro exchange rate",
+             "can I use google pay", "my pin is blocked after three tries"]
+    answers = {}
+    for mode in ("likelihood", "calibrated"):
+        with dspy.context(lm=embedded.task, adapter=CompletionAdapter(choice_scoring=mode)):
+            answers[mode] = [spec.build()(text=t).intent for t in texts]
+    choices = spec.schema.outputs[0].choices
+    assert all(a in choices for mode in answers for a in answers[mode])
+    assert len(set(answers["calibrated"])) >= 3  # calibration removes the zero-shot collapse onto one label

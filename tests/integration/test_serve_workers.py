@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,27 +26,10 @@ def _total(metrics_text: str, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}\{{[^}}]*\}} ([0-9.e+]+)$", metrics_text, re.M))
 
 
-def test_two_workers_count_every_request_once(tmp_path: Path, free_port) -> None:
+def test_two_workers_count_every_request_once(tmp_path: Path, ratchet_server) -> None:
     config = tmp_path / "ratchet.toml"
     config.write_text('home = "state"\n[telemetry]\nsampling_rate = 1.0\n[serve]\noutcome_flush_interval_s = 0.5\n')
-    port = free_port()
-    log = (tmp_path / "server.log").open("w+b")
-    server = subprocess.Popen([sys.executable, "-m", "ratchet", "--config", str(config), "serve", "--port", str(port),
-                               "--workers", "2", "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                pytest.fail(f"server did not become healthy: {log.read().decode(errors='replace')[-3000:]}")
-            time.sleep(0.5)
-
+    with ratchet_server(config, "--workers", "2") as url:
         def ask(i: int) -> str:
             body = {"inputs": {"text": TEXTS[i % len(TEXTS)]}, "request_id": f"req-{i}"}
             response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json=body, timeout=60)
@@ -65,10 +46,6 @@ def test_two_workers_count_every_request_once(tmp_path: Path, free_port) -> None
             assert _total(text, "dspy_requests_total") == 24
             assert _total(text, "dspy_request_duration_seconds_count") == 24
         time.sleep(4)  # counters flushed (0.5 s) and cross-worker feedback matched for telemetry (~1.5 s)
-    finally:
-        server.terminate()
-        server.wait(timeout=60)
-        log.close()
 
     settings = load_settings(config)
     stats = read_arm_stats(StateDB.connect(settings), "classify_intent")[("base", "baseline")]

@@ -5,12 +5,8 @@ import pytest
 from dspy.utils.exceptions import AdapterParseError
 
 from ratchet.errors import OutputParseError
-from ratchet.lm.adapter import (
-    CompletionAdapter,
-    answer_grammar,
-    grammar_from_response_format,
-    grammar_response_format,
-)
+from ratchet.lm.adapter import CompletionAdapter, answer_grammar, single_choice_field
+from ratchet.lm.directives import choices_directive, grammar_directive, read_directive
 
 
 class Classify(dspy.Signature):
@@ -136,11 +132,12 @@ def test_grammar_describes_the_answer_shape() -> None:
     assert 'v0 ::= ("card_arrival" | "pin_blocked")' in grammar
     booking = answer_grammar(Booking)
     assert '"\\n" "First Name:" " " v1' in booking
-    fmt = grammar_response_format(grammar)
-    assert grammar_from_response_format(fmt) == grammar
-    assert grammar_from_response_format({"type": "json_schema", "name": "ratchet_gbnf",
-                                         "schema": {"x-gbnf": grammar}}) == grammar
-    assert grammar_from_response_format({"type": "json_object"}) is None
+    assert read_directive(grammar_directive(grammar)) == ("gbnf", {"grammar": grammar})
+    flattened = {"type": "json_schema", "name": "ratchet_gbnf", "schema": {"x-ratchet": {"grammar": grammar}}}
+    assert read_directive(flattened) == ("gbnf", {"grammar": grammar})  # as DSPy canonicalises it
+    assert read_directive({"type": "json_object"}) is None
+    assert read_directive(choices_directive(["a", "b"], "prompt")) == (
+        "choices", {"choices": ["a", "b"], "calibration_prompt": "prompt"})
 
 
 def test_grammar_compiles_in_llama_cpp() -> None:
@@ -191,12 +188,12 @@ def test_constrained_retry_sends_the_grammar_after_a_parse_failure(scripted_lm) 
     seen = []
 
     _, engine = scripted_lm(iter([" no idea", " pin_blocked"]))
-    recording = Recording(engine, lambda r: seen.append(grammar_from_response_format(r.config.response_format)))
+    recording = Recording(engine, lambda r: seen.append(read_directive(r.config.response_format)))
     lm = dspy.LM("scripted/x", engine=recording, cache=False, num_retries=0)
     with dspy.context(lm=lm, adapter=CompletionAdapter(constrain=True)):
         assert dspy.Predict(Classify)(text="x").intent == "pin_blocked"
     assert seen[0] is None
-    assert seen[1] == answer_grammar(Classify)
+    assert seen[1] == ("gbnf", {"grammar": answer_grammar(Classify)})
 
 
 def test_evaluate_and_optimizers_use_the_adapter(scripted_lm) -> None:
@@ -238,3 +235,27 @@ def test_one_line_answers_cap_max_tokens(scripted_lm) -> None:
         dspy.Predict(Booking)(text="x")
     assert seen[0] == (len("card_arrival") + 8, ("\n\n", "\nText:", "\n"))
     assert seen[1] == (256, ("\n\n", "\nText:"))
+
+
+def test_single_choice_signatures_are_scored_not_generated(scripted_lm) -> None:
+    assert single_choice_field(Classify) == ["card_arrival", "pin_blocked"]
+    assert single_choice_field(Booking) is None
+    seen = []
+    _, engine = scripted_lm(lambda prompt: " pin_blocked")
+    recording = Recording(engine, lambda r: seen.append((read_directive(r.config.response_format),
+                                                         r.config.max_tokens)))
+    lm = dspy.LM("scripted/x", engine=recording, cache=False, num_retries=0)
+    demos = [dspy.Example(text="Where is it?", intent="card_arrival")]
+    predict = dspy.Predict(Classify)
+    predict.demos = demos
+    with dspy.context(lm=lm, adapter=CompletionAdapter(choice_scoring="calibrated")):
+        assert predict(text="PIN locked").intent == "pin_blocked"
+    (kind, payload), max_tokens = seen[0]
+    assert kind == "choices" and payload["choices"] == ["card_arrival", "pin_blocked"] and max_tokens == 1
+    assert payload["calibration_prompt"].endswith("Text: N/A\nIntent:")
+    assert "Text: Where is it?\nIntent: card_arrival" in payload["calibration_prompt"]  # same demos
+    with dspy.context(lm=lm, adapter=CompletionAdapter(choice_scoring="likelihood")):
+        predict(text="x")
+    assert seen[1][0][1]["calibration_prompt"] is None
+    with pytest.raises(ValueError, match="choice_scoring"):
+        CompletionAdapter(choice_scoring="magic")

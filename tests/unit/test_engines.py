@@ -64,3 +64,59 @@ def test_configured_weights_must_exist(tmp_path: Path) -> None:
     weights = local_weights(other)
     assert weights.model_id.startswith("llamacpp/tiny@sha256:")
     assert weights.sha256[:16] in weights.model_id
+
+
+class _FakeLlama:
+    created = 0
+
+    def __init__(self) -> None:
+        type(self).created += 1
+        self.name = type(self).created
+
+
+def _engine(monkeypatch, **kwargs):
+    from ratchet.lm.engines.llamacpp import LlamaCppEngine
+
+    _FakeLlama.created = 0
+    engine = LlamaCppEngine("unused.gguf", model_id="fake", **kwargs)
+    monkeypatch.setattr(engine, "_new_llama", _FakeLlama)
+    return engine
+
+
+def test_each_prompt_prefix_keeps_its_own_context(monkeypatch) -> None:
+    engine = _engine(monkeypatch, cache_slots=2)
+    baseline, candidate = "shared instructions\n" + "A" * 200, "shared instructions\n" + "B" * 200
+    used = []
+    for prompt in [baseline, candidate, baseline + " x", candidate + " y", baseline]:
+        with engine._checkout(prompt) as llama:
+            used.append(llama.name)
+    assert used == [1, 2, 1, 2, 1]
+    with engine._checkout("something else entirely") as llama:  # no free slot: reuse the best idle one
+        assert llama.name in (1, 2)
+    assert _FakeLlama.created == 2
+
+
+def test_a_warm_up_context_serves_the_second_prefix_and_the_least_recent_is_reused(monkeypatch) -> None:
+    engine = _engine(monkeypatch, cache_slots=2)
+    engine.warm_up()
+    used = []
+    for prompt in ["A" * 100, "B" * 100, "A" * 100, "B" * 100, "C" * 100, "B" * 100]:
+        with engine._checkout(prompt) as llama:
+            used.append(llama.name)
+    assert used == [2, 1, 2, 1, 2, 1]  # C takes A's context (least recently used), B keeps its own
+    assert _FakeLlama.created == 2
+
+
+def test_a_failed_call_forgets_the_cached_prompt(monkeypatch) -> None:
+    engine = _engine(monkeypatch, cache_slots=1)
+    with pytest.raises(RuntimeError), engine._checkout("prompt one") as llama:
+        raise RuntimeError("llama.cpp failed")
+    assert engine._idle[0].prompt == "" and engine._idle[0].llama is llama
+
+
+def test_shared_prefix() -> None:
+    from ratchet.lm.engines.llamacpp import _shared_prefix
+
+    assert _shared_prefix("abcdef", "abcxyz") == 3
+    assert _shared_prefix("", "abc") == 0
+    assert _shared_prefix("abc", "abc") == 3

@@ -10,7 +10,10 @@ import typer
 from typer.core import TyperGroup
 
 from ratchet import __version__
-from ratchet.cli import config_cmd, programs_cmd
+from ratchet.cli import (
+    config_cmd,
+    programs_cmd,
+)
 from ratchet.cli.init_cmd import init
 from ratchet.cli.output import err_console
 from ratchet.cli.run_cmds import evaluate, predict

@@ -2,9 +2,15 @@
 
 from ratchet.config.loading import CONFIG_ENV, CONFIG_FILENAME, find_config_file, load_settings
 from ratchet.config.settings import (
+    DataSettings,
+    GateThresholds,
     LMSettings,
     LocalModelSettings,
     ModelSettings,
+    MonitorSettings,
+    RetentionSettings,
+    RolloutSettings,
+    ScheduleSettings,
     ServeSettings,
     Settings,
     TelemetrySettings,
@@ -14,9 +20,15 @@ from ratchet.config.settings import (
 __all__ = [
     "CONFIG_ENV",
     "CONFIG_FILENAME",
+    "DataSettings",
+    "GateThresholds",
     "LMSettings",
     "LocalModelSettings",
     "ModelSettings",
+    "MonitorSettings",
+    "RetentionSettings",
+    "RolloutSettings",
+    "ScheduleSettings",
     "ServeSettings",
     "Settings",
     "TelemetrySettings",

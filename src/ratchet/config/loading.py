@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ratchet.config.settings import Settings
+from ratchet.config.settings import SECRET_KEYS, Settings
 from ratchet.errors import ConfigError
 
 __all__ = ["CONFIG_ENV", "CONFIG_FILENAME", "find_config_file", "load_settings"]
@@ -37,6 +37,12 @@ def load_settings(path: str | Path | None = None) -> Settings:
     """Load settings from the config file (see :func:`find_config_file`) and ``RATCHET_*`` variables."""
     config_file = find_config_file(path)
     data = _read_toml(config_file) if config_file else {}
+    for dotted in SECRET_KEYS:
+        section, _, key = dotted.partition(".")
+        if isinstance(data.get(section), dict) and key in data[section]:
+            env_name = f"{_ENV_PREFIX}{section.upper()}__{key.upper()}"
+            raise ConfigError(f"{config_file}: key '{dotted}' is a secret: set the environment variable "
+                              f"{env_name} instead of writing it in the file")
     try:
         settings = Settings(**data)
     except ValidationError as exc:

@@ -12,13 +12,20 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
+    "SECRET_KEYS",
+    "DataSettings",
+    "GateThresholds",
     "LMSettings",
     "LocalModelSettings",
     "ModelSettings",
+    "MonitorSettings",
+    "RetentionSettings",
+    "RolloutSettings",
+    "ScheduleSettings",
     "ServeSettings",
     "Settings",
     "TelemetrySettings",
@@ -39,6 +46,8 @@ class ModelSettings(_Section):
     adapter: AdapterName = Field("auto", description="auto = completion for base models, chat otherwise")
     model_type: Literal["chat", "text"] = "chat"
     constrain_outputs: bool = Field(True, description="embedded model: decode only well-formed answers (grammar)")
+    choice_scoring: Literal["off", "likelihood", "calibrated"] = Field(
+        "calibrated", description="embedded model: answer single-choice outputs by scoring the choices")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL, e.g. a vLLM endpoint")
     api_key_env: str | None = Field(None, description="name of the environment variable holding the API key")
     temperature: float = Field(0.0, ge=0.0, le=2.0)
@@ -61,7 +70,9 @@ class LocalModelSettings(_Section):
     n_ctx: int = Field(4096, ge=256, le=131072)
     n_threads: int = Field(0, ge=0, description="0 = all cores")
     n_batch: int = Field(512, ge=8)
-    pool_size: int = Field(1, ge=1, le=16, description="llama.cpp instances; each holds its own weights")
+    pool_size: int = Field(1, ge=1, le=16, description="calls computed at once (1 = serialised)")
+    cache_slots: int = Field(2, ge=1, le=16, description="llama.cpp contexts kept, each caching one prompt prefix "
+                                                       "(e.g. baseline and candidate of an A/B split)")
     seed: int = 0
 
 
@@ -107,6 +118,64 @@ class TelemetrySettings(_Section):
         return value
 
 
+class GateThresholds(_Section):
+    """Quality-gate thresholds of one signature (seed 001's table supplies defaults for its signatures)."""
+
+    min_quality: float = Field(70.0, ge=0, le=100, description="every example's quality score at least this")
+    difficulty_targets: dict[str, float] = Field(default_factory=lambda: {"easy": 0.3, "medium": 0.5, "hard": 0.2})
+    difficulty_tolerance: float = Field(0.10, ge=0, le=1, description="allowed distance from each target share")
+    completeness_targets: dict[str, float] | None = Field(
+        None, description="share of complete/incomplete examples, e.g. {complete = 0.4, incomplete = 0.6}")
+    min_categories: int = Field(3, ge=1)
+    max_source_share: float = Field(0.80, gt=0, le=1, description="no single source above this share")
+
+
+class DataSettings(_Section):
+    """Validation, deduplication, gates and the versioned dataset store."""
+
+    near_duplicate_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of near-duplicates")
+    minhash_permutations: int = Field(128, ge=16, le=1024)
+    shingle_size: int = Field(3, ge=1, le=10, description="characters per shingle for near-duplicate detection")
+    max_field_chars: int = Field(20_000, ge=10, description="longer field values are rejected")
+    split_ratios: dict[str, float] = Field(default_factory=lambda: {"train": 0.6, "dev": 0.2, "test": 0.2})
+    gates: dict[str, GateThresholds] = Field(default_factory=dict, description="per-signature gate thresholds")
+    default_gate: GateThresholds = Field(default_factory=GateThresholds)
+    archive_after_days: float = Field(90.0, gt=0)
+    keep_versions: int = Field(5, ge=1)
+
+    @field_validator("split_ratios")
+    @classmethod
+    def _splits(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"train", "dev", "test"}:
+            raise ValueError("split_ratios needs exactly train, dev and test")
+        if any(v < 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError(f"split ratios must be non-negative and sum to 1, got {value}")
+        return value
+
+
+class RolloutSettings(_Section):
+    """Gradual A/B rollouts: stages, stage gates, rollback triggers (seed 001's values as defaults)."""
+
+    stages: list[int] = Field(default_factory=lambda: [10, 25, 50, 75, 100],
+                              description="candidate traffic percent per stage; reaching 100 promotes")
+    min_stage_minutes: float = Field(60.0, ge=0)
+    min_stage_requests: int = Field(100, ge=1, description="candidate requests a stage needs before advancing")
+    max_error_rate_increase: float = Field(0.05, gt=0, le=1, description="roll back above +5 points")
+    max_latency_increase_ms: float = Field(500.0, gt=0, description="roll back above +500 ms mean latency")
+    min_quality: float = Field(0.70, ge=0, le=1, description="roll back when candidate quality is below this")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="error level of the anytime-valid tests")
+    catastrophe_window: int = Field(20, ge=4, description="roll back at once if most of these first requests fail")
+    check_interval_s: float = Field(30.0, gt=0, description="how often `ab monitor --daemon` looks")
+    lease_ttl_s: float = Field(90.0, gt=0, description="a monitor's claim on an experiment expires after this")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, value: list[int]) -> list[int]:
+        if not value or any(not 0 < v <= 100 for v in value) or value != sorted(set(value)):
+            raise ValueError(f"stages must be increasing percents in 1..100, got {value}")
+        return value
+
+
 class ServeSettings(_Section):
     """The serving runtime and its HTTP API."""
 
@@ -118,6 +187,58 @@ class ServeSettings(_Section):
     routing_check_interval_s: float = Field(1.0, gt=0, le=5, description="how often the routing file is checked")
     outcome_flush_interval_s: float = Field(1.0, gt=0, le=60, description="per-arm counters are batched this long")
     request_index_days: float = Field(7.0, gt=0, description="how long request ids stay matchable by feedback")
+
+
+SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
+"""Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
+
+
+class MonitorSettings(_Section):
+    """Checks and alert channels (seed 001's monitoring_config.json as defaults)."""
+
+    file_alerts: bool = True
+    log_alerts: bool = True
+    slack_enabled: bool = False
+    slack_webhook_url: SecretStr | None = Field(None, description="env RATCHET_MONITOR__SLACK_WEBHOOK_URL")
+    email_enabled: bool = False
+    smtp_host: str = "localhost"
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_starttls: bool = Field(True, description="STARTTLS after connecting (port 587)")
+    smtp_ssl: bool = Field(False, description="implicit TLS from the start (port 465)")
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = Field(None, description="env RATCHET_MONITOR__SMTP_PASSWORD")
+    email_from: str = "ratchet@localhost"
+    email_to: list[str] = Field(default_factory=list)
+    webhook_enabled: bool = False
+    webhook_url: SecretStr | None = Field(None, description="env RATCHET_MONITOR__WEBHOOK_URL")
+    cooldown_minutes: float = Field(60.0, ge=0, description="an active alert is not re-sent within this")
+    retry_attempts: int = Field(3, ge=1, le=10)
+    retry_backoff_s: float = Field(1.0, ge=0)
+    channel_timeout_s: float = Field(10.0, gt=0)
+    orchestration_failure_threshold: int = Field(2, ge=1, description="consecutive failed cycles → error")
+    optimization_no_improvement_months: float = Field(3.0, gt=0, description="no deployed improvement → warning")
+    experiment_long_running_days: float = Field(7.0, gt=0, description="a live experiment older than this → info")
+    dataset_quality_drop_threshold: float = Field(0.10, gt=0, le=1, description="quality drop between versions")
+    slo_window_minutes: float = Field(60.0, gt=0, description="live service levels are judged over this window")
+
+
+class ScheduleSettings(_Section):
+    """`ratchet schedule run`: when the monthly cycle, the hourly checks and the weekly cleanup run."""
+
+    cycle_cron: str = "0 2 1 * *"
+    checks_cron: str = "0 * * * *"
+    cleanup_cron: str = "0 3 * * 0"
+    timezone: str = "UTC"
+    cycle_args: list[str] = Field(default_factory=list, description="extra `ratchet cycle` options")
+
+
+class RetentionSettings(_Section):
+    """`ratchet cleanup`: how long run directories and alerts are kept (telemetry and datasets have their own)."""
+
+    runs_days: float = Field(90.0, gt=0)
+    alerts_days: float = Field(90.0, gt=0)
+    request_index_days: float = Field(7.0, gt=0, description="state rows matched to feedback")
+    counters_days: float = Field(400.0, gt=0, description="per-arm per-minute counters")
 
 
 class ThresholdSettings(_Section):
@@ -151,6 +272,11 @@ class Settings(BaseSettings):
     lm: LMSettings = Field(default_factory=LMSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    data: DataSettings = Field(default_factory=DataSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
 
     _config_file: Path | None = PrivateAttr(None)

@@ -37,8 +37,9 @@ from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError
 
 from ratchet.errors import OutputParseError
+from ratchet.lm.directives import choices_directive, grammar_directive
 
-__all__ = ["CompletionAdapter", "answer_grammar", "grammar_from_response_format", "grammar_response_format"]
+__all__ = ["CompletionAdapter", "answer_grammar", "single_choice_field"]
 
 _NONE_WORDS = {"", "none", "null", "n/a", "na", "-", "nothing", "not mentioned", "unknown"}
 _BLANK_RUN = re.compile(r"\n\s*\n+")
@@ -58,6 +59,17 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
         if len(args) < len(typing.get_args(annotation)):
             return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True  # noqa: UP007
     return annotation, False
+
+
+def single_choice_field(signature: type[Signature]) -> list[str] | None:
+    """The allowed answers when the signature's only output is a ``Literal`` (plus ``none`` if optional)."""
+    if len(signature.output_fields) != 1:
+        return None
+    info = next(iter(signature.output_fields.values()))
+    base, optional = _unwrap_optional(info.annotation)
+    if typing.get_origin(base) is not Literal:
+        return None
+    return [str(a) for a in typing.get_args(base)] + (["none"] if optional else [])
 
 
 def _short_answer_chars(signature: type[Signature]) -> int | None:
@@ -89,20 +101,33 @@ class CompletionAdapter(Adapter):
     """
 
     def __init__(self, callbacks: list[BaseCallback] | None = None, *, guide: bool = True,
-                 constrain: bool = False) -> None:
+                 constrain: bool = False, choice_scoring: str = "off") -> None:
         """``guide`` adds a line per output field (choices, types).
 
         ``constrain``: when a completion cannot be parsed, ask again with a GBNF grammar of
-        the answer's shape (see :func:`grammar_response_format`), which engines that support
-        it (the embedded llama.cpp engine) use to decode only well-formed answers. Grammar
-        decoding is slower per token, so it is the fallback, not the first try.
+        the answer's shape (:func:`ratchet.lm.directives.grammar_directive`), which engines
+        that support it (the embedded llama.cpp engine) use to decode only well-formed
+        answers. Grammar decoding is slower per token, so it is the fallback, not the first try.
+
+        ``choice_scoring`` (``off``, ``likelihood`` or ``calibrated``), for signatures whose
+        only output is a choice (``Literal``): instead of generating, the engine scores every
+        choice and answers with the most likely one; ``calibrated`` divides by each choice's
+        likelihood for content-free inputs ("N/A"), which removes a small model's bias
+        toward some labels (contextual calibration, Zhao et al. 2021). Engines must
+        support it (``supports_choices``).
         """
         super().__init__(callbacks=callbacks)
+        if choice_scoring not in ("off", "likelihood", "calibrated"):
+            raise ValueError(f"choice_scoring must be off, likelihood or calibrated, got {choice_scoring!r}")
         self.guide = guide
         self.constrain = constrain
+        self.choice_scoring = choice_scoring
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
+        if self._scores_choices(signature, lm_kwargs):
+            kwargs = self._choice_kwargs(lm_kwargs, signature, demos, inputs)
+            return super().__call__(lm, kwargs, signature, demos, inputs)
         kwargs = self._call_kwargs(lm, lm_kwargs, signature)
         try:
             return super().__call__(lm, kwargs, signature, demos, inputs)
@@ -112,6 +137,9 @@ class CompletionAdapter(Adapter):
             return super().__call__(lm, self._constrained(kwargs, signature), signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
+        if self._scores_choices(signature, lm_kwargs):
+            kwargs = self._choice_kwargs(lm_kwargs, signature, demos, inputs)
+            return await super().acall(lm, kwargs, signature, demos, inputs)
         kwargs = self._call_kwargs(lm, lm_kwargs, signature)
         try:
             return await super().acall(lm, kwargs, signature, demos, inputs)
@@ -120,12 +148,25 @@ class CompletionAdapter(Adapter):
                 raise
             return await super().acall(lm, self._constrained(kwargs, signature), signature, demos, inputs)
 
+    def _scores_choices(self, signature: type[Signature], lm_kwargs: dict[str, Any]) -> bool:
+        return (self.choice_scoring != "off" and "response_format" not in lm_kwargs
+                and single_choice_field(signature) is not None)
+
+    def _choice_kwargs(self, lm_kwargs: dict[str, Any], signature: type[Signature], demos: list[dict[str, Any]],
+                       inputs: dict[str, Any]) -> dict[str, Any]:
+        choices = single_choice_field(signature) or []
+        calibration = None
+        if self.choice_scoring == "calibrated":
+            blank = {name: "N/A" for name in self._inputs(signature)}
+            calibration = self.render(signature, demos, {**inputs, **blank})
+        return {**lm_kwargs, "max_tokens": 1, "response_format": choices_directive(choices, calibration)}
+
     def _may_constrain(self, kwargs: dict[str, Any]) -> bool:
         return self.constrain and "response_format" not in kwargs
 
     @staticmethod
     def _constrained(kwargs: dict[str, Any], signature: type[Signature]) -> dict[str, Any]:
-        return {**kwargs, "response_format": grammar_response_format(answer_grammar(signature))}
+        return {**kwargs, "response_format": grammar_directive(answer_grammar(signature))}
 
     def stop_sequences(self, signature: type[Signature]) -> list[str]:
         """A blank line ends an example; a new input label means the model began another one.
@@ -361,32 +402,6 @@ def _value_rule(annotation: Any) -> str:
     if base is float:
         return '("-"? [0-9]+ ("." [0-9]+)?' + (' | "none")' if optional else ")")
     return "[^\\n]*"
-
-
-GRAMMAR_FORMAT_NAME = "ratchet_gbnf"
-
-
-def grammar_response_format(grammar: str) -> dict[str, Any]:
-    """A ``response_format`` carrying a GBNF grammar through DSPy's canonical request.
-
-    DSPy 3.4's request schema has no grammar slot, so the grammar travels as a
-    named JSON-schema format (``{"x-gbnf": grammar}``); it is part of the cache
-    key, and only engines that know the name (``supports_grammar``) read it.
-    """
-    return {"type": "json_schema", "json_schema": {"name": GRAMMAR_FORMAT_NAME, "schema": {"x-gbnf": grammar}}}
-
-
-def grammar_from_response_format(response_format: Any) -> str | None:
-    """The GBNF grammar in a ``response_format`` made by :func:`grammar_response_format`, else None."""
-    if not isinstance(response_format, dict):
-        return None
-    if response_format.get("name") == GRAMMAR_FORMAT_NAME:  # the canonical (flattened) shape
-        schema = response_format.get("schema")
-    else:
-        inner = response_format.get("json_schema") or {}
-        schema = inner.get("schema") if inner.get("name") == GRAMMAR_FORMAT_NAME else None
-    grammar = schema.get("x-gbnf") if isinstance(schema, dict) else None
-    return grammar if isinstance(grammar, str) else None
 
 
 def answer_grammar(signature: type[Signature]) -> str:

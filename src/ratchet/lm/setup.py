@@ -26,13 +26,14 @@ def local_engine(local: LocalModelSettings) -> LlamaCppEngine:
     """The shared llama.cpp engine for these settings (one set of weights per process)."""
     weights = local_weights(local.model_path)
     key = (str(weights.path), weights.sha256, local.n_ctx, local.n_threads, local.n_batch,
-           local.pool_size, local.seed)
+           local.pool_size, local.cache_slots, local.seed)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
             engine = LlamaCppEngine(weights.path, model_id=weights.model_id, n_ctx=local.n_ctx,
                                     n_threads=local.n_threads, n_batch=local.n_batch,
-                                    pool_size=local.pool_size, seed=local.seed)
+                                    pool_size=local.pool_size, cache_slots=local.cache_slots,
+                                    seed=local.seed)
             _ENGINES[key] = engine
     return engine
 
@@ -68,7 +69,8 @@ def build_adapter(model: ModelSettings) -> dspy.Adapter:
     if name == "auto":
         name = "completion" if model.is_local else "chat"
     if name == "completion":
-        return CompletionAdapter(constrain=model.is_local and model.constrain_outputs)
+        return CompletionAdapter(constrain=model.is_local and model.constrain_outputs,
+                                 choice_scoring=model.choice_scoring if model.is_local else "off")
     if name == "json":
         return dspy.JSONAdapter()
     return dspy.ChatAdapter()

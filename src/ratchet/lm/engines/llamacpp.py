@@ -3,48 +3,78 @@
 from __future__ import annotations
 
 import os
-import queue
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dspy.lm15 import ContextLengthError, InvalidRequestError, Request, Response, ServerError
 
 from ratchet.errors import ModelNotAvailableError
-from ratchet.lm.adapter import grammar_from_response_format
+from ratchet.lm.directives import read_directive
 from ratchet.lm.engines.base import flatten_request, text_response
+from ratchet.lm.engines.choices import score_choices
 
 __all__ = ["LlamaCppEngine"]
 
 
-class LlamaCppEngine:
-    """``complete(Request) -> Response`` on a pool of ``llama_cpp.Llama`` instances.
+@dataclass
+class _Context:
+    """One llama.cpp instance and the prompt its KV cache holds."""
 
-    A ``Llama`` object is not thread-safe, so each call checks one out of the pool
-    (``pool_size`` instances, each holding its own copy of the weights) and
-    returns it afterwards. With ``pool_size=1`` calls are serialised. Weights are
+    llama: Any
+    prompt: str = ""
+    used: int = 0
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings (binary search on slices compared in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+class LlamaCppEngine:
+    """``complete(Request) -> Response`` on a small set of ``llama_cpp.Llama`` contexts.
+
+    A ``Llama`` object is not thread-safe, so each call checks one context out and
+    returns it afterwards; at most ``pool_size`` calls compute at once (1 = serialised).
+    Up to ``cache_slots`` contexts are kept, and a call takes the idle context whose KV
+    cache shares the longest prefix with its prompt: two program versions served side by
+    side (an A/B split) each keep their prompt cached instead of evicting each other's,
+    so the minority arm is not measured slower than it is. Weights are memory-mapped and
     loaded lazily on the first call, so building the LM is cheap.
     """
 
     supports_response_schema = False
     supports_function_calling = False
-    supports_grammar = True  # reads ratchet.lm.adapter.grammar_response_format()
+    supports_grammar = True  # ratchet.lm.directives.grammar_directive
+    supports_choices = True  # ratchet.lm.directives.choices_directive
 
     def __init__(self, model_path: str | Path, *, model_id: str, n_ctx: int = 4096, n_threads: int = 0,
-                 n_batch: int = 512, pool_size: int = 1, seed: int = 0) -> None:
+                 n_batch: int = 512, pool_size: int = 1, cache_slots: int = 2, seed: int = 0) -> None:
         self.model_path = str(model_path)
         self.model_id = model_id
         self.n_ctx = n_ctx
         self.n_threads = n_threads or (os.cpu_count() or 1)
         self.n_batch = n_batch
         self.pool_size = pool_size
+        self.cache_slots = max(cache_slots, pool_size)
         self.seed = seed
-        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._compute = threading.BoundedSemaphore(pool_size)
+        self._idle: list[_Context] = []
         self._created = 0
-        self._create_lock = threading.Lock()
+        self._clock = 0
+        self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
+        self._calibration: dict[tuple[str, tuple[str, ...]], list[float]] = {}
 
     # -- pool -------------------------------------------------------------------------------
     def _new_llama(self) -> Any:
@@ -60,27 +90,43 @@ class LlamaCppEngine:
                          n_batch=self.n_batch, seed=self.seed, verbose=False)
 
     @contextmanager
-    def _checkout(self) -> Iterator[Any]:
-        try:
-            llama = self._pool.get_nowait()
-        except queue.Empty:
-            with self._create_lock:
-                create = self._created < self.pool_size
-                if create:
-                    self._created += 1
+    def _checkout(self, prompt: str = "") -> Iterator[Any]:
+        """A context for ``prompt``: the idle one whose cache shares at least half of it; else a new
+        one while fewer than ``cache_slots`` exist; else the least recently used idle one."""
+        with self._compute:
+            with self._lock:
+                self._clock += 1
+                shared = {id(c): _shared_prefix(c.prompt, prompt) for c in self._idle}
+                best = max(self._idle, key=lambda c: shared[id(c)], default=None)
+                create = False
+                if best is None or 2 * shared[id(best)] < len(prompt):
+                    create = self._created < self.cache_slots
+                    if create:
+                        self._created += 1
+                    else:
+                        best = min(self._idle, key=lambda c: c.used)
+                if best is not None and not create:
+                    self._idle.remove(best)
             if create:
                 try:
-                    llama = self._new_llama()
+                    context = _Context(self._new_llama())
                 except BaseException:
-                    with self._create_lock:
+                    with self._lock:
                         self._created -= 1
                     raise
             else:
-                llama = self._pool.get()
-        try:
-            yield llama
-        finally:
-            self._pool.put(llama)
+                assert best is not None  # pool_size <= cache_slots: a free compute slot has an idle context
+                context = best
+            context.used = self._clock
+            try:
+                yield context.llama
+                context.prompt = prompt
+            except BaseException:
+                context.prompt = ""
+                raise
+            finally:
+                with self._lock:
+                    self._idle.append(context)
 
     def warm_up(self) -> None:
         """Load the weights now instead of on the first request."""
@@ -95,6 +141,9 @@ class LlamaCppEngine:
     def complete(self, request: Request) -> Response:
         config = request.config
         prompt = flatten_request(request)
+        directive = read_directive(config.response_format)
+        if directive is not None and directive[0] == "choices":
+            return self._choose(request, prompt, directive[1])
         kwargs: dict[str, Any] = {
             "max_tokens": config.max_tokens or 256,
             "temperature": 0.0 if config.temperature is None else config.temperature,
@@ -104,10 +153,9 @@ class LlamaCppEngine:
             kwargs["top_p"] = config.top_p
         if config.seed is not None:
             kwargs["seed"] = config.seed
-        grammar = self._grammar(config.response_format)
-        if grammar is not None:
-            kwargs["grammar"] = grammar
-        with self._checkout() as llama:
+        if directive is not None and directive[0] == "gbnf":
+            kwargs["grammar"] = self._grammar(str(directive[1].get("grammar") or ""))
+        with self._checkout(prompt) as llama:
             try:
                 raw = llama.create_completion(prompt=prompt, **kwargs)
             except ValueError as exc:
@@ -128,11 +176,38 @@ class LlamaCppEngine:
             response_id=raw.get("id"),
         )
 
-    def _grammar(self, response_format: Any) -> Any:
-        """A compiled llama.cpp grammar for a grammar ``response_format``, cached by text."""
-        text = grammar_from_response_format(response_format)
-        if text is None:
-            return None
+    def _choose(self, request: Request, prompt: str, payload: dict[str, Any]) -> Response:
+        """Answer with the most likely choice (calibrated against content-free inputs when asked)."""
+        choices = [str(c) for c in payload.get("choices") or []]
+        if not choices:
+            raise InvalidRequestError("a choices directive needs at least one choice", provider="llamacpp")
+        calibration_prompt = payload.get("calibration_prompt")
+        with self._checkout(prompt) as llama:
+            try:
+                prompt_tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+                if len(prompt_tokens) + 8 > self.n_ctx:
+                    raise ContextLengthError(f"prompt of {len(prompt_tokens)} tokens exceeds the context window "
+                                             f"of {self.n_ctx}", provider="llamacpp")
+                options = [llama.tokenize((" " + c).encode("utf-8"), add_bos=False, special=False) for c in choices]
+                scores = score_choices(llama, prompt_tokens, options)
+                if calibration_prompt:
+                    key = (str(calibration_prompt), tuple(choices))
+                    prior = self._calibration.get(key)
+                    if prior is None:
+                        tokens = llama.tokenize(str(calibration_prompt).encode("utf-8"), add_bos=True, special=True)
+                        prior = score_choices(llama, tokens, options)
+                        if len(self._calibration) > 512:
+                            self._calibration.clear()
+                        self._calibration[key] = prior
+                    scores = [s - p for s, p in zip(scores, prior, strict=True)]
+            except RuntimeError as exc:
+                raise ServerError(f"llama.cpp failed: {exc}", provider="llamacpp") from exc
+        best = max(range(len(choices)), key=scores.__getitem__)
+        return text_response(" " + choices[best], model=request.model or self.model_id,
+                             input_tokens=len(prompt_tokens), output_tokens=1)
+
+    def _grammar(self, text: str) -> Any:
+        """A compiled llama.cpp grammar, cached by text."""
         compiled = self._grammars.get(text)
         if compiled is None:
             from llama_cpp import LlamaGrammar
@@ -147,22 +222,22 @@ class LlamaCppEngine:
         return compiled
 
     def close(self) -> None:
-        while True:
-            try:
-                llama = self._pool.get_nowait()
-            except queue.Empty:
-                break
-            close = getattr(llama, "close", None)
+        with self._lock:
+            idle, self._idle = self._idle, []
+            self._created -= len(idle)
+        for context in idle:
+            close = getattr(context.llama, "close", None)
             if callable(close):
                 close()
 
     # -- persistence (only needed when a predictor-level LM is saved) ------------------------
     def dump_state(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "model_id": self.model_id, "n_ctx": self.n_ctx,
-                "n_batch": self.n_batch, "pool_size": self.pool_size, "seed": self.seed}
+                "n_batch": self.n_batch, "pool_size": self.pool_size, "cache_slots": self.cache_slots,
+                "seed": self.seed}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LlamaCppEngine:
         return cls(state["model_path"], model_id=state["model_id"], n_ctx=state.get("n_ctx", 4096),
                    n_batch=state.get("n_batch", 512), pool_size=state.get("pool_size", 1),
-                   seed=state.get("seed", 0))
+                   cache_slots=state.get("cache_slots", 2), seed=state.get("seed", 0))
