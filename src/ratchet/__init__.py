@@ -7,6 +7,9 @@ The public API::
     @ratchet.program("classify_intent", metric=exact_match)
     def classify_intent() -> dspy.Module: ...
 
+    @ratchet.git_mapper("classify_commit")         # how `ratchet collect git` turns a commit into an example
+    def conventional_commit(commit) -> dict | None: ...
+
     with ratchet.Runtime() as runtime:             # routing, metrics, counters, telemetry
         result = runtime.call("classify_intent", {"text": "Where is my card?"}, user_id="u-42")
         runtime.feedback(result.request_id, score=1.0)
@@ -15,6 +18,7 @@ The public API::
 __version__ = "0.1.0"
 
 from ratchet.config import Settings, load_settings
+from ratchet.data.collect.mappers import git_mapper
 from ratchet.errors import (
     ConfigError,
     DataError,
@@ -64,6 +68,7 @@ __all__ = [
     "__version__",
     "build_lms",
     "configure_dspy",
+    "git_mapper",
     "instrument",
     "load_programs",
     "load_settings",

@@ -11,7 +11,10 @@ from typer.core import TyperGroup
 
 from ratchet import __version__
 from ratchet.cli import (
+    collect_cmd,
     config_cmd,
+    data_cmd,
+    dataset_cmd,
     programs_cmd,
 )
 from ratchet.cli.init_cmd import init
@@ -72,6 +75,9 @@ app.command("serve")(serve)
 app.command("loadtest")(loadtest)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
+app.add_typer(dataset_cmd.app, name="dataset")
+app.add_typer(collect_cmd.app, name="collect")
+app.add_typer(data_cmd.app, name="data")
 
 
 def main() -> None:

@@ -57,6 +57,8 @@ def loadtest(
     target: str | None = typer.Option(None, "--target", help="server URL; default: in-process runtime"),
     feedback_from_labels: bool = typer.Option(False, "--feedback-from-labels",
                                               help="score each answer against its label and send feedback"),
+    corrections: bool = typer.Option(False, "--corrections", help="with --feedback-from-labels: send the label "
+                                                                  "as the correction of a wrong answer"),
     baseline: Path | None = typer.Option(None, "--baseline", help="a previous --json report: fail on a p95 "
                                                                    "regression over 20 %"),
     save: Path | None = typer.Option(None, "--save", help="write the report JSON here (a future baseline)"),
@@ -80,14 +82,15 @@ def loadtest(
 
         if target:
             report = run_http(target, spec, examples, queries=queries, concurrency=concurrency,
-                              feedback_from_labels=feedback_from_labels, on_done=done)
+                              feedback_from_labels=feedback_from_labels, corrections=corrections, on_done=done)
         else:
             from ratchet.serve.runtime import Runtime
 
             with Runtime(state.settings, registry=state.registry) as runtime:
                 runtime.ensure_loaded()
                 report = run_inprocess(runtime, spec, examples, queries=queries, concurrency=concurrency,
-                                       feedback_from_labels=feedback_from_labels, on_done=done)
+                                       feedback_from_labels=feedback_from_labels, corrections=corrections,
+                                       on_done=done)
 
     result = report.to_dict()
     if baseline_report is not None:

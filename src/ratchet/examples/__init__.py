@@ -1,8 +1,9 @@
-"""The bundled example programs: ``classify_intent`` (Banking77) and ``extract_booking`` (Restaurant-8k).
+"""The bundled example programs: ``classify_intent`` (Banking77), ``extract_booking`` (Restaurant-8k)
+and ``classify_commit`` (Conventional Commits, data mined from git).
 
 Importing this module registers them. Data and its attribution live in ``data/``.
 """
 
-from ratchet.examples import classify_intent, extract_booking
+from ratchet.examples import classify_commit, classify_intent, extract_booking
 
-__all__ = ["classify_intent", "extract_booking"]
+__all__ = ["classify_commit", "classify_intent", "extract_booking"]

@@ -43,6 +43,7 @@ class ProgramSpec:
     description: str = ""
     data: dict[str, Path] = field(default_factory=dict)
     label_field: str | None = None
+    category_fn: Callable[[dict[str, Any]], str] | None = None
 
     @cached_property
     def schema(self) -> ProgramSchema:
@@ -66,6 +67,16 @@ class ProgramSpec:
     @property
     def metric_name(self) -> str:
         return getattr(self.metric, "__qualname__", repr(self.metric))
+
+    def category(self, values: dict[str, Any]) -> str:
+        """The category of an example (for diversity checks): ``category=`` if given, else the label,
+        else which output fields are filled (``"date+people"``), else ``"empty"``."""
+        if self.category_fn is not None:
+            return str(self.category_fn(values))
+        if self.label_field is not None:
+            return str(values.get(self.label_field))
+        filled = sorted(n for n in self.signature.output_fields if values.get(n) not in (None, "", [], {}))
+        return "+".join(filled) or "empty"
 
     def build(self) -> dspy.Module:
         """A fresh instance of the program."""
@@ -132,6 +143,7 @@ def program(
     description: str = "",
     data: dict[str, str | Path] | None = None,
     label_field: str | None = None,
+    category: Callable[[dict[str, Any]], str] | None = None,
     registry: ProgramRegistry | None = None,
 ) -> Callable[[Factory], Factory]:
     """Register a DSPy program factory under a signature name.
@@ -139,7 +151,8 @@ def program(
     ``metric(example, prediction, trace=None)`` scores one prediction; ``signature``
     defaults to the signature of the module's only predictor. ``data`` may name
     bundled ``train``/``test`` files; ``label_field`` is the output used to
-    balance few-shot demos across classes.
+    balance few-shot demos across classes; ``category(values)`` names an example's
+    category for the data pipeline's diversity checks (default: the label).
     """
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise InvalidProgramError(
@@ -164,6 +177,7 @@ def program(
             description=description or _first_line(sig.instructions),
             data={k: Path(v) for k, v in (data or {}).items()},
             label_field=label_field,
+            category_fn=category,
         )
         (registry if registry is not None else REGISTRY).register(spec)
         return factory

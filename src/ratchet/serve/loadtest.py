@@ -97,6 +97,11 @@ def compare_to_baseline(report: dict[str, Any], baseline: dict[str, Any], *, max
             "max_regression": max_regression, "regressed": change > max_regression}
 
 
+def _labels(spec: ProgramSpec, example: dspy.Example) -> dict[str, Any]:
+    """The example's labelled outputs (what a person correcting a wrong answer would send)."""
+    return {name: example.get(name) for name in spec.schema.output_names}
+
+
 def _score(spec: ProgramSpec, example: dspy.Example, outputs: dict[str, Any]) -> float:
     try:
         return float(spec.metric(example, dspy.Prediction(**outputs)))
@@ -109,9 +114,13 @@ def _schedule(examples: Sequence[dspy.Example], queries: int) -> list[dspy.Examp
 
 
 def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
-                  concurrency: int, feedback_from_labels: bool = False, user_ids: bool = True,
-                  on_done: Callable[[], None] | None = None) -> LoadReport:
-    """Send ``queries`` requests through ``runtime.call`` from ``concurrency`` threads."""
+                  concurrency: int, feedback_from_labels: bool = False, corrections: bool = False,
+                  user_ids: bool = True, on_done: Callable[[], None] | None = None) -> LoadReport:
+    """Send ``queries`` requests through ``runtime.call`` from ``concurrency`` threads.
+
+    With ``feedback_from_labels`` each answer is scored against its label and the score
+    sent as feedback; with ``corrections`` too, a wrong answer's feedback carries the label.
+    """
     report = LoadReport(spec.name, "in-process", queries, concurrency)
     lock = threading.Lock()
 
@@ -122,7 +131,8 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
         score = None
         if feedback_from_labels and result.success and result.outputs is not None:
             score = _score(spec, example, result.outputs)
-            runtime.feedback(result.request_id, score)
+            fix = _labels(spec, example) if corrections and score < 1.0 else None
+            runtime.feedback(result.request_id, score, fix)
         with lock:
             report.latencies_ms.append(result.latency_ms)
             report.arms[result.arm] += 1
@@ -142,7 +152,7 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
 
 
 async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
-                    concurrency: int, feedback_from_labels: bool, timeout_s: float,
+                    concurrency: int, feedback_from_labels: bool, corrections: bool, timeout_s: float,
                     on_done: Callable[[], None] | None) -> LoadReport:
     report = LoadReport(spec.name, base_url, queries, concurrency)
     url = f"{base_url.rstrip('/')}/v1/programs/{spec.name}/predict"
@@ -180,9 +190,11 @@ async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Ex
                 elif feedback_from_labels:
                     score = _score(spec, example, payload.get("outputs") or {})
                     report.scores.append(score)
+                    body = {"request_id": payload["request_id"], "score": score}
+                    if corrections and score < 1.0:
+                        body["correction"] = _labels(spec, example)
                     try:
-                        sent = await client.post(feedback_url, json={"request_id": payload["request_id"],
-                                                                     "score": score})
+                        sent = await client.post(feedback_url, json=body)
                         if sent.status_code == 202:
                             report.feedback_sent += 1
                         else:
@@ -199,8 +211,9 @@ async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Ex
 
 
 def run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
-             concurrency: int, feedback_from_labels: bool = False, timeout_s: float = 60.0,
-             on_done: Callable[[], None] | None = None) -> LoadReport:
+             concurrency: int, feedback_from_labels: bool = False, corrections: bool = False,
+             timeout_s: float = 60.0, on_done: Callable[[], None] | None = None) -> LoadReport:
     """Send ``queries`` requests to a Ratchet server at ``base_url`` with ``concurrency`` connections."""
     return asyncio.run(_run_http(base_url, spec, examples, queries=queries, concurrency=concurrency,
-                                 feedback_from_labels=feedback_from_labels, timeout_s=timeout_s, on_done=on_done))
+                                 feedback_from_labels=feedback_from_labels, corrections=corrections,
+                                 timeout_s=timeout_s, on_done=on_done))
