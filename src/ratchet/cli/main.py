@@ -18,6 +18,7 @@ from ratchet.cli import (
     programs_cmd,
 )
 from ratchet.cli.init_cmd import init
+from ratchet.cli.optimize_cmd import optimize
 from ratchet.cli.output import err_console
 from ratchet.cli.run_cmds import evaluate, predict
 from ratchet.cli.serve_cmds import loadtest, serve
@@ -73,6 +74,7 @@ app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("serve")(serve)
 app.command("loadtest")(loadtest)
+app.command("optimize")(optimize)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
 app.add_typer(dataset_cmd.app, name="dataset")

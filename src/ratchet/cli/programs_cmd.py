@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
+from typing import Any
+
+import dspy
 import typer
 from rich.table import Table
 
 from ratchet.cli.output import console, print_json
 from ratchet.cli.state import get_state
+from ratchet.hashing import canonical_json
+from ratchet.programs.versions import BASE_VERSION, VersionStore
 
 app = typer.Typer(help="Registered programs and their versions.", no_args_is_help=True)
 
@@ -41,3 +47,124 @@ def list_programs(ctx: typer.Context, as_json: bool = typer.Option(False, "--jso
         table.add_row(f"[bold]{spec.name}[/]\n[dim]{spec.description}[/]", f"{fields}\n→ {outs}",
                       spec.metric_name, spec.source_file)
     console.print(table)
+
+
+@app.command("versions")
+def versions(ctx: typer.Context, signature: str = typer.Argument(...),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """List a signature's versions: lineage, optimizer, scores; mark production."""
+    state = get_state(ctx)
+    spec = state.registry.get(signature)
+    store = VersionStore(state.settings.home_dir)
+    production = store.production(spec.name)
+    rows = [v.to_dict() | {"production": v.version == production} for v in store.list(spec.name)]
+    if as_json:
+        print_json({"signature": spec.name, "production": production, "versions": rows})
+        return
+    table = Table(title=f"{spec.name}: {len(rows)} version(s), production = {production}", title_justify="left")
+    for column in ("version", "created", "parent", "dataset", "optimizer", "test score", "fingerprint"):
+        table.add_column(column)
+    for v in store.list(spec.name):
+        score = v.scores.get("test")
+        marker = " [green]●[/]" if v.version == production else ""
+        table.add_row(f"{v.version}{marker}", v.created, v.parent or "", v.dataset_version or "", v.optimizer or "",
+                      "" if score is None else f"{score:.3f}", v.fingerprint[:12])
+    console.print(table)
+
+
+@app.command("show")
+def show(ctx: typer.Context, signature: str = typer.Argument(...), version: str = typer.Argument(...),
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show one version: metadata, instructions and demos of each predictor."""
+    state = get_state(ctx)
+    spec = state.registry.get(signature)
+    store = VersionStore(state.settings.home_dir)
+    module = store.load(spec, version)
+    meta = store.get(spec.name, version).to_dict() if version != BASE_VERSION else {"version": BASE_VERSION}
+    predictors = describe_predictors(module)
+    if as_json:
+        print_json({"metadata": meta, "predictors": predictors})
+        return
+    console.print(f"[bold]{spec.name} {version}[/]")
+    for key in ("created", "parent", "dataset_version", "optimizer", "optimizer_params", "fingerprint", "lm"):
+        if meta.get(key):
+            console.print(f"  {key}: {meta[key]}")
+    for name, predictor in predictors.items():
+        console.print(f"\n[bold]{name}[/] instructions:\n  {predictor['instructions']}")
+        console.print(f"[bold]{name}[/] demos ({len(predictor['demos'])}):")
+        for demo in predictor["demos"]:
+            console.print("  " + _demo_line(demo))
+
+
+@app.command("diff")
+def diff(ctx: typer.Context, signature: str = typer.Argument(...), v1: str = typer.Argument(...),
+         v2: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")) -> None:
+    """What changed between two versions: instructions (unified diff) and demos (added, removed)."""
+    state = get_state(ctx)
+    spec = state.registry.get(signature)
+    store = VersionStore(state.settings.home_dir)
+    left, right = describe_predictors(store.load(spec, v1)), describe_predictors(store.load(spec, v2))
+    changes = diff_predictors(left, right)
+    if as_json:
+        print_json({"signature": spec.name, "from": v1, "to": v2, "predictors": changes})
+        return
+    for name, change in changes.items():
+        console.print(f"[bold]{name}[/]")
+        if change["instructions_diff"]:
+            for line in change["instructions_diff"]:
+                style = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
+                console.print(f"[{style}]{line}[/]", highlight=False, markup=True)
+        else:
+            console.print("  instructions unchanged")
+        console.print(f"  demos: {change['demos_before']} → {change['demos_after']} "
+                      f"(+{len(change['demos_added'])} −{len(change['demos_removed'])})")
+        for demo in change["demos_added"][:10]:
+            console.print("  [green]+ " + _demo_line(demo) + "[/]", highlight=False)
+        for demo in change["demos_removed"][:10]:
+            console.print("  [red]- " + _demo_line(demo) + "[/]", highlight=False)
+
+
+@app.command("promote")
+def promote(ctx: typer.Context, signature: str = typer.Argument(...), version: str = typer.Argument(...),
+            reason: str = typer.Option("promoted by hand", "--reason")) -> None:
+    """Make a version the production version (served wherever no experiment routes traffic)."""
+    state = get_state(ctx)
+    spec = state.registry.get(signature)
+    store = VersionStore(state.settings.home_dir)
+    before = store.production(spec.name)
+    store.load(spec, version)  # refuses a damaged version before it can serve
+    store.set_production(spec.name, version, actor="operator", reason=reason)
+    console.print(f"{spec.name}: production {before} → [bold]{version}[/]")
+
+
+def describe_predictors(module: dspy.Module) -> dict[str, dict[str, Any]]:
+    """Per predictor: its instructions and demos as plain dicts."""
+    out = {}
+    for name, predictor in module.named_predictors():
+        demos = [dict(d.items()) if hasattr(d, "items") else dict(d) for d in predictor.demos]
+        out[name] = {"instructions": predictor.signature.instructions,
+                     "demos": [{k: v for k, v in d.items() if k != "augmented"} for d in demos]}
+    return out
+
+
+def diff_predictors(left: dict[str, dict[str, Any]], right: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Instruction diffs and added/removed demos, per predictor."""
+    changes = {}
+    for name in sorted(set(left) | set(right)):
+        a, b = left.get(name, {"instructions": "", "demos": []}), right.get(name, {"instructions": "", "demos": []})
+        keys_a = {canonical_json(d) for d in a["demos"]}
+        keys_b = {canonical_json(d) for d in b["demos"]}
+        changes[name] = {
+            "instructions_diff": list(difflib.unified_diff(a["instructions"].splitlines(),
+                                                           b["instructions"].splitlines(), "before", "after",
+                                                           lineterm="")),
+            "demos_before": len(a["demos"]),
+            "demos_after": len(b["demos"]),
+            "demos_added": [d for d in b["demos"] if canonical_json(d) not in keys_a],
+            "demos_removed": [d for d in a["demos"] if canonical_json(d) not in keys_b],
+        }
+    return changes
+
+
+def _demo_line(demo: dict[str, Any]) -> str:
+    return " | ".join(f"{k}: {str(v)[:60]}" for k, v in demo.items())

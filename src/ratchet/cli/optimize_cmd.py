@@ -1,0 +1,85 @@
+"""``ratchet optimize``: one real DSPy optimization, compared with production on held-out data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.state import get_state
+from ratchet.optimize.optimizers import OPTIMIZERS
+
+
+def optimize(
+    ctx: typer.Context,
+    signature: str = typer.Option(..., "--signature", help="registered signature to optimize"),
+    dataset_version: str = typer.Option("latest", "--dataset-version"),
+    optimizer: str = typer.Option("mipro", "--optimizer", help=" | ".join(OPTIMIZERS)),
+    auto: str = typer.Option("light", "--auto", help="light | medium | heavy (MIPROv2, GEPA)"),
+    trials: int | None = typer.Option(None, "--trials", min=1, help="explicit trial budget instead of --auto"),
+    min_improvement: float = typer.Option(5.0, "--min-improvement", help="percent over production to deploy"),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="default: 1 for the embedded model, else 8"),
+    save: bool = typer.Option(True, "--save/--no-save", help="register the candidate as a program version"),
+    output: Path | None = typer.Option(None, "--output", help="write the full report (JSON) here"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Optimize a program on its dataset's train split; evaluate it against production on the test split."""
+    from ratchet.optimize.run import run_optimization
+
+    if auto not in ("light", "medium", "heavy"):
+        raise typer.BadParameter("--auto must be light, medium or heavy")
+    state = get_state(ctx)
+    bundle = state.lms()
+    with progress_bar(enabled=not as_json) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                label = f"{optimizer} LM calls" if phase == "optimize" else "paired evaluation"
+                tasks[phase] = progress.add_task(label, total=total, status="")
+            progress.update(tasks[phase], completed=done, total=max(total, done))
+
+        result = run_optimization(state.settings, state.registry, signature, dataset_version=dataset_version,
+                                  optimizer=optimizer, auto=auto, trials=trials, seed=seed,
+                                  min_improvement=min_improvement, save_candidate=save, lms=bundle,
+                                  num_threads=threads, progress=report)
+    data = result.to_dict()
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(data, indent=2) + "\n")
+    if as_json:
+        print_json(data)
+        return
+    print_optimization(data)
+
+
+def print_optimization(data: dict[str, Any]) -> None:
+    """A readable summary of an optimization report."""
+    cmp, usage = data["comparison"], data["usage"]
+    table = Table(title=f"{data['signature']}: {data['optimizer']} on dataset {data['dataset_version']} "
+                        f"(train {data['sizes']['train']}, dev {data['sizes']['dev']}, test {data['sizes']['test']})",
+                  title_justify="left", box=None)
+    table.add_column("")
+    table.add_column("", justify="right")
+    table.add_row(f"baseline ({data['baseline_version']}) test score", f"{cmp['baseline_mean']:.3f}")
+    table.add_row(f"candidate ({data['candidate_version'] or 'not saved'}) test score", f"{cmp['candidate_mean']:.3f}")
+    table.add_row("difference [95 % interval]",
+                  f"{cmp['mean_difference']:+.3f} [{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}]")
+    relative = cmp["relative_improvement_percent"]
+    table.add_row("relative improvement", "n/a (baseline 0)" if relative is None else f"{relative:+.1f} %")
+    table.add_row(f"p-value ({cmp['test']})", f"{cmp['p_value']:.4f}")
+    table.add_row("wins / losses / ties", f"{cmp['wins']} / {cmp['losses']} / {cmp['ties']}")
+    calls = ", ".join(f"{role} {n}" for role, n in sorted(usage["lm_calls"].items())) or "none"
+    table.add_row("LM calls", calls)
+    table.add_row("tokens in / out", f"{usage['tokens']['input']} / {usage['tokens']['output']}")
+    table.add_row("estimated cost", "unknown" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}")
+    seconds = data["seconds"]
+    table.add_row("seconds (optimize / evaluate)", f"{seconds['optimize']:.1f} / {seconds['evaluate']:.1f}")
+    console.print(table)
+    verdict = "[bold green]DEPLOY[/]" if data["decision"]["deploy"] else "[bold yellow]KEEP BASELINE[/]"
+    console.print(f"{verdict}: {data['decision']['reason']}")
