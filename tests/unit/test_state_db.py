@@ -18,6 +18,9 @@ from ratchet.store import tables
 from ratchet.store.db import StateDB, database_url, normalize_url
 from ratchet.store.migrations import MIGRATIONS, Migration, applied_versions, migrate
 
+ALL = [m.version for m in MIGRATIONS]
+NEXT = ALL[-1] + 1
+
 
 def _migrate_in_process(url: str, barrier, results) -> None:
     db = StateDB(url, auto_migrate=False)
@@ -119,12 +122,12 @@ def test_first_use_migrates_and_schema_matches_tables(make_db) -> None:
 def test_migrate_is_idempotent(make_db) -> None:
     db = make_db(auto_migrate=False)
     assert applied_versions(db) == []
-    assert migrate(db) == [1]
+    assert migrate(db) == ALL
     assert migrate(db) == []
     assert migrate(make_db()) == []
     with db.begin() as conn:
         rows = conn.execute(select(tables.schema_migrations)).all()
-    assert [(r.version, r.name) for r in rows] == [(1, "outcome counters, request index and feedback")]
+    assert [(r.version, r.name) for r in rows] == [(m.version, m.name) for m in MIGRATIONS]
     assert rows[0].applied_at == pytest.approx(time.time(), abs=60)
 
 
@@ -134,21 +137,21 @@ def _create_widgets(conn: Connection) -> None:
 
 def test_an_appended_migration_runs_once(make_db) -> None:
     db = make_db(auto_migrate=False)
-    assert migrate(db) == [1]
+    assert migrate(db) == ALL
     calls = []
 
     def add_widgets(conn: Connection) -> None:
         calls.append(1)
         _create_widgets(conn)
 
-    later = [*MIGRATIONS, Migration(2, "widgets", add_widgets)]
-    assert migrate(db, later) == [2]
+    later = [*MIGRATIONS, Migration(NEXT, "widgets", add_widgets)]
+    assert migrate(db, later) == [NEXT]
     assert migrate(db, later) == []
     assert calls == [1]
     with db.begin() as conn:
         columns = {c["name"]: c["type"] for c in inspect(conn).get_columns("widgets")}
     assert isinstance(columns["id"], Integer) and isinstance(columns["name"], String)
-    assert applied_versions(db) == [1, 2]
+    assert applied_versions(db) == [*ALL, NEXT]
 
 
 def test_a_failing_migration_leaves_nothing_behind(make_db) -> None:
@@ -159,11 +162,11 @@ def test_a_failing_migration_leaves_nothing_behind(make_db) -> None:
         raise RuntimeError("half-way")
 
     with pytest.raises(RuntimeError, match="half-way"):
-        migrate(db, [*MIGRATIONS, Migration(2, "widgets", broken)])
-    assert applied_versions(db) == [1]  # migration 1 committed on its own
+        migrate(db, [*MIGRATIONS, Migration(NEXT, "widgets", broken)])
+    assert applied_versions(db) == ALL  # the earlier migrations committed on their own
     with db.begin() as conn:
         assert not inspect(conn).has_table("widgets")  # DDL rolled back with the failed migration
-    assert migrate(db, [*MIGRATIONS, Migration(2, "widgets", _create_widgets)]) == [2]
+    assert migrate(db, [*MIGRATIONS, Migration(NEXT, "widgets", _create_widgets)]) == [NEXT]
 
 
 def test_migrations_must_be_ordered(make_db) -> None:
@@ -181,7 +184,7 @@ def test_concurrent_migrations_from_threads_apply_each_once(make_db) -> None:
         time.sleep(0.3)
         _create_widgets(conn)
 
-    later = [*MIGRATIONS, Migration(2, "widgets", slow)]
+    later = [*MIGRATIONS, Migration(NEXT, "widgets", slow)]
     dbs = [make_db(auto_migrate=False) for _ in range(4)]
     barrier = threading.Barrier(len(dbs))
     results: list[list[int]] = []
@@ -200,9 +203,9 @@ def test_concurrent_migrations_from_threads_apply_each_once(make_db) -> None:
     for thread in threads:
         thread.join(60)
     assert errors == []
-    assert sorted(v for applied in results for v in applied) == [1, 2]
+    assert sorted(v for applied in results for v in applied) == [*ALL, NEXT]
     assert calls == [1]
-    assert applied_versions(dbs[0]) == [1, 2]
+    assert applied_versions(dbs[0]) == [*ALL, NEXT]
 
 
 def test_concurrent_migrations_from_processes(state_db_url: str) -> None:
@@ -215,7 +218,7 @@ def test_concurrent_migrations_from_processes(state_db_url: str) -> None:
     for process in processes:
         process.join(60)
     assert [p.exitcode for p in processes] == [0, 0, 0]
-    assert sorted(v for applied in results for v in applied) == [1]
+    assert sorted(v for applied in results for v in applied) == ALL
 
 
 def test_missing_postgresql_schema_is_a_config_error(postgres_url: str) -> None:

@@ -11,10 +11,12 @@ from typer.core import TyperGroup
 
 from ratchet import __version__
 from ratchet.cli import (
+    ab_cmd,
     collect_cmd,
     config_cmd,
     data_cmd,
     dataset_cmd,
+    monitor_cmd,
     programs_cmd,
 )
 from ratchet.cli.init_cmd import init
@@ -77,9 +79,12 @@ app.command("loadtest")(loadtest)
 app.command("optimize")(optimize)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
+app.add_typer(ab_cmd.app, name="ab")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(collect_cmd.app, name="collect")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(monitor_cmd.app, name="monitor")
+app.command("status")(monitor_cmd.status)
 
 
 def main() -> None:

@@ -118,8 +118,59 @@ def _m001_outcome_counters(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m002_experiments(conn: Connection) -> None:
+    """A/B experiments (at most one live per signature) and their transition events."""
+    md = MetaData()
+    experiments = Table(
+        "experiments", md,
+        Column("experiment_id", String(200), primary_key=True),
+        Column("signature", String(200), nullable=False),
+        Column("baseline_version", String(200), nullable=False),
+        Column("candidate_version", String(200), nullable=False),
+        Column("status", String(32), nullable=False),
+        Column("stages", Text, nullable=False),
+        Column("stage_index", Integer, nullable=False),
+        Column("stage_started_at", Float, nullable=False),
+        Column("stage_start_requests", Integer, nullable=False),
+        Column("paused_at", Float, nullable=True),
+        Column("paused_seconds", Float, nullable=False),
+        Column("min_stage_minutes", Float, nullable=False),
+        Column("min_stage_requests", Integer, nullable=False),
+        Column("salt", String(200), nullable=False),
+        Column("config", Text, nullable=False),
+        Column("reason", Text, nullable=True),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        Column("ended_at", Float, nullable=True),
+        Column("revision", Integer, nullable=False),
+        Column("lease_owner", String(200), nullable=True),
+        Column("lease_expires_at", Float, nullable=True),
+        Index("ix_experiments_signature", "signature"),
+    )
+    Index("ux_experiments_one_live_per_signature", experiments.c.signature, unique=True,
+          sqlite_where=experiments.c.status.in_(["running", "paused"]),
+          postgresql_where=experiments.c.status.in_(["running", "paused"]))
+    Table(
+        "experiment_events", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("experiment_id", String(200), nullable=False),
+        Column("at", Float, nullable=False),
+        Column("actor", String(100), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("from_status", String(32), nullable=True),
+        Column("to_status", String(32), nullable=False),
+        Column("from_stage", Integer, nullable=True),
+        Column("to_stage", Integer, nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("metrics", Text, nullable=True),
+        Index("ix_experiment_events_experiment", "experiment_id", "id"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
+    Migration(2, "experiments and their events", _m002_experiments),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -19,6 +19,8 @@ __all__ = [
     "arm_errors",
     "arm_latency_buckets",
     "arm_outcomes",
+    "experiment_events",
+    "experiments",
     "feedback",
     "metadata",
     "request_index",
@@ -101,4 +103,52 @@ feedback = Table(
     Column("correction", Text, nullable=True),  # JSON object of corrected output fields
     Column("created_at", Float, nullable=False),  # epoch seconds
     Index("ix_feedback_created_at", "created_at"),
+)
+
+experiments = Table(
+    "experiments",
+    metadata,
+    Column("experiment_id", String(NAME_LEN), primary_key=True),
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("baseline_version", String(NAME_LEN), nullable=False),
+    Column("candidate_version", String(NAME_LEN), nullable=False),
+    Column("status", String(32), nullable=False),  # running | paused | promoted | rolled_back
+    Column("stages", Text, nullable=False),  # JSON list of candidate traffic percents
+    Column("stage_index", Integer, nullable=False),
+    Column("stage_started_at", Float, nullable=False),
+    Column("stage_start_requests", Integer, nullable=False),  # candidate requests counted when the stage began
+    Column("paused_at", Float, nullable=True),
+    Column("paused_seconds", Float, nullable=False),  # paused time of the current stage (not counted)
+    Column("min_stage_minutes", Float, nullable=False),
+    Column("min_stage_requests", Integer, nullable=False),
+    Column("salt", String(NAME_LEN), nullable=False),
+    Column("config", Text, nullable=False),  # JSON: the trigger thresholds this experiment uses
+    Column("reason", Text, nullable=True),  # why it ended
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("ended_at", Float, nullable=True),
+    Column("revision", Integer, nullable=False),  # bumped by every change: compare-and-set
+    Column("lease_owner", String(NAME_LEN), nullable=True),  # the monitor that may act on it
+    Column("lease_expires_at", Float, nullable=True),
+    Index("ix_experiments_signature", "signature"),
+)
+Index("ux_experiments_one_live_per_signature", experiments.c.signature, unique=True,
+      sqlite_where=experiments.c.status.in_(["running", "paused"]),
+      postgresql_where=experiments.c.status.in_(["running", "paused"]))
+
+experiment_events = Table(
+    "experiment_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("experiment_id", String(NAME_LEN), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),  # daemon:<host:pid> or operator
+    Column("kind", String(32), nullable=False),  # start | advance | pause | resume | promote | rollback
+    Column("from_status", String(32), nullable=True),
+    Column("to_status", String(32), nullable=False),
+    Column("from_stage", Integer, nullable=True),
+    Column("to_stage", Integer, nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("metrics", Text, nullable=True),  # JSON: per-arm stats and checks at that moment
+    Index("ix_experiment_events_experiment", "experiment_id", "id"),
 )

@@ -1,0 +1,261 @@
+"""``ratchet monitor``: checks that alert on Slack/e-mail/webhook/file/log, the dashboard; and ``ratchet status``.
+
+Exit codes of the ``check-*`` commands follow the worst level found::
+
+    0  nothing, or info only       2  error
+    1  warning                     3  critical
+
+(A configuration error also exits 2, with a one-line message on stderr.)
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from ratchet.cli.output import console, err_console, print_json
+from ratchet.cli.state import get_state
+from ratchet.monitor.alerts import level_rank
+
+app = typer.Typer(help="Monitoring: checks with alerts on every channel, and the dashboard. "
+                  "Check commands exit 0 (nothing or info), 1 (warning), 2 (error), 3 (critical).",
+                  no_args_is_help=True)
+
+_JSON = typer.Option(False, "--json", help="machine-readable output")
+_NO_DISPATCH = typer.Option(False, "--no-dispatch", help="evaluate only: send nothing, change no state")
+LEVEL_STYLES = {"info": "cyan", "warning": "yellow", "error": "red", "critical": "bold white on red"}
+_EXIT_HELP = "Exit code: 0 nothing/info, 1 warning, 2 error, 3 critical."
+
+
+def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool, signature: str | None = None
+         ) -> None:
+    from ratchet.monitor import AlertDispatcher
+    from ratchet.monitor.checks import run_checks
+
+    state = get_state(ctx)
+    settings = state.settings
+    registry = None
+    if "dataset_quality" in names:
+        registry = state.registry
+        if signature is not None:
+            registry.get(signature)  # an unknown name: exit 2 with the registry's message
+    dispatcher = None if no_dispatch else AlertDispatcher.from_settings(settings)
+    run = run_checks(settings, names, dispatcher, signature=signature, registry=registry)
+    if as_json:
+        print_json(run.to_dict())
+    else:
+        _print_run(run)
+    if run.exit_code:
+        raise typer.Exit(run.exit_code)
+
+
+@app.command("check-all", epilog=_EXIT_HELP)
+def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Run every check (orchestration, A/B tests, dataset quality, live SLOs) and send what is due."""
+    from ratchet.monitor.checks import CHECKS
+
+    _run(ctx, list(CHECKS), as_json, no_dispatch)
+
+
+@app.command("check-orchestration", epilog=_EXIT_HELP)
+def check_orchestration(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Consecutive failed cycles, no improvement deployed for months, no runs at all."""
+    _run(ctx, ["orchestration"], as_json, no_dispatch)
+
+
+@app.command("check-ab-tests", epilog=_EXIT_HELP)
+def check_ab_tests(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Rollbacks (alerted once), long-running experiments, traffic that does not match its split."""
+    _run(ctx, ["ab_tests"], as_json, no_dispatch)
+
+
+@app.command("check-dataset-quality", epilog=_EXIT_HELP)
+def check_dataset_quality(
+    ctx: typer.Context,
+    signature: str | None = typer.Option(None, "--signature", "-s", help="one signature (default: all)"),
+    as_json: bool = _JSON,
+    no_dispatch: bool = _NO_DISPATCH,
+) -> None:
+    """The latest dataset version's quality against the previous version's."""
+    _run(ctx, ["dataset_quality"], as_json, no_dispatch, signature)
+
+
+@app.command("check-slo", epilog=_EXIT_HELP)
+def check_slo(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Live success rate, p95 latency and cost per hour against the thresholds."""
+    _run(ctx, ["slo"], as_json, no_dispatch)
+
+
+@app.command("dashboard")
+def dashboard(ctx: typer.Context, as_json: bool = _JSON) -> None:
+    """The dashboard: JSON with --json or when piped (`ratchet monitor dashboard | jq .`), else a terminal view."""
+    _show(ctx, as_json or not sys.stdout.isatty())
+
+
+def status(ctx: typer.Context, as_json: bool = _JSON) -> None:
+    """Everything at a glance: cycles, experiments and their traffic, datasets, live SLOs, alerts."""
+    _show(ctx, as_json)
+
+
+# -- rendering ---------------------------------------------------------------------------------------------
+
+
+def _show(ctx: typer.Context, as_json: bool) -> None:
+    from ratchet.monitor.dashboard import build_dashboard
+
+    state = get_state(ctx)
+    data = build_dashboard(state.settings)  # a section that cannot be read says so; the others still show
+    if as_json:
+        print_json(data)
+        return
+    _print_dashboard(data, state.settings)
+
+
+def _level(level: str | None) -> str:
+    if not level:
+        return "[green]ok[/]"
+    return f"[{LEVEL_STYLES.get(level, 'default')}]{level}[/]"
+
+
+def _print_run(run: Any) -> None:
+    table = Table(box=None, show_header=False, pad_edge=False)
+    for result in run.results:
+        found = result.found
+        if result.error:
+            outcome = f"[red]could not run:[/] {result.error}"
+        elif found:
+            worst = max(found, key=lambda a: level_rank(a.level)).level
+            outcome = f"{len(found)} alert{'s' if len(found) != 1 else ''} (worst: {_level(worst)})"
+        else:
+            outcome = "[green]ok[/]"
+        table.add_row(f"[bold]{result.name}[/]", outcome, f"[dim]{result.seconds:.2f} s[/]")
+    console.print(table)
+    if run.alerts:
+        alerts = Table(box=None, pad_edge=False)
+        for column in ("level", "alert", "message"):
+            alerts.add_column(column, overflow="fold")
+        for alert in sorted(run.alerts, key=lambda a: -level_rank(a.level)):
+            alerts.add_row(_level(alert.level), alert.title, alert.message)
+        console.print(alerts)
+    if run.dispatched:
+        for delivery in run.deliveries:
+            if delivery.action == "suppressed":
+                console.print(f"  [dim]{delivery.alert.title}: not re-sent ({delivery.note})[/]", highlight=False)
+                continue
+            outcomes = " · ".join(f"{r.channel} {r.describe()}" for r in delivery.results) or delivery.note
+            if not delivery.delivered:
+                outcomes = f"[red]{outcomes}[/]"
+            console.print(f"  → {delivery.alert.title} ({delivery.action}): {outcomes}", highlight=False)
+            if not delivery.delivered:
+                err_console.print(f"[bold red]warning:[/] alert {delivery.alert.title!r} reached no channel",
+                                  highlight=False)
+    else:
+        console.print("  [dim]evaluated only (--no-dispatch): nothing sent, state unchanged[/]")
+    console.print(f"worst level: {_level(run.worst_level) if run.worst_level else 'none'} → exit {run.exit_code}")
+
+
+def _when(stamp: str | None) -> str:
+    if not stamp:
+        return "–"
+    try:
+        return datetime.fromisoformat(stamp).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return stamp
+
+
+def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
+    console.print(f"[bold]Ratchet status[/] · {_when(data['timestamp'])} UTC · home {settings.home_dir}",
+                  highlight=False)
+    orch = data["orchestration"]
+    if orch.get("last_run"):
+        line = (f"last run {orch['last_run']} ({orch.get('last_status')}) · "
+                f"last success {_when(orch.get('last_success'))} · ")
+        failures = orch.get("consecutive_failures", 0)
+        line += f"[red]{failures} consecutive failure{'s' if failures != 1 else ''}[/]" if failures else "no failures"
+    else:
+        line = "no runs yet (`ratchet cycle`)"
+    improvement = orch.get("last_improvement")
+    if improvement:
+        percent = improvement.get("improvement_percent")
+        line += f" · last improvement {improvement['run_id']}" + (f" (+{percent:g} %)" if percent is not None else "")
+    console.print(f"\n[bold]Optimization cycles[/]  {line}", highlight=False)
+    _section_error(orch)
+
+    ab = data["ab_tests"]
+    console.print(f"\n[bold]Experiments[/]  {ab['active']} running · {ab['paused']} paused · {ab['completed']} "
+                  f"promoted · {ab['rolled_back']} rolled back", highlight=False)
+    _section_error(ab)
+    if ab.get("experiments"):
+        table = Table(box=None, pad_edge=False)
+        for column in ("experiment", "signature", "baseline → candidate", "status", "stage", "configured",
+                       "observed", "requests (b/c)"):
+            table.add_column(column, overflow="fold")
+        for exp in ab["experiments"]:
+            traffic = exp["traffic"]
+            observed = traffic["observed_percent"]
+            table.add_row(exp["experiment_id"], exp["signature"],
+                          f"{exp['baseline_version']} → {exp['candidate_version']}", exp["status"],
+                          f"{exp['stage']}/{len(exp['stages'])}", f"{traffic['configured_percent']:g} %",
+                          "–" if observed is None else f"{observed:g} %",
+                          f"{traffic['baseline_requests']}/{traffic['candidate_requests']}")
+        console.print(table)
+
+    datasets = {k: v for k, v in data["datasets"].items() if isinstance(v, dict)}
+    console.print(f"\n[bold]Datasets[/]  {len(datasets)} signature(s)")
+    _section_error(data["datasets"])
+    if datasets:
+        table = Table(box=None, pad_edge=False)
+        for column in ("signature", "version", "examples", "quality", "sources", "versions"):
+            table.add_column(column)
+        for name, info in datasets.items():
+            quality = info.get("quality")
+            table.add_row(name, info["version"], str(info.get("examples") or 0),
+                          "–" if quality is None else f"{quality:.1f}", ", ".join(info.get("sources") or []),
+                          str(info.get("versions", "")))
+        console.print(table)
+
+    slo = data["slo"]
+    thresholds = settings.thresholds
+    console.print(f"\n[bold]Live service levels[/]  last {slo['window_minutes']:g} min")
+    _section_error(slo)
+    if slo.get("signatures"):
+        table = Table(box=None, pad_edge=False)
+        for column in ("signature", "arm", "requests", "success", "p95", "cost/hour"):
+            table.add_column(column, justify="right" if column not in ("signature", "arm") else "left")
+        for name, arms in slo["signatures"].items():
+            shown = arms if len(arms) > 2 else {k: v for k, v in arms.items() if k == "all"}  # arms of an experiment
+            for arm, level in shown.items():
+                success = f"{level['success_rate']:.1%}"
+                if level["success_rate"] < thresholds.min_success_rate:
+                    success = f"[red]{success}[/]"
+                p95 = f"{level['latency_p95_ms']:.0f} ms"
+                if level["latency_p95_ms"] > thresholds.latency_p95_ms:
+                    p95 = f"[yellow]{p95}[/]"
+                table.add_row(name, arm, str(level["requests"]), success, p95, f"${level['cost_per_hour_usd']:.2f}")
+        console.print(table)
+    elif not slo.get("error"):
+        console.print("  [dim]no traffic in the window[/]")
+
+    alerts = data["alerts"]
+    console.print(f"\n[bold]Alerts[/]  last check {_when(alerts.get('last_check'))} · "
+                  f"{len(alerts.get('active') or [])} active", highlight=False)
+    _section_error(alerts)
+    for active in alerts.get("active") or []:
+        console.print(f"  {_level(active.get('level'))} {active.get('title')}: {active.get('message')} "
+                      f"[dim](since {_when(active.get('since'))})[/]", highlight=False)
+    recent = alerts.get("recent_alerts") or []
+    if recent:
+        console.print("  [dim]recent:[/]")
+        for alert in recent:
+            mark = "" if alert.get("delivered", True) else " [red](not delivered)[/]"
+            console.print(f"  [dim]{_when(alert.get('timestamp'))}[/] {_level(alert.get('level'))} "
+                          f"{alert.get('title')}{mark}", highlight=False)
+
+
+def _section_error(section: dict[str, Any]) -> None:
+    if section.get("error"):
+        console.print(f"  [red]unavailable:[/] {section['error']}", highlight=False)

@@ -1,0 +1,117 @@
+"""Anytime-valid rollback tests: the controller may look after every request without inflating false alarms.
+
+Each guardrail uses the normal-mixture confidence sequence (mSPRT, Johari et al.;
+Robbins' mixture): for an estimate θ̂ with variance V and mixing scale τ,
+
+    h = sqrt( V (V + τ²) / τ² · [ ln((V + τ²) / V) + 2 ln(1/α) ] )
+
+and θ̂ ± h covers the true θ at every sample size simultaneously with probability
+≥ 1 − α. A trigger fires only when the regression is both statistically real and
+larger than the product threshold: ``LCB(Δ) > 0 and Δ̂ > threshold`` (error rate,
+latency) or ``UCB(quality) < floor`` (quality). See docs/rollout-statistics in the
+shared reference notes for the simulations behind these choices.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = [
+    "Check",
+    "catastrophe_check",
+    "cs_halfwidth",
+    "error_rate_check",
+    "latency_check",
+    "quality_check",
+]
+
+
+def cs_halfwidth(variance: float, tau: float, alpha: float) -> float:
+    """Half-width of the normal-mixture confidence sequence for an estimate with ``variance``."""
+    v = max(variance, 1e-12)
+    t2 = tau * tau
+    return math.sqrt(v * (v + t2) / t2 * (math.log((v + t2) / v) + 2 * math.log(1 / alpha)))
+
+
+@dataclass(frozen=True)
+class Check:
+    """One guardrail's verdict, with the numbers behind it."""
+
+    trigger: str  # error_rate | latency | quality | catastrophe
+    fired: bool
+    estimate: float
+    low: float
+    high: float
+    threshold: float
+    n_candidate: int
+    n_baseline: int
+    message: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "trigger": self.trigger, "fired": self.fired, "estimate": round(self.estimate, 6),
+            "low": round(self.low, 6), "high": round(self.high, 6), "threshold": self.threshold,
+            "n_candidate": self.n_candidate, "n_baseline": self.n_baseline, "message": self.message,
+        }
+
+
+def error_rate_check(errors_c: int, n_c: int, errors_b: int, n_b: int, *, threshold: float = 0.05,
+                     tau: float = 0.05, alpha: float = 0.05, min_n: int = 20) -> Check:
+    """Candidate error rate minus baseline's: fires when the excess is real (LCB > 0) and above ``threshold``."""
+    if n_c < min_n or n_b < min_n:
+        return Check("error_rate", False, 0.0, -1.0, 1.0, threshold, n_c, n_b,
+                     f"waiting for data ({n_c} candidate, {n_b} baseline requests; need {min_n} each)")
+    rate_c, rate_b = errors_c / n_c, errors_b / n_b
+    delta = rate_c - rate_b
+    pc, pb = (errors_c + 1) / (n_c + 2), (errors_b + 1) / (n_b + 2)  # a variance floor when there are no errors
+    h = cs_halfwidth(pc * (1 - pc) / n_c + pb * (1 - pb) / n_b, tau, alpha)
+    fired = delta - h > 0 and delta + h > threshold
+    message = (f"error rate {rate_c:.1%} vs baseline {rate_b:.1%}: {delta * 100:+.1f} points "
+               f"(anytime-valid {1 - alpha:.0%} interval {(delta - h) * 100:+.1f} to {(delta + h) * 100:+.1f}; "
+               f"trigger: worse by more than {threshold * 100:.0f} points)")
+    return Check("error_rate", fired, delta, delta - h, delta + h, threshold, n_c, n_b, message)
+
+
+def latency_check(mean_c: float, var_c: float, n_c: int, mean_b: float, var_b: float, n_b: int, *,
+                  threshold_s: float = 0.5, tau: float = 0.5, alpha: float = 0.05, min_n: int = 20) -> Check:
+    """Candidate mean latency minus baseline's (seconds): fires when real and above ``threshold_s``."""
+    if n_c < min_n or n_b < min_n:
+        return Check("latency", False, 0.0, -math.inf, math.inf, threshold_s, n_c, n_b,
+                     f"waiting for data ({n_c} candidate, {n_b} baseline requests; need {min_n} each)")
+    delta = mean_c - mean_b
+    h = cs_halfwidth(var_c / n_c + var_b / n_b, tau, alpha)
+    fired = delta - h > 0 and delta + h > threshold_s
+    message = (f"mean latency {mean_c * 1000:.0f} ms vs baseline {mean_b * 1000:.0f} ms: {delta * 1000:+.0f} ms "
+               f"(interval {(delta - h) * 1000:+.0f} to {(delta + h) * 1000:+.0f} ms; trigger: worse by more than "
+               f"{threshold_s * 1000:.0f} ms)")
+    return Check("latency", fired, delta, delta - h, delta + h, threshold_s, n_c, n_b, message)
+
+
+def quality_check(mean_c: float | None, var_c: float | None, n_c: int, mean_b: float | None = None,
+                  var_b: float | None = None, n_b: int = 0, *, floor: float = 0.70, tau: float = 0.1,
+                  alpha: float = 0.05, min_n: int = 20) -> Check:
+    """Candidate mean quality (0–1 feedback scores) against the floor and, when it has scores, the baseline."""
+    if mean_c is None or n_c < min_n:
+        return Check("quality", False, mean_c or 0.0, 0.0, 1.0, floor, n_c, n_b,
+                     f"waiting for feedback ({n_c} candidate scores; need {min_n})")
+    h = cs_halfwidth((var_c or 0.0) / n_c + 1e-4 / n_c, tau, alpha)
+    below = mean_c + h < floor
+    worse, diff_note = False, ""
+    if mean_b is not None and n_b >= min_n:
+        diff = mean_c - mean_b
+        hd = cs_halfwidth((var_c or 0.0) / n_c + (var_b or 0.0) / n_b + 1e-4 / min(n_c, n_b), tau, alpha)
+        worse = diff + hd < 0 and mean_c - h < floor
+        diff_note = f"; vs baseline {mean_b:.3f}: {diff:+.3f} (interval {diff - hd:+.3f} to {diff + hd:+.3f})"
+    message = (f"candidate quality {mean_c:.3f} (interval {mean_c - h:.3f} to {mean_c + h:.3f}, n={n_c}){diff_note}; "
+               f"trigger: below {floor:.2f}")
+    return Check("quality", below or worse, mean_c, mean_c - h, mean_c + h, floor, n_c, n_b, message)
+
+
+def catastrophe_check(errors_c: int, n_c: int, *, window: int = 20) -> Check:
+    """A hard guard that needs no statistics: the candidate fails most of its first ``window`` requests."""
+    fired = errors_c > window // 2 and (n_c <= window or errors_c / n_c > 0.5)
+    rate = errors_c / n_c if n_c else 0.0
+    message = (f"candidate failed {errors_c} of {n_c} requests ({rate:.0%}); "
+               f"trigger: most of its first {window} requests")
+    return Check("catastrophe", fired, rate, rate, rate, 0.5, n_c, 0, message)

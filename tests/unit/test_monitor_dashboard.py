@@ -1,0 +1,145 @@
+"""The dashboard document (seed 001's shape) and the ``ratchet monitor`` / ``ratchet status`` commands."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from monitor_helpers import DAY, SIG, count, experiment, records, write_run
+from typer.testing import CliRunner
+
+from ratchet.cli import monitor_cmd
+from ratchet.config import Settings
+from ratchet.data.datasets import DatasetStore
+from ratchet.errors import UnknownProgramError
+from ratchet.monitor.dashboard import build_dashboard
+from ratchet.programs import load_programs
+from ratchet.rollout.experiments import ExperimentStore
+from ratchet.store.db import StateDB
+
+runner = CliRunner()
+
+
+def seed_state(settings: Settings) -> StateDB:
+    """Runs, experiments (one live, one promoted, one rolled back), two dataset versions, live traffic."""
+    now = time.time()
+    write_run(settings, "run_20261101_020000", success=True, started=now - 2 * DAY, deployed=[SIG], improvement=7.5)
+    write_run(settings, "run_20261125_020000", success=False, started=now - DAY, errors=["boom"])
+    db = StateDB.connect(settings)
+    store = ExperimentStore(db)
+    for exp_id, kind in (("old_a", "promote"), ("old_b", "rollback")):
+        exp = store.create(experiment(exp_id), actor="t")
+        store.transition(exp, kind, actor="t", reason="r",
+                         changes={"status": "promoted" if kind == "promote" else "rolled_back"})
+    live = store.create(experiment("intent_v2"), actor="t")
+    count(db, SIG, "v1", "baseline", 90, at=live.stage_started_at + 61)
+    count(db, SIG, "v2", "candidate", 10, at=live.stage_started_at + 61)
+    datasets = DatasetStore(settings.home_dir, settings.data, registry=load_programs(settings))
+    datasets.create(SIG, records(0, 30, 80.0), source="git")
+    datasets.create(SIG, records(30, 60, 78.5), source="git")
+    return db
+
+
+def test_dashboard_has_the_seed_shape(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    db = seed_state(settings)
+    data = build_dashboard(settings, db=db)
+    assert {"timestamp", "orchestration", "ab_tests", "datasets", "alerts"} <= set(data)
+    orch = data["orchestration"]
+    assert {"last_run", "last_success", "consecutive_failures"} <= set(orch)
+    assert orch["last_run"] == "run_20261125_020000" and orch["consecutive_failures"] == 1
+    assert orch["last_success"] and orch["last_improvement"]["run_id"] == "run_20261101_020000"
+    ab = data["ab_tests"]
+    assert {k: ab[k] for k in ("active", "paused", "completed", "rolled_back")} == {
+        "active": 1, "paused": 0, "completed": 1, "rolled_back": 1}
+    (live,) = ab["experiments"]
+    assert live["experiment_id"] == "intent_v2" and live["traffic"]["observed_percent"] == 10.0
+    dataset = data["datasets"][SIG]
+    assert {k: dataset[k] for k in ("examples", "quality", "sources")} == {
+        "examples": 30, "quality": 78.5, "sources": ["git", "synthetic"]}
+    assert dataset["version"].startswith("v") and dataset["versions"] == 2
+    assert data["alerts"] == {"last_check": None, "recent_alerts": [], "active": []}
+    assert data["slo"]["signatures"][SIG]["all"]["requests"] == 100
+    json.dumps(data)  # plain JSON
+
+
+def test_a_section_that_cannot_be_read_says_why(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", database_url="postgresql://nobody@127.0.0.1:1/none")
+    data = build_dashboard(settings)
+    assert data["ab_tests"]["active"] == 0 and "error" in data["ab_tests"]
+    assert data["orchestration"]["last_run"] is None and "error" not in data["orchestration"]
+
+
+# -- the commands -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Settings:
+    (tmp_path / "ratchet.toml").write_text('home = "home"\n\n[monitor]\nretry_backoff_s = 0\n')
+    return Settings(home=tmp_path / "home")
+
+
+def invoke(*args: str) -> object:
+    return runner.invoke(monitor_cmd.app, list(args))
+
+
+def test_check_commands_exit_with_the_worst_level(project: Settings) -> None:
+    result = invoke("check-orchestration", "--no-dispatch")
+    assert result.exit_code == 0, result.output
+    assert "No Orchestration Runs" in result.stdout and "evaluated only" in result.stdout
+    assert not (project.home_dir / "monitoring_state.json").exists()
+
+    now = time.time()
+    for i in (1, 2):
+        write_run(project, f"run_2026110{i}_020000", success=False, started=now - i * DAY, errors=["boom"])
+    result = invoke("check-orchestration", "--json")
+    assert result.exit_code == 2, result.output
+    out = json.loads(result.stdout)
+    assert out["worst_level"] == "error" and out["exit_code"] == 2 and out["dispatched"]
+    (delivery,) = out["deliveries"]
+    assert delivery["action"] == "new" and {c["channel"]: c["ok"] for c in delivery["channels"]} == {
+        "file": True, "log": True}
+    (alert_file,) = (project.home_dir / "alerts").glob("alert_error_*.json")
+    assert json.loads(alert_file.read_text())["title"] == "Orchestration Run Failures"
+
+    again = invoke("check-all")
+    assert again.exit_code == 2
+    assert "not re-sent (active, cooldown until" in again.stdout and "worst level: error → exit 2" in again.stdout
+
+    db = StateDB.connect(project)
+    count(db, SIG, "v1", "baseline", 20, errors=15)
+    assert invoke("check-slo", "--no-dispatch").exit_code == 3
+    assert invoke("check-ab-tests").exit_code == 0
+    state = json.loads((project.home_dir / "monitoring_state.json").read_text())
+    assert {"orchestration", "ab_tests", "dataset_quality", "slo"} == set(state["checks"])
+
+
+def test_check_dataset_quality_for_one_signature(project: Settings) -> None:
+    datasets = DatasetStore(project.home_dir, project.data, registry=load_programs(project))
+    datasets.create(SIG, records(0, 30, 80.0), source="git")
+    datasets.create(SIG, records(30, 60, 60.0), source="git")
+    result = invoke("check-dataset-quality", "--signature", SIG, "--json")
+    assert result.exit_code == 1, result.output
+    (alert,) = json.loads(result.stdout)["alerts"]
+    assert alert["title"] == "Dataset Quality Degradation" and alert["details"]["drop_percent"] == 25.0
+    unknown = invoke("check-dataset-quality", "--signature", "nope")
+    assert isinstance(unknown.exception, UnknownProgramError)  # the root command turns it into exit 2
+
+
+def test_dashboard_and_status(project: Settings) -> None:
+    seed_state(project)
+    assert invoke("check-all").exit_code == 1  # the rollback (a warning); one failed run is below the threshold
+    assert invoke("check-ab-tests").exit_code == 0  # the rollback was alerted: not a finding any more
+    result = invoke("dashboard")  # not a terminal: JSON, so `ratchet monitor dashboard | jq .` works
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["alerts"]["last_check"] and data["alerts"]["recent_alerts"][0]["title"]
+    app = typer.Typer()
+    app.command("status")(monitor_cmd.status)
+    shown = runner.invoke(app, [], terminal_width=160)
+    assert shown.exit_code == 0, shown.output
+    for text in ("Optimization cycles", "run_20261125_020000", "Experiments", "intent_v2", "Datasets", SIG,
+                 "Live service levels", "Alerts", "A/B Test Rolled Back"):
+        assert text in shown.stdout, text
+    assert json.loads(runner.invoke(app, ["--json"]).stdout)["ab_tests"]["completed"] == 1
