@@ -19,6 +19,7 @@ from ratchet.cli import (
     monitor_cmd,
     programs_cmd,
 )
+from ratchet.cli.cycle_cmd import cycle
 from ratchet.cli.init_cmd import init
 from ratchet.cli.optimize_cmd import optimize
 from ratchet.cli.output import err_console
@@ -77,6 +78,7 @@ app.command("eval")(evaluate)
 app.command("serve")(serve)
 app.command("loadtest")(loadtest)
 app.command("optimize")(optimize)
+app.command("cycle")(cycle)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
 app.add_typer(ab_cmd.app, name="ab")
