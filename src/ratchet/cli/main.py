@@ -18,9 +18,11 @@ from ratchet.cli import (
     dataset_cmd,
     monitor_cmd,
     programs_cmd,
+    schedule_cmd,
 )
 from ratchet.cli.cycle_cmd import cycle
 from ratchet.cli.init_cmd import init
+from ratchet.cli.ops_cmd import backup, cleanup, restore
 from ratchet.cli.optimize_cmd import optimize
 from ratchet.cli.output import err_console
 from ratchet.cli.run_cmds import evaluate, predict
@@ -79,12 +81,16 @@ app.command("serve")(serve)
 app.command("loadtest")(loadtest)
 app.command("optimize")(optimize)
 app.command("cycle")(cycle)
+app.command("cleanup")(cleanup)
+app.command("backup")(backup)
+app.command("restore")(restore)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
 app.add_typer(ab_cmd.app, name="ab")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(collect_cmd.app, name="collect")
 app.add_typer(data_cmd.app, name="data")
+app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(monitor_cmd.app, name="monitor")
 app.command("status")(monitor_cmd.status)
 
