@@ -82,6 +82,8 @@ def test_a_short_real_cycle_and_a_failing_signature_that_does_not_stop_it(tmp_pa
     for sub in ("collected_data/telemetry", "validated_data", "quality_reports", "optimization_results"):
         assert (run_dir / sub).is_dir()
     assert (run_dir / "optimization_results" / "classify_intent.json").is_file()
+    phase_logs = {path.name for path in (run_dir / "logs").iterdir()}  # what the phases printed, off the console
+    assert {"classify_intent.collect.log", "classify_intent.optimize.log"} <= phase_logs
 
 
 def test_strict_gates_reject_a_single_source_batch_and_the_cli_exits_1(tmp_path: Path) -> None:

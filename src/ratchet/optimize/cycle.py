@@ -19,9 +19,13 @@ A deploy decision registers the candidate version and starts an A/B experiment.
 
 from __future__ import annotations
 
+import logging
+import math
 import multiprocessing
+import os
 import queue as queue_module
 import random
+import sys
 import time
 import traceback
 from collections.abc import Callable
@@ -162,18 +166,31 @@ def phase_validate(payload: dict[str, Any], progress: Callable[[int, int | None,
             "rejections": result.report.rejections, "quality": result.report.quality}
 
 
-def balance_difficulty(records: list[ExampleRecord], targets: dict[str, float], seed: int,
-                       minimum: int) -> list[ExampleRecord]:
-    """The largest subset whose difficulty mix matches ``targets`` (never fewer than ``minimum``)."""
+def balance_difficulty(records: list[ExampleRecord], targets: dict[str, float], seed: int, minimum: int,
+                       tolerance: float = 0.0) -> list[ExampleRecord]:
+    """The largest random subset whose difficulty shares are each within ``tolerance / 2`` of ``targets``
+    (half the gate's tolerance: a margin that survives rounding), or all records when that would leave fewer
+    than ``minimum`` or a wanted difficulty is missing."""
     groups = {d: [r for r in records if r.difficulty == d] for d in DIFFICULTIES}
     wanted = {d: share for d, share in targets.items() if share > 0}
     if not wanted or any(not groups.get(d) for d in wanted):
         return records
-    n = min(len(groups[d]) / share for d, share in wanted.items())
-    if n < minimum:
+    margin = tolerance / 2
+    available = {d: len(groups[d]) for d in DIFFICULTIES}
+    for total in range(len(records), max(minimum, 1) - 1, -1):  # the largest feasible size wins
+        target = {d: targets.get(d, 0.0) * total for d in DIFFICULTIES}
+        lower = {d: max(math.ceil(target[d] - margin * total), 0) for d in DIFFICULTIES}
+        upper = {d: min(available[d], math.floor(target[d] + margin * total)) for d in DIFFICULTIES}
+        if any(lower[d] > upper[d] for d in DIFFICULTIES) or not sum(lower.values()) <= total <= sum(upper.values()):
+            continue
+        take = dict(lower)
+        for d in sorted(DIFFICULTIES, key=lambda d: take[d] - target[d]):  # furthest below its target first
+            take[d] += min(upper[d] - take[d], total - sum(take.values()))
+        break
+    else:
         return records
     rng = random.Random(seed)
-    chosen = [r for d, share in wanted.items() for r in rng.sample(groups[d], int(n * share))]
+    chosen = [r for d in DIFFICULTIES for r in rng.sample(groups[d], take[d])]
     return sorted(chosen, key=lambda r: r.id)
 
 
@@ -203,7 +220,8 @@ def phase_gate(payload: dict[str, Any], progress: Callable[[int, int | None, str
     records = read_batch(run_dir / "validated_data" / f"{signature}.jsonl", signature=signature)
     thresholds = gate_thresholds(signature, settings.data)
     # Curate before gating: trim the batch toward the target difficulty mix, then trim the dominant source.
-    balanced = balance_difficulty(records, thresholds.difficulty_targets, payload["seed"], payload["min_examples"])
+    balanced = balance_difficulty(records, thresholds.difficulty_targets, payload["seed"], payload["min_examples"],
+                                  thresholds.difficulty_tolerance)
     balanced = cap_sources(balanced, thresholds.max_source_share, payload["seed"], payload["min_examples"])
     report = run_gates(balanced, thresholds, signature=signature)
     write_batch(run_dir / "validated_data" / f"{signature}.gated.jsonl", balanced)
@@ -255,7 +273,11 @@ PHASE_FUNCTIONS = {"collect": phase_collect, "validate": phase_validate, "gate":
                    "version": phase_version, "optimize": phase_optimize}
 
 
-def _child(name: str, payload: dict[str, Any], results: Any) -> None:
+def _child(name: str, payload: dict[str, Any], results: Any, dspy_log_level: int) -> None:
+    logging.getLogger("dspy").setLevel(dspy_log_level)  # the parent's choice (``ratchet -v`` logs DSPy's INFO)
+    # Optimizers print and draw tqdm bars; the console shows one Rich progress bar, the run keeps the rest in logs/.
+    _redirect_output(Path(payload["run_dir"]) / "logs" / f"{payload['signature']}.{name}.log")
+
     def progress(done: int, total: int | None, status: str) -> None:
         results.put(("progress", done, total, status))
 
@@ -272,12 +294,25 @@ def _child(name: str, payload: dict[str, Any], results: Any) -> None:
         results.put(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8)))
 
 
+def _redirect_output(path: Path) -> None:
+    """Send this process's stdout and stderr (file descriptors included) to ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = path.open("ab", buffering=0)
+    for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
+        if stream is not None:
+            stream.flush()
+        os.dup2(log.fileno(), fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - lives as long as the process
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
 def run_phase(name: str, payload: dict[str, Any], timeout: float,
               on_progress: Callable[[int, int | None, str], None] | None = None) -> dict[str, Any]:
     """Run one phase in a child process; returns ``{"status", "seconds", "result" | "error"}``."""
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
-    process = ctx.Process(target=_child, args=(name, payload, results), daemon=True)
+    dspy_log_level = logging.getLogger("dspy").getEffectiveLevel()
+    process = ctx.Process(target=_child, args=(name, payload, results, dspy_log_level), daemon=True)
     started = time.perf_counter()
     process.start()
     outcome: dict[str, Any] | None = None
@@ -324,7 +359,7 @@ def run_cycle(settings: Settings, registry: ProgramRegistry, options: CycleOptio
         run_dir = Path(output) / f"{run_id}_{suffix}"
         suffix += 1
     run_id = run_dir.name
-    for sub in ("collected_data", "validated_data", "quality_reports", "optimization_results"):
+    for sub in ("collected_data", "validated_data", "quality_reports", "optimization_results", "logs"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     signatures = options.signatures or registry.names()
     for name in signatures:
