@@ -412,3 +412,26 @@ def test_record_is_cheap(db: StateDB, recorder) -> None:
         rec.record("sig", "v1", "baseline", latency_s=0.001 * (i % 500), success=True, tokens_in=10)
     per_call = (time.perf_counter() - started) / n
     assert per_call < 50e-6, f"record() took {per_call * 1e6:.1f} µs"
+
+
+def test_a_request_stays_visible_while_its_batch_is_being_written(db: StateDB, recorder) -> None:
+    """Feedback arriving mid-flush must still find the arm (the batch left `pending` but is not committed yet)."""
+    rec = recorder()
+    rec.record("sig", "v1", "candidate", latency_s=0.01, success=True)
+    rec.index_request("req-mid-flush", "sig", "v1", "candidate")
+    writing, release = threading.Event(), threading.Event()
+    real_write = rec._write
+
+    def slow_write(batch):
+        writing.set()
+        release.wait(5)
+        return real_write(batch)
+
+    rec._write = slow_write
+    flusher = threading.Thread(target=rec.flush)
+    flusher.start()
+    assert writing.wait(5)
+    assert rec.lookup("req-mid-flush") == ("sig", "v1", "candidate")
+    release.set()
+    flusher.join(5)
+    assert rec.lookup("req-mid-flush") == ("sig", "v1", "candidate")  # now from the database

@@ -135,6 +135,7 @@ class OutcomeRecorder:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._pending = _Batch()
+        self._in_flight = _Batch()  # the batch being written: still visible to lookup() until committed
         self._recorded = self._indexed = self._index_dropped = 0
         self._flushes = self._flushed_rows = self._flush_errors = 0
         self._last_error: str | None = None
@@ -213,7 +214,7 @@ class OutcomeRecorder:
     def lookup(self, request_id: str) -> tuple[str, str, str] | None:
         """``lookup_request`` that also sees entries not flushed yet."""
         with self._lock:
-            entry = self._pending.index.get(request_id)
+            entry = self._pending.index.get(request_id) or self._in_flight.index.get(request_id)
         return entry[:3] if entry is not None else lookup_request(self._db, request_id)
 
     # -- flushing ----------------------------------------------------------------------------------
@@ -223,6 +224,7 @@ class OutcomeRecorder:
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, _Batch()
+                self._in_flight = batch
             if not len(batch):
                 return True
             try:
@@ -231,6 +233,9 @@ class OutcomeRecorder:
                 self._restore(batch)
                 self._failed(exc)
                 return False
+            finally:
+                with self._lock:
+                    self._in_flight = _Batch()
             with self._lock:
                 self._flushes += 1
                 self._flushed_rows += rows
