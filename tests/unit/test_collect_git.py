@@ -176,6 +176,8 @@ def test_an_empty_repository_reports_no_commits(registry, tmp_path: Path) -> Non
 
 def test_ratchets_own_history(registry, tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("this checkout is not a git clone (an exported tree): no history to mine")
     report = GitCollector(root, registry, target=30).collect(tmp_path / "out")
     assert report.examined == report.collected + sum(report.skipped.values())
     assert report.summary().startswith(f"collected: {report.collected} example")
