@@ -68,3 +68,25 @@ def test_eval_reports_unusable_data(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "classify_intent", "--data", "bad.jsonl"])
     assert result.exit_code == 2
     assert "no usable examples (2 skipped" in result.stderr
+
+
+def test_library_output_goes_to_the_log_not_the_terminal(tmp_path: Path, capsys) -> None:
+    import sys
+
+    import tqdm
+
+    from ratchet.cli.output import captured_output, print_json, progress_bar
+
+    log = tmp_path / "logs" / "optimize.log"
+    with progress_bar() as progress, captured_output(log):
+        task = progress.add_task("optimize", total=3, status="")
+        print("Bootstrapping set 1/3")  # what DSPy's optimizers print
+        for _ in tqdm.tqdm(range(3), file=None):
+            progress.advance(task)
+        sys.stderr.write("a warning\n")
+    print_json({"ok": True})
+    out = capsys.readouterr()
+    assert json.loads(out.out) == {"ok": True}  # stdout stays one JSON document
+    assert "Bootstrapping" not in out.err and "a warning" not in out.err
+    written = log.read_text()
+    assert "Bootstrapping set 1/3" in written and "a warning" in written and "3/3" in written

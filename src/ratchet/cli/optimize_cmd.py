@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.table import Table
 
-from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.output import captured_output, console, print_json, progress_bar
 from ratchet.cli.state import get_state
 from ratchet.optimize.optimizers import OPTIMIZERS
 
@@ -44,10 +45,13 @@ def optimize(
                 tasks[phase] = progress.add_task(label, total=total, status="")
             progress.update(tasks[phase], completed=done, total=max(total, done))
 
-        result = run_optimization(state.settings, state.registry, signature, dataset_version=dataset_version,
-                                  optimizer=optimizer, auto=auto, trials=trials, seed=seed,
-                                  min_improvement=min_improvement, save_candidate=save, lms=bundle,
-                                  num_threads=threads, progress=report)
+        stamp = datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+        log_path = state.settings.home_dir / "logs" / f"optimize_{signature}_{stamp}.log"
+        with captured_output(log_path):
+            result = run_optimization(state.settings, state.registry, signature, dataset_version=dataset_version,
+                                      optimizer=optimizer, auto=auto, trials=trials, seed=seed,
+                                      min_improvement=min_improvement, save_candidate=save, lms=bundle,
+                                      num_threads=threads, progress=report)
     data = result.to_dict()
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -56,6 +60,7 @@ def optimize(
         print_json(data)
         return
     print_optimization(data)
+    console.print(f"[dim]optimizer output: {log_path}[/]", highlight=False)
 
 
 def print_optimization(data: dict[str, Any]) -> None:

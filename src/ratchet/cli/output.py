@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -17,7 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-__all__ = ["console", "err_console", "fail", "print_json", "progress_bar"]
+__all__ = ["captured_output", "console", "err_console", "fail", "print_json", "progress_bar"]
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line: grep-able, copy-able
@@ -44,7 +47,16 @@ def progress_bar(*, transient: bool = False, enabled: bool = True) -> Progress:
         TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=err_console,
+        console=Console(file=sys.stderr),  # bound now: captured_output() inside the bar does not swallow it
         transient=transient,
         disable=not enabled,
     )
+
+
+@contextlib.contextmanager
+def captured_output(path: Path) -> Iterator[Path]:
+    """Send what libraries print while this block runs (DSPy optimizers' prints and tqdm bars) to ``path``,
+    so the terminal shows Ratchet's progress bar and ``--json`` keeps stdout to one JSON document."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        yield path
