@@ -22,6 +22,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,9 @@ def outcomes(s: Scenario, draws: dict[str, np.ndarray], idx: slice, candidate: n
     return errors, latency, quality
 
 
-def run(s: Scenario, draws: dict[str, np.ndarray], rate: int) -> tuple[str, int, int, float]:
-    """One rollout under Ratchet's controller; returns (outcome, candidate requests, total requests, minutes)."""
+def run(s: Scenario, draws: dict[str, np.ndarray], rate: int) -> tuple[str, int, int, float, str]:
+    """One rollout under Ratchet's controller; returns (outcome, candidate requests, total requests, minutes,
+    the trigger that rolled it back or "")."""
     exp = Experiment(experiment_id="sim", signature="sim", baseline_version="b", candidate_version="c",
                      status="running", stages=STAGES, stage_index=0, stage_started_at=0.0,
                      min_stage_minutes=MIN_MINUTES, min_stage_requests=MIN_REQUESTS, salt="sim", config=CONFIG)
@@ -124,16 +126,17 @@ def run(s: Scenario, draws: dict[str, np.ndarray], rate: int) -> tuple[str, int,
         cand.add(errors[candidate], latency[candidate], quality[candidate])
         pos += rate
         minute += 1
-        action = decide(exp, base.stats(), cand.stats(), cand.n - exp.stage_start_requests, now=minute * 60.0).action
+        decision = decide(exp, base.stats(), cand.stats(), cand.n - exp.stage_start_requests, now=minute * 60.0)
+        action = decision.action
         if action == "rollback":
-            return "rollback", cand.n, pos, minute
+            return "rollback", cand.n, pos, minute, decision.reason.split(" trigger")[0]
         if action == "promote":
-            return "promoted", cand.n, pos, minute
+            return "promoted", cand.n, pos, minute, ""
         if action == "advance":
             exp.stage_index += 1
             exp.stage_started_at = minute * 60.0
             exp.stage_start_requests = cand.n
-    return "unfinished", cand.n, pos, minute
+    return "unfinished", cand.n, pos, minute, ""
 
 
 def naive(base: ArmStats, cand: ArmStats, stage_minutes: float) -> str:
@@ -151,6 +154,14 @@ def naive(base: ArmStats, cand: ArmStats, stage_minutes: float) -> str:
     return "advance_or_promote"
 
 
+def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score 95 % interval of a proportion k / n."""
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return [round(max(centre - half, 0.0), 4), round(min(centre + half, 1.0), 4)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=1000)
@@ -162,7 +173,7 @@ def main() -> None:
     length = 20_000  # enough requests for a full rollout at any rate used here
     rows = []
     for scenario in SCENARIOS:
-        results: dict[str, list[tuple[str, int, int, float]]] = {"ratchet": [], "naive": []}
+        results: dict[str, list[tuple]] = {"ratchet": [], "naive": []}
         for r in range(args.runs):
             draws = stream(np.random.default_rng([args.seed, r]), length)
             results["ratchet"].append(run(scenario, draws, args.rate))
@@ -178,6 +189,8 @@ def main() -> None:
                 "median_requests_to_rollback": float(np.median([o[2] for o in rolled])) if rolled else None,
                 "median_minutes_to_full_rollout": float(np.median([o[3] for o in promoted])) if promoted else None,
                 "regression": scenario.regression,
+                "rollback_rate_95ci": _wilson(len(rolled), len(outs)),
+                "rollbacks_by_trigger": dict(Counter(o[4] for o in rolled if len(o) > 4 and o[4])),
             })
     result = {
         "machine": f"{platform.node()} · {platform.machine()} · {os.cpu_count()} CPUs · "

@@ -79,7 +79,9 @@ def decide(experiment: Experiment, baseline: ArmStats, candidate: ArmStats, stag
            now: float) -> Decision:
     """The controller's decision for an experiment given its arms' cumulative stats (pure: no I/O)."""
     cfg = experiment.config
-    alpha = float(cfg.get("alpha", 0.05))
+    # ``alpha`` bounds the chance of any false rollback over the whole experiment: the three statistical
+    # triggers share it (Bonferroni), each testing at alpha / 3.
+    alpha = float(cfg.get("alpha", 0.05)) / 3
     checks = [
         catastrophe_check(candidate.errors, candidate.requests, window=int(cfg.get("catastrophe_window", 20))),
         error_rate_check(candidate.errors, candidate.requests, baseline.errors, baseline.requests,
