@@ -1,29 +1,84 @@
 #!/usr/bin/env bash
-# `make quickstart`: a workspace in .quickstart/, then both example programs on the embedded model.
+# `make quickstart`: the whole loop on the embedded model, in a workspace at .quickstart/.
+#
+#   1. a workspace and the bundled programs
+#   2. the embedded model answering (predict, eval)
+#   3. production traffic: Banking77 messages replayed through the runtime, with feedback from labels
+#   4. the monthly cycle on classify_intent: collect → validate → gate → version → optimize → evaluate → decide
+#   5. the rollout: traffic again while the controller moves the candidate through short stages
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DATA="$ROOT/src/ratchet/examples/data/banking77"
 WS=.quickstart
+rm -rf "$WS"
 mkdir -p "$WS"
 cd "$WS"
 
-step() { printf '\n\033[1;36m== %s ==\033[0m\n' "$*"; }
+export COLUMNS=${COLUMNS:-120}  # wide enough for the summary tables when output is not a terminal
 
-step "workspace"
+# Quickstart settings (the same keys can live in ratchet.toml): every call sampled into telemetry,
+# and rollout stages of seconds instead of hours.
+export RATCHET_TELEMETRY__SAMPLING_RATE=1.0
+export RATCHET_ROLLOUT__STAGES='[20, 50, 100]'
+export RATCHET_ROLLOUT__MIN_STAGE_MINUTES=0.25
+export RATCHET_ROLLOUT__MIN_STAGE_REQUESTS=15
+
+step() { printf '\n\033[1;36m== %s ==\033[0m\n' "$*"; }
+started=$(date +%s)
+
+step "1. workspace"
 ratchet init . --force
 ratchet programs list
 
-step "predict: classify_intent (20 class-balanced demos, embedded Gemma 3 270M)"
+step "2. the embedded model (Gemma 3 270M, llama.cpp, no API key)"
 ratchet predict classify_intent --k-shot 20 --input text="I still haven't received my new card, when will it arrive?"
-ratchet predict classify_intent --k-shot 20 --input text="Can I use Google Pay with my card?"
-
-step "predict: extract_booking (8 demos)"
 ratchet predict extract_booking --k-shot 8 --input text="A table for 4 on Friday at 7pm please, name is Maria Lopez"
+ratchet eval classify_intent --k-shot 0 --limit 40
+ratchet eval classify_intent --k-shot 40 --limit 40
 
-step "eval: classify_intent, 0-shot vs 40-shot, 100 held-out examples"
-ratchet eval classify_intent --k-shot 0 --limit 100
-ratchet eval classify_intent --k-shot 40 --limit 100
+step "3. production traffic: 800 Banking77 messages, feedback (and corrections) from their labels"
+ratchet loadtest --signature classify_intent --data "$DATA/train.jsonl" --queries 800 --concurrency 2 \
+    --feedback-from-labels --corrections --seed 1
 
-step "eval: extract_booking, 8-shot, 100 held-out examples"
-ratchet eval extract_booking --k-shot 8 --limit 100
+step "4. the monthly cycle for classify_intent (telemetry + synthetic data, MIPROv2)"
+cycle_status=0
+ratchet cycle --signatures classify_intent --git-target 0 --telemetry-target 800 --synthetic-target 80 \
+    --trials 10 || cycle_status=$?
+summary=$(ls -d .ratchet/runs/run_*/ | tail -1)orchestration_summary.json
+experiment=$(python - "$summary" <<'EOF'
+import json, sys
+s = json.load(open(sys.argv[1]))["signatures"].get("classify_intent", {})
+print(s.get("experiment_id") or "")
+EOF
+)
 
-printf '\nWorkspace: %s (ratchet.toml, ratchet_programs.py, .ratchet/)\n' "$(pwd)"
+if [ -n "$experiment" ]; then
+    step "5. rollout of $experiment: replayed traffic while the controller decides"
+    ratchet ab monitor --experiment-id "$experiment" --daemon --interval 3 &
+    monitor=$!
+    for round in 1 2 3 4 5 6 7 8; do
+        kill -0 "$monitor" 2>/dev/null || break
+        ratchet loadtest --signature classify_intent --data "$DATA/test.jsonl" --queries 40 --concurrency 2 \
+            --feedback-from-labels --seed "$round" > /dev/null
+    done
+    wait "$monitor" || true
+    ratchet ab status --experiment-id "$experiment"
+    ratchet programs versions classify_intent
+else
+    step "5. no rollout: the cycle did not deploy a candidate (see the reason above)"
+fi
+
+step "where everything lives ($(( $(date +%s) - started )) s)"
+cat <<EOF
+workspace        $(pwd)  (ratchet.toml, ratchet_programs.py)
+telemetry        .ratchet/telemetry/interactions.jsonl (+ rotated .gz)
+datasets         .ratchet/training_data/classify_intent/   (ratchet dataset list -s classify_intent)
+cycle run        $(dirname "$summary")/   (orchestration_summary.json, collected_data/, validated_data/,
+                 quality_reports/, optimization_results/, logs/)
+program versions .ratchet/programs/classify_intent/   (ratchet programs versions classify_intent)
+experiments      .ratchet/experiments/, .ratchet/routing_config.json   (ratchet ab list)
+alerts           .ratchet/alerts/
+state database   .ratchet/ratchet.db   (SQLite: per-arm counters, feedback, experiments)
+EOF
+exit "$cycle_status"
