@@ -162,6 +162,23 @@ def test_the_newest_run_is_kept_even_when_old(tmp_path: Path) -> None:
     assert [p.name for p in (settings.home_dir / "runs").iterdir()] == ["run_20200201_000000"]
 
 
+def test_old_optimize_logs_go_with_old_runs(tmp_path: Path) -> None:
+    (tmp_path / "ratchet.toml").write_text('home = "home"\n[retention]\nruns_days = 30\n')
+    settings = load_settings(tmp_path / "ratchet.toml")
+    logs = settings.home_dir / "logs"
+    logs.mkdir(parents=True)
+    old, recent, other = logs / "optimize_s_20200101_000000.log", logs / "optimize_s_now.log", logs / "cycle.log"
+    for path in (old, recent, other):
+        path.write_text("Bootstrapped 8 full traces\n")
+        os.utime(path, (NOW - 40 * DAY, NOW - 40 * DAY))
+    os.utime(recent, (NOW - DAY, NOW - DAY))
+    dry = run_cleanup(settings, dry_run=True, now=NOW)
+    assert dry.step("runs").items == ["logs/optimize_s_20200101_000000.log"] and old.exists()
+    report = run_cleanup(settings, dry_run=False, now=NOW)
+    assert report.step("runs").items == ["logs/optimize_s_20200101_000000.log"]
+    assert not old.exists() and recent.exists() and other.exists()  # the scheduler's job logs are not ours
+
+
 def test_cleanup_cli_json_and_table(tmp_path: Path) -> None:
     settings, _registry, db, _versions = make_home(tmp_path)
     db.dispose()

@@ -133,7 +133,7 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
         (CleanupStep("dataset_temp", "deleted", "leftovers of interrupted dataset writes older than 1 hour"),
          lambda step: _dataset_temp(step, store, home, dry_run)),
         (CleanupStep("runs", "deleted", f"run directories older than {retention.runs_days:g} days "
-                     "(the newest is kept)"),
+                     "(the newest is kept) and `ratchet optimize` logs as old"),
          lambda step: _runs(step, home, retention.runs_days, now, dry_run)),
         (CleanupStep("alerts", "deleted", f"alert files older than {retention.alerts_days:g} days"),
          lambda step: _alerts(step, home / "alerts", retention.alerts_days, now, dry_run)),
@@ -248,6 +248,7 @@ def _run_time(path: Path) -> float:
 
 
 def _runs(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool) -> None:
+    _optimize_logs(step, home, days, now, dry_run)
     runs_dir = home / "runs"
     if not runs_dir.is_dir():
         return
@@ -259,6 +260,20 @@ def _runs(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool)
         size = _size(path)
         if not dry_run:
             shutil.rmtree(path)
+        step.add(_rel(path, home), size)
+
+
+def _optimize_logs(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool) -> None:
+    """What ``ratchet optimize`` captured from the optimizers (``<home>/logs/optimize_*.log``), by age."""
+    for path in sorted((home / "logs").glob("optimize_*.log")):
+        try:
+            if not path.is_file() or _age_s(path, now) <= days * _DAY_S:
+                continue
+            size = path.stat().st_size
+            if not dry_run:
+                path.unlink()
+        except FileNotFoundError:
+            continue
         step.add(_rel(path, home), size)
 
 
