@@ -107,6 +107,26 @@ def test_a_warm_up_context_serves_the_second_prefix_and_the_least_recent_is_reus
     assert _FakeLlama.created == 2
 
 
+def test_a_short_prompt_does_not_take_a_long_prompts_context(monkeypatch) -> None:
+    """Zero-shot baseline vs few-shot candidate: their instructions match, their caches must stay apart."""
+    engine = _engine(monkeypatch, cache_slots=2)
+    instructions = "Classify the intent.\n\n"
+    few_shot = instructions + "".join(f"Text: demo {i}\nIntent: label\n\n" for i in range(40))
+    used = []
+    for question in ["a", "b", "c", "demo 9 again"]:  # the last shares more with a demo than with "c"
+        for prompt in (few_shot + f"Text: {question}\nIntent:", instructions + f"Text: {question}\nIntent:"):
+            with engine._checkout(prompt) as llama:
+                used.append(llama.name)
+    assert used == [1, 2] * 4  # each arm keeps its own context; before, the short one took the long one's
+    # The few-shot context is now the least recently used and shares more characters with this question
+    # ("Text: demo …") than the zero-shot one does: still not its family, so the zero-shot context serves it.
+    with engine._checkout(instructions + "Text: e\nIntent:") as llama:
+        used.append(llama.name)
+    with engine._checkout(instructions + "Text: demo 7, again\nIntent:") as llama:
+        used.append(llama.name)
+    assert used[-2:] == [2, 2]
+
+
 def test_a_failed_call_forgets_the_cached_prompt(monkeypatch) -> None:
     engine = _engine(monkeypatch, cache_slots=1)
     with pytest.raises(RuntimeError), engine._checkout("prompt one") as llama:

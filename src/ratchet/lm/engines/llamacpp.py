@@ -91,15 +91,19 @@ class LlamaCppEngine:
 
     @contextmanager
     def _checkout(self, prompt: str = "") -> Iterator[Any]:
-        """A context for ``prompt``: the idle one whose cache shares at least half of it; else a new
-        one while fewer than ``cache_slots`` exist; else the least recently used idle one."""
+        """A context for ``prompt``: the idle one whose cache shares at least half of it and of what it holds;
+        else a new one while fewer than ``cache_slots`` exist; else the least recently used idle one."""
         with self._compute:
             with self._lock:
                 self._clock += 1
                 shared = {id(c): _shared_prefix(c.prompt, prompt) for c in self._idle}
-                best = max(self._idle, key=lambda c: shared[id(c)], default=None)
+                # Reuse only a context of the same prompt family: the prefix it shares covers half of the new
+                # prompt *and* half of what it caches. A short zero-shot prompt must not take the context of a
+                # long few-shot one because their instructions match: the other arm would recompute its demos.
+                same_family = [c for c in self._idle if 2 * shared[id(c)] >= max(len(prompt), len(c.prompt))]
+                best = max(same_family, key=lambda c: shared[id(c)], default=None)
                 create = False
-                if best is None or 2 * shared[id(best)] < len(prompt):
+                if best is None:
                     create = self._created < self.cache_slots
                     if create:
                         self._created += 1
