@@ -78,7 +78,7 @@ def main() -> None:
             deadline = time.monotonic() + 60
             while True:
                 try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass

@@ -33,7 +33,7 @@ def _free_port() -> int:
 
 @contextmanager
 def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterator[str]:
-    """Run a real ``ratchet serve`` for ``config`` (plus ``args``) until healthy; yield its URL, stop it after."""
+    """Run a real ``ratchet serve`` for ``config`` (plus ``args``) until ready; yield its URL, stop it after."""
     port = _free_port()
     log_path = config.parent / "server.log"
     with log_path.open("w+b") as log:
@@ -45,13 +45,13 @@ def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterato
             deadline = time.monotonic() + timeout_s
             while True:
                 try:
-                    if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
                         break
                 except httpx.HTTPError:
                     pass
                 if server.poll() is not None or time.monotonic() > deadline:
                     log.seek(0)
-                    pytest.fail(f"server did not become healthy: {log.read().decode(errors='replace')[-3000:]}")
+                    pytest.fail(f"server did not become ready: {log.read().decode(errors='replace')[-3000:]}")
                 time.sleep(0.5)
             yield url
         finally:
@@ -61,5 +61,5 @@ def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterato
 
 @pytest.fixture(scope="session")
 def ratchet_server():
-    """``with ratchet_server(config, *args) as url``: a real ``ratchet serve`` process, healthy, stopped after."""
+    """``with ratchet_server(config, *args) as url``: a real ``ratchet serve`` process, ready, stopped after."""
     return _ratchet_server

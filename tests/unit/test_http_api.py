@@ -159,31 +159,79 @@ def test_fallback_lm_serves_when_the_primary_fails(server) -> None:
         assert 'ratchet_lm_fallback_total{signature="classify_intent"}' in httpx.get(f"{url}/metrics").text
 
 
-def test_health_reports_each_dependency(server) -> None:
+def _wait_ready(url: str, timeout_s: float = 30) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = httpx.get(f"{url}/ready", timeout=timeout_s)
+        if response.status_code == 200 or response.json().get("status") != "starting" or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_ready_reports_each_dependency_and_health_only_liveness(server) -> None:
     with server() as (url, runtime):
-        health = httpx.get(f"{url}/health")
-        assert health.status_code == 200
-        checks = health.json()["checks"]
+        ready = _wait_ready(url)
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+        checks = ready.json()["checks"]
         assert checks["model"]["ok"] and checks["state_db"]["ok"] and checks["telemetry"]["ok"]
+        warmed = ready.json()["warm_up"]["warmed"]
+        assert {"signature": "classify_intent", "arm": "baseline", "version": "base"} in warmed
         telemetry = runtime.telemetry.directory
         shutil.rmtree(telemetry)
         telemetry.write_text("a file where the directory should be")
-        down = httpx.get(f"{url}/health")
+        down = httpx.get(f"{url}/ready")
         assert down.status_code == 503 and not down.json()["checks"]["telemetry"]["ok"]
+        alive = httpx.get(f"{url}/health")
+        assert alive.status_code == 200 and alive.json()["ready"]  # alive all along: a restart would not help
         telemetry.unlink()
-        assert httpx.get(f"{url}/health").status_code == 200
+        assert httpx.get(f"{url}/ready").status_code == 200
 
 
-def test_health_is_503_when_the_state_database_is_down(server, free_port) -> None:
+def test_ready_is_503_when_the_state_database_is_down(server, free_port) -> None:
     nobody_listens = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/test?connect_timeout=2"
     with server(database_url=nobody_listens) as (url, _):
-        down = httpx.get(f"{url}/health", timeout=30)
+        down = _wait_ready(url)
         assert down.status_code == 503
         checks = down.json()["checks"]
         assert not checks["state_db"]["ok"] and "OperationalError" in checks["state_db"]["detail"]
         assert checks["model"]["ok"] and checks["telemetry"]["ok"]
+        assert httpx.get(f"{url}/health").status_code == 200
         served = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}})
         assert served.status_code == 200  # counters wait in memory; requests are still answered
+
+
+def test_a_model_crash_in_the_self_test_leaves_a_live_server_that_says_why(tmp_path, free_port, monkeypatch) -> None:
+    """The embedded engine's self-test child dies of SIGSEGV: the server stays up, un-ready, and explains."""
+    import os
+
+    from fake_llama import install
+    from ratchet.lm import LlamaCppEngine
+
+    fake = install(tmp_path / "fake", crash="complete")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("RATCHET_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    engine = LlamaCppEngine(tmp_path / "model.gguf", model_id="llamacpp/fake", weights_sha256="2" * 64)
+    lm = dspy.LM("llamacpp/fake", engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False,
+                 num_retries=0)
+    bundle = LMBundle.for_lm(lm, CompletionAdapter())
+    bundle.engine = engine
+    runtime = Runtime(Settings(home=tmp_path / "home"), lms=bundle)
+    try:
+        with running(runtime, free_port()) as url:
+            ready = _wait_ready(url)
+            assert ready.status_code == 503
+            warm_up = ready.json()["warm_up"]
+            assert ready.json()["status"] == "failed" and warm_up["error"] == "model_not_available"
+            assert "SIGSEGV (segmentation fault) during the first completion" in warm_up["message"]
+            assert "lm.local.extra_buffers" in warm_up["message"] and "CPU: " in warm_up["message"]
+            predict = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}})
+            assert predict.status_code == 503 and predict.json()["error"] == "model_not_available"
+            assert "SIGSEGV" in predict.json()["message"] and "Traceback" not in predict.text
+            health = httpx.get(f"{url}/health")
+            assert health.status_code == 200 and health.json()["phase"] == "failed"  # never went down
+    finally:
+        runtime.close()
 
 
 def test_programs_metrics_and_openapi(server) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.output import console, err_console, print_json, progress_bar
 from ratchet.cli.state import get_state
 from ratchet.data.files import labelled_examples
 from ratchet.data.sampling import seeded_sample
@@ -24,11 +24,24 @@ def serve(
     workers: int | None = typer.Option(None, "--workers", min=1, help="processes (default: serve.workers)"),
     log_level: str = typer.Option("info", "--log-level"),
 ) -> None:
-    """Serve every registered program over HTTP (FastAPI under uvicorn)."""
+    """Serve every registered program over HTTP (FastAPI under uvicorn).
+
+    The embedded model is self-tested first (in a child process, remembered per machine): when it
+    cannot run here the command exits with the reason instead of crashing on the first request.
+    `/health` answers once the port is open; `/ready` once the model and programs are warm.
+    """
     import uvicorn
+
+    from ratchet.lm.setup import build_lms
 
     state = get_state(ctx)
     settings = state.settings
+    engine = build_lms(settings.lm).prepare().engine
+    if engine is not None and engine.self_test_result is not None:
+        test, buffers = engine.self_test_result, engine.extra_buffers
+        err_console.print(f"[dim]model self-test passed{' (remembered)' if test.cached else ''}; extra buffer "
+                          f"types {'on' if buffers and buffers.enabled else 'off'}"
+                          f" ({buffers.reason if buffers else ''})[/]", highlight=False)
     host = host or settings.serve.host
     port = port or settings.serve.port
     workers = workers or settings.serve.workers
@@ -87,7 +100,7 @@ def loadtest(
             from ratchet.serve.runtime import Runtime
 
             with Runtime(state.settings, registry=state.registry) as runtime:
-                runtime.ensure_loaded()
+                runtime.warm_up()
                 report = run_inprocess(runtime, spec, examples, queries=queries, concurrency=concurrency,
                                        feedback_from_labels=feedback_from_labels, corrections=corrections,
                                        on_done=done)

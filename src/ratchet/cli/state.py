@@ -34,9 +34,9 @@ class CliState:
         return self._registry
 
     def lms(self, *, serving: bool = False) -> LMBundle:
-        """Build the configured models and configure DSPy with them (once per process)."""
+        """Build the configured models, self-test the embedded one and configure DSPy with them (once per process)."""
         if self._lms is None:
-            self._lms = configure_dspy(self.settings, serving=serving)
+            self._lms = configure_dspy(self.settings, serving=serving).prepare()
         return self._lms
 
 

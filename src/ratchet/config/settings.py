@@ -74,6 +74,11 @@ class LocalModelSettings(_Section):
     cache_slots: int = Field(2, ge=1, le=16, description="llama.cpp contexts kept, each caching one prompt prefix "
                                                        "(e.g. baseline and candidate of an A/B split)")
     seed: int = 0
+    extra_buffers: Literal["auto", "on", "off"] = Field(
+        "auto", description="llama.cpp weight repacking at load: auto = off on CPUs with AMX (it crashes there), "
+                            "on elsewhere")
+    self_test: bool = Field(True, description="load the model once in a child process first, so a llama.cpp "
+                                              "crash is a clear error (remembered per library, weights and CPU)")
 
 
 class LMSettings(ModelSettings):

@@ -26,14 +26,15 @@ def local_engine(local: LocalModelSettings) -> LlamaCppEngine:
     """The shared llama.cpp engine for these settings (one set of weights per process)."""
     weights = local_weights(local.model_path)
     key = (str(weights.path), weights.sha256, local.n_ctx, local.n_threads, local.n_batch,
-           local.pool_size, local.cache_slots, local.seed)
+           local.pool_size, local.cache_slots, local.seed, local.extra_buffers, local.self_test)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
             engine = LlamaCppEngine(weights.path, model_id=weights.model_id, n_ctx=local.n_ctx,
                                     n_threads=local.n_threads, n_batch=local.n_batch,
                                     pool_size=local.pool_size, cache_slots=local.cache_slots,
-                                    seed=local.seed)
+                                    seed=local.seed, extra_buffers=local.extra_buffers,
+                                    self_test=local.self_test, weights_sha256=weights.sha256)
             _ENGINES[key] = engine
     return engine
 
@@ -96,8 +97,18 @@ class LMBundle:
         return cls(task=lm, adapter=adapter, prompt=lm, teacher=lm, reflection=lm, fallback=fallback,
                    fallback_adapter=fallback_adapter or (adapter if fallback is not None else None))
 
+    def prepare(self) -> LMBundle:
+        """Self-test the embedded model, if one is configured, before anything loads it in this process.
+
+        Raises :class:`~ratchet.errors.ModelNotAvailableError` when it cannot run here (the test runs in a
+        child process, so a llama.cpp crash does not take this one down); remembered per machine.
+        """
+        if self.engine is not None:
+            self.engine.prepare()
+        return self
+
     def warm_up(self) -> None:
-        """Load the embedded model's weights now, so the first request does not pay for it."""
+        """Load the embedded model's weights now (after its self-test), so the first request does not pay for it."""
         if self.engine is not None:
             self.engine.warm_up()
 

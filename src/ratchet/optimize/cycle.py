@@ -284,7 +284,9 @@ def _child(name: str, payload: dict[str, Any], results: Any, dspy_log_level: int
     try:
         from ratchet.lm.setup import configure_dspy
 
-        configure_dspy(_settings(payload))  # DSPy's cache under the home directory, the configured LM/adapter
+        # DSPy's cache under the home directory, the configured LM/adapter; the embedded model self-tested first,
+        # so a llama.cpp crash fails the phase with its reason instead of killing it silently.
+        configure_dspy(_settings(payload)).prepare()
         results.put(("ok", PHASE_FUNCTIONS[name](payload, progress)))
     except PhaseFailed as exc:
         results.put(("failed", str(exc), None))

@@ -129,6 +129,10 @@ class ProgramSchema:
     def output_model(self) -> type[BaseModel]:
         return _model("Outputs", self.outputs)
 
+    def placeholder_inputs(self) -> dict[str, Any]:
+        """Valid inputs of the declared types with neutral values (a warm-up call's inputs, not real data)."""
+        return {f.name: _placeholder(f.base_annotation) for f in self.inputs}
+
     def validate_inputs(self, values: dict[str, Any]) -> dict[str, Any]:
         """Check ``values`` against the input fields; return them coerced to the declared types."""
         return _validate(self.input_model, values, "input")
@@ -142,6 +146,25 @@ class ProgramSchema:
             "inputs": [f.to_dict() for f in self.inputs],
             "outputs": [f.to_dict() for f in self.outputs],
         }
+
+
+def _placeholder(annotation: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return typing.get_args(annotation)[0]
+    if origin in (typing.Union, types.UnionType):
+        return _placeholder(typing.get_args(annotation)[0])
+    base = origin or annotation
+    if isinstance(base, type):
+        if issubclass(base, bool):
+            return False
+        if issubclass(base, (int, float)):
+            return base(0)
+        if issubclass(base, (list, tuple, set)):
+            return []
+        if issubclass(base, dict):
+            return {}
+    return "hello"
 
 
 def _model(name: str, fields: tuple[FieldSpec, ...]) -> type[BaseModel]:

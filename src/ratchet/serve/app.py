@@ -1,9 +1,13 @@
-"""The HTTP API (FastAPI): predict, feedback, programs, health, metrics, OpenAPI.
+"""The HTTP API (FastAPI): predict, feedback, programs, liveness, readiness, metrics, OpenAPI.
 
 Every registered program gets ``POST /v1/programs/<signature>/predict`` with its
 own request schema (so ``/openapi.json`` documents each program's fields). Status
 codes: 422 invalid input (naming the field), 404 unknown signature, 413 body too
-large, 504 LM timeout, 502 LM failure or unparsable answer, 500 anything else.
+large, 504 LM timeout, 502 LM failure or unparsable answer, 503 model not available
+here, 500 anything else.
+
+The server answers ``/health`` (alive) as soon as it listens and warms up in the
+background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +31,7 @@ from ratchet.errors import InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.body_limit import BodyLimitMiddleware
+from ratchet.serve.readiness import Readiness
 from ratchet.serve.runtime import Runtime
 
 __all__ = ["app_from_env", "create_app"]
@@ -69,7 +75,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(app: FastAPI):
         app.state.runtime = runtime or Runtime(settings, registry=registry)
         owned = runtime is None
-        await asyncio.to_thread(app.state.runtime.ensure_loaded)
+        app.state.readiness = Readiness()
+        warming = threading.Thread(target=app.state.readiness.run, args=(app.state.runtime.warm_up,),
+                                   name="ratchet-warm-up", daemon=True)
+        warming.start()
         try:
             yield
         finally:
@@ -138,14 +147,25 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         return {"programs": out, "routing_version": state.version}
 
     @app.get("/health")
-    async def health(request: Request) -> JSONResponse:
-        """Each dependency's state; 503 when one is down."""
+    async def health(request: Request) -> dict[str, Any]:
+        """Liveness: the process answers (whether it is warm yet is ``/ready``'s question)."""
+        readiness: Readiness = request.app.state.readiness
+        return {"status": "ok", "version": __version__, "ready": readiness.ready, "phase": readiness.phase}
+
+    @app.get("/ready")
+    async def ready(request: Request) -> JSONResponse:
+        """Readiness: warmed up, state database reachable, telemetry writable; 503 with the reason otherwise."""
         rt: Runtime = request.app.state.runtime
-        checks = await asyncio.to_thread(_health_checks, rt)
+        readiness: Readiness = request.app.state.readiness
+        if not readiness.ready:
+            status = "failed" if readiness.failed else "starting"
+            return JSONResponse(status_code=503, content={"status": status, "version": __version__,
+                                                          "warm_up": readiness.to_dict()})
+        checks = await asyncio.to_thread(_dependency_checks, rt)
         ok = all(check["ok"] for check in checks.values())
         return JSONResponse(status_code=200 if ok else 503,
-                            content={"status": "ok" if ok else "unavailable", "version": __version__,
-                                     "checks": checks})
+                            content={"status": "ready" if ok else "unavailable", "version": __version__,
+                                     "warm_up": readiness.to_dict(), "checks": checks})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -159,6 +179,9 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
 
     async def predict(body, request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.runtime
+        readiness: Readiness = request.app.state.readiness
+        if readiness.error == "model_not_available":
+            return JSONResponse(status_code=503, content={"error": readiness.error, "message": readiness.message})
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
                                 user_id=body.user_id)
         payload = result.to_dict()
@@ -173,10 +196,11 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
              responses={422: {"description": "invalid input"}, 502: {"description": "LM failure"},
+                        503: {"description": "the model cannot run on this machine"},
                         504: {"description": "LM timeout"}})(predict)
 
 
-def _health_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
+def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
     checks: dict[str, dict[str, Any]] = {}
     checks["model"] = {"ok": rt.model_loaded, "model": rt.lms.model_id,
                        "detail": "loaded" if rt.model_loaded else "weights not loaded"}

@@ -29,7 +29,7 @@ from typing import Any
 import dspy
 
 from ratchet.config import Settings, load_settings
-from ratchet.errors import InputValidationError, RatchetError, VersionError
+from ratchet.errors import InputValidationError, ModelNotAvailableError, RatchetError, VersionError
 from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
 from ratchet.programs import ProgramRegistry, ProgramSpec, load_programs
@@ -218,11 +218,43 @@ class Runtime:
 
         return instrument(module, signature=signature, metric=metric, runtime=self)
 
-    def ensure_loaded(self) -> None:
-        """Load the model weights and the production version of every program now (for health checks)."""
+    def warm_up(self, on_phase: Callable[[str], None] | None = None) -> list[tuple[str, str, str]]:
+        """Get ready to serve: self-test and load the model, load every program version that serves now.
+
+        With the embedded model each of those versions also answers one placeholder request (not
+        counted, not sampled), so its prompt prefix sits in a llama.cpp context cache and the first
+        real request costs what later ones do. ``on_phase`` hears ``model`` then ``programs``.
+        Returns the (signature, arm, version) triples warmed. Raises ``ModelNotAvailableError``
+        when the model cannot run here.
+        """
+        report = on_phase or (lambda phase: None)
+        report("model")
         self.lms.warm_up()
+        report("programs")
+        state = self.routing.current()
+        warmed: list[tuple[str, str, str]] = []
         for spec in self.registry:
-            self._served_for(spec, self._production_version(spec.name), "baseline")
+            route = state.route(spec.name)
+            arms: list[tuple[Arm, str]] = [("baseline", route.baseline_version if route
+                                            else self._production_version(spec.name))]
+            if route is not None and route.candidate_version and route.candidate_share > 0:
+                arms.append(("candidate", route.candidate_version))
+            for arm, version in arms:
+                served = self._served_for(spec, version, arm)
+                if self.lms.engine is not None:
+                    self._warm_prompt(served)
+                warmed.append((spec.name, arm, version))
+        return warmed
+
+    def _warm_prompt(self, served: _Served) -> None:
+        """Run a version once on placeholder inputs so the model caches its prompt prefix (outcome ignored)."""
+        try:
+            with dspy.context(lm=self.lms.task, adapter=self.lms.adapter):
+                served.module(**served.spec.schema.placeholder_inputs())
+        except ModelNotAvailableError:
+            raise
+        except Exception as exc:  # a placeholder may well not parse: the prefix is cached all the same
+            log.debug("warm-up call of %s %s: %s", served.spec.name, served.version, exc)
 
     @property
     def model_loaded(self) -> bool:

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dspy.lm15 import ContextLengthError, InvalidRequestError, Request, Response, ServerError
 
 from ratchet.errors import ModelNotAvailableError
+from ratchet.lm import llamacpp_native as native
 from ratchet.lm.directives import read_directive
 from ratchet.lm.engines.base import flatten_request, text_response
 from ratchet.lm.engines.choices import score_choices
 
+if TYPE_CHECKING:
+    from ratchet.lm.selftest import SelfTestResult
+
 __all__ = ["LlamaCppEngine"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -51,6 +58,12 @@ class LlamaCppEngine:
     side (an A/B split) each keep their prompt cached instead of evicting each other's,
     so the minority arm is not measured slower than it is. Weights are memory-mapped and
     loaded lazily on the first call, so building the LM is cheap.
+
+    Before the first context is created, the model's self-test (:mod:`ratchet.lm.selftest`)
+    runs it once in a child process (``self_test=True``): a llama.cpp crash then becomes a
+    :class:`~ratchet.errors.ModelNotAvailableError` instead of killing this process. The test
+    also resolves ``extra_buffers`` (``auto``/``on``/``off``, see
+    :mod:`ratchet.lm.llamacpp_native`) the way this process then uses it.
     """
 
     supports_response_schema = False
@@ -59,7 +72,9 @@ class LlamaCppEngine:
     supports_choices = True  # ratchet.lm.directives.choices_directive
 
     def __init__(self, model_path: str | Path, *, model_id: str, n_ctx: int = 4096, n_threads: int = 0,
-                 n_batch: int = 512, pool_size: int = 1, cache_slots: int = 2, seed: int = 0) -> None:
+                 n_batch: int = 512, pool_size: int = 1, cache_slots: int = 2, seed: int = 0,
+                 extra_buffers: native.ExtraBuffersSetting = "auto", self_test: bool = True,
+                 weights_sha256: str | None = None) -> None:
         self.model_path = str(model_path)
         self.model_id = model_id
         self.n_ctx = n_ctx
@@ -75,19 +90,52 @@ class LlamaCppEngine:
         self._lock = threading.Lock()
         self._grammars: dict[str, Any] = {}
         self._calibration: dict[tuple[str, tuple[str, ...]], list[float]] = {}
+        self.extra_buffers_setting = extra_buffers
+        self.self_test = self_test
+        self.weights_sha256 = weights_sha256
+        self.self_test_result: SelfTestResult | None = None
+        self.extra_buffers: native.ExtraBuffers | None = None  # resolved before the first context is made
+        self._prepare_lock = threading.Lock()
+
+    # -- preparation --------------------------------------------------------------------------
+    def prepare(self) -> native.ExtraBuffers:
+        """Run the self-test (once; cached per machine) and settle extra buffer types before any load."""
+        with self._prepare_lock:
+            if self.extra_buffers is not None:
+                return self.extra_buffers
+            if self.self_test:
+                from ratchet.lm.local_model import file_sha256
+                from ratchet.lm.selftest import run_self_test
+
+                result = run_self_test(self.model_path, extra_buffers=self.extra_buffers_setting,
+                                       weights_sha256=self.weights_sha256 or file_sha256(Path(self.model_path)),
+                                       n_threads=self.n_threads)
+                self.self_test_result = result
+                choice = native.ExtraBuffers(**result.extra_buffers)
+            else:
+                try:
+                    info = native.system_info()
+                except ImportError as exc:
+                    raise ModelNotAvailableError(
+                        "the embedded model needs llama-cpp-python (pip install llama-cpp-python)") from exc
+                choice = native.resolve_extra_buffers(self.extra_buffers_setting, native.compiled_features(info),
+                                                      native.cpu_info())
+            log.info("embedded model: extra buffer types %s (%s)", "on" if choice.enabled else "off", choice.reason)
+            self.extra_buffers = choice
+            return choice
 
     # -- pool -------------------------------------------------------------------------------
     def _new_llama(self) -> Any:
-        try:
-            from llama_cpp import Llama
-            from llama_cpp._utils import suppress_stdout_stderr
-        except ImportError as exc:
-            raise ModelNotAvailableError(
-                "the embedded model needs llama-cpp-python (pip install llama-cpp-python)"
-            ) from exc
+        choice = self.prepare()
+        from llama_cpp._utils import suppress_stdout_stderr
+
         with suppress_stdout_stderr(disable=False):  # llama.cpp prints load notes straight to fd 2
-            return Llama(model_path=self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads,
-                         n_batch=self.n_batch, seed=self.seed, verbose=False)
+            try:
+                return native.new_llama(self.model_path, extra_buffers=choice.enabled, n_ctx=self.n_ctx,
+                                        n_threads=self.n_threads, n_batch=self.n_batch, seed=self.seed,
+                                        verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelNotAvailableError(f"cannot load {self.model_path}: {exc}") from exc
 
     @contextmanager
     def _checkout(self, prompt: str = "") -> Iterator[Any]:
@@ -238,10 +286,11 @@ class LlamaCppEngine:
     def dump_state(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "model_id": self.model_id, "n_ctx": self.n_ctx,
                 "n_batch": self.n_batch, "pool_size": self.pool_size, "cache_slots": self.cache_slots,
-                "seed": self.seed}
+                "seed": self.seed, "extra_buffers": self.extra_buffers_setting}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LlamaCppEngine:
         return cls(state["model_path"], model_id=state["model_id"], n_ctx=state.get("n_ctx", 4096),
                    n_batch=state.get("n_batch", 512), pool_size=state.get("pool_size", 1),
-                   cache_slots=state.get("cache_slots", 2), seed=state.get("seed", 0))
+                   cache_slots=state.get("cache_slots", 2), seed=state.get("seed", 0),
+                   extra_buffers=state.get("extra_buffers", "auto"))
