@@ -21,6 +21,7 @@ from ratchet.cli import (
     schedule_cmd,
 )
 from ratchet.cli.cycle_cmd import cycle
+from ratchet.cli.doctor_cmd import doctor
 from ratchet.cli.init_cmd import init
 from ratchet.cli.ops_cmd import backup, cleanup, restore
 from ratchet.cli.optimize_cmd import optimize
@@ -75,6 +76,7 @@ def root(
 
 
 app.command("init")(init)
+app.command("doctor")(doctor)
 app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("serve")(serve)
