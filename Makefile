@@ -1,22 +1,32 @@
 # Two entry points: `make quickstart` (the whole loop on the embedded model) and `make test`.
 # Each creates .venv and installs what it needs. The first install compiles llama.cpp
-# (llama-cpp-python): about 5–10 minutes on 2 cores; pip caches the wheel afterwards.
+# (llama-cpp-python): about 5–10 minutes on 2 cores, once per machine and CPU variant.
+#
+# LLAMA_CPU=portable (default) builds llama.cpp for any x86-64-v3 CPU (AVX2, no AVX-512, no AMX);
+# LLAMA_CPU=native builds it for this CPU only (`-march=native`). Why, and the speed of each:
+# scripts/llama_wheel.sh and docs/benchmarks.md. The wheel is kept in ~/.cache/ratchet/wheels/.
 
-PYTHON ?= python3
-VENV   ?= .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
+PYTHON    ?= python3
+VENV      ?= .venv
+BIN       := $(VENV)/bin
+LLAMA_CPU ?= portable
+LLAMA_CPP_VERSION := 0.3.36
+STAMP     := $(VENV)/.installed-$(LLAMA_CPU)
 
-.PHONY: quickstart test lint bench clean promtool
+.PHONY: quickstart test lint bench clean promtool wheel-check
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Ratchet needs Python >= 3.11") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "installing Ratchet and its dependencies (the first time compiles llama.cpp: several minutes)"
+	wheels=$$(PYTHON=$(BIN)/python LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) bash scripts/llama_wheel.sh $(LLAMA_CPU)) \
+		&& $(BIN)/python -m pip install --quiet --force-reinstall --no-deps --only-binary llama-cpp-python \
+			--find-links "$$wheels" "llama-cpp-python==$(LLAMA_CPP_VERSION)"
 	$(BIN)/python -m pip install --quiet -e ".[test]"
+	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
 # promtool (Debian package `prometheus`) runs the alert-rule tests of deploy/prometheus/. Installed once;
@@ -35,6 +45,11 @@ quickstart: $(STAMP)
 test: $(STAMP) promtool
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	PYTHON=$(PYTHON) LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) LLAMA_CPU=$(LLAMA_CPU) bash scripts/check_wheel.sh
+
+# Build Ratchet's wheel, install it into a fresh venv and run `ratchet doctor` + `ratchet predict` outside the clone.
+wheel-check: $(STAMP)
+	PYTHON=$(PYTHON) LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) LLAMA_CPU=$(LLAMA_CPU) bash scripts/check_wheel.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
