@@ -274,3 +274,17 @@ def test_loadtest_cli_against_a_server_with_a_baseline(server, tmp_path: Path) -
         missing = runner.invoke(cli, ["loadtest", "--signature", "classify_intent", "--target", url,
                                       "--baseline", str(tmp_path / "nope.json")])
         assert missing.exit_code == 2 and "no such file" in missing.stderr
+
+
+def test_systemd_hears_ready_once_warm(server, tmp_path, monkeypatch) -> None:
+    """A Type=notify unit: the server sends READY=1 on $NOTIFY_SOCKET when warm-up is done."""
+    import socket
+
+    path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(str(path))
+        listener.settimeout(20)
+        monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+        with server() as (url, _):
+            assert listener.recv(64) == b"READY=1"
+            assert httpx.get(f"{url}/ready").status_code == 200
