@@ -102,3 +102,33 @@ def test_choice_scoring_picks_a_valid_label_and_calibration_changes_the_prior(em
     choices = spec.schema.outputs[0].choices
     assert all(a in choices for mode in answers for a in answers[mode])
     assert len(set(answers["calibrated"])) >= 3  # calibration removes the zero-shot collapse onto one label
+
+
+
+def test_each_extra_buffers_setting_runs_the_real_model_and_answers_alike(tmp_path, monkeypatch) -> None:
+    """Forced both ways on whatever CPU this is: the real self-test passes and the engine answers the same."""
+    from dspy.lm15 import Config, Message, Request
+
+    from ratchet.lm import LlamaCppEngine, bundled_weights
+    from ratchet.lm.llamacpp_native import compiled_features, cpu_info, resolve_extra_buffers
+
+    monkeypatch.setenv("RATCHET_CACHE_DIR", str(tmp_path / "cache"))
+    weights = bundled_weights()
+    request = Request(model=weights.model_id, messages=(Message.user("The capital of France is"),),
+                      config=Config(max_tokens=6, temperature=0.0))
+    answers = {}
+    for setting in ("on", "off", "auto"):
+        engine = LlamaCppEngine(weights.path, model_id=weights.model_id, n_ctx=512, extra_buffers=setting,
+                                weights_sha256=weights.sha256)
+        try:
+            engine.warm_up()
+            result = engine.self_test_result
+            assert result is not None and not result.cached and result.load_s > 0 and result.complete_s > 0
+            expected = resolve_extra_buffers(setting, compiled_features(result.system_info), cpu_info())
+            assert engine.extra_buffers == expected and result.extra_buffers["enabled"] is expected.enabled
+            with engine._checkout() as llama:  # what llama.cpp was really given
+                assert bool(llama.model_params.use_extra_bufts) is expected.enabled
+            answers[setting] = engine.complete(request).message.text
+        finally:
+            engine.close()
+    assert answers["on"] and answers["on"] == answers["off"] == answers["auto"]  # repacked or not: same greedy text
