@@ -13,7 +13,7 @@ LLAMA_CPU ?= portable
 LLAMA_CPP_VERSION := 0.3.36
 STAMP     := $(VENV)/.installed-$(LLAMA_CPU)
 
-.PHONY: quickstart test lint bench clean promtool wheel-check
+.PHONY: quickstart test lint bench clean system-packages wheel-check
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit("Ratchet needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -29,20 +29,23 @@ $(STAMP): pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 
-# promtool (Debian package `prometheus`) runs the alert-rule tests of deploy/prometheus/. Installed once;
-# when it cannot be installed, those tests are skipped with a message.
-APT := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
+# Debian packages the tests use, installed once: promtool (package prometheus) runs the alert-rule
+# tests of deploy/prometheus/; qemu-user runs the llama.cpp build on emulated older CPUs
+# (tests/integration/test_portable_build.py). When they cannot be installed those tests are skipped.
+APT  := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
+DEBS  = $(if $(shell command -v promtool),,prometheus) \
+        $(if $(filter x86_64,$(shell uname -m)),$(if $(shell command -v qemu-x86_64),,qemu-user))
 
-promtool:
-	@command -v promtool >/dev/null 2>&1 \
-		|| $(APT) install -y -q --no-install-recommends prometheus >/dev/null \
-		|| { $(APT) update -q >/dev/null && $(APT) install -y -q --no-install-recommends prometheus >/dev/null; } \
-		|| echo "warning: could not install promtool (apt-get install prometheus): Prometheus rule tests will be skipped"
+system-packages:
+	@[ -z "$(strip $(DEBS))" ] \
+		|| $(APT) install -y -q --no-install-recommends $(DEBS) >/dev/null 2>&1 \
+		|| { $(APT) update -q >/dev/null 2>&1 && $(APT) install -y -q --no-install-recommends $(DEBS) >/dev/null; } \
+		|| echo "warning: could not install $(strip $(DEBS)) (apt-get): the tests that need them will be skipped"
 
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/quickstart.sh
 
-test: $(STAMP) promtool
+test: $(STAMP) system-packages
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 	PYTHON=$(PYTHON) LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) LLAMA_CPU=$(LLAMA_CPU) bash scripts/check_wheel.sh

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,19 +100,23 @@ def library_identity() -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _key(weights_sha256: str, extra_buffers: str, cpu: native.CpuInfo) -> str:
-    text = json.dumps([library_identity(), weights_sha256, cpu.fingerprint(), extra_buffers, sys.executable])
+def _key(weights_sha256: str, extra_buffers: str, cpu: native.CpuInfo, launcher: Sequence[str]) -> str:
+    text = json.dumps([library_identity(), weights_sha256, cpu.fingerprint(), extra_buffers, sys.executable,
+                       list(launcher)])
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def run_self_test(model_path: str | Path, *, weights_sha256: str, extra_buffers: str = "auto", n_threads: int = 0,
-                  use_cache: bool = True, cache_dir: Path | None = None, timeout_s: float = 180.0) -> SelfTestResult:
+                  use_cache: bool = True, cache_dir: Path | None = None, timeout_s: float = 180.0,
+                  launcher: Sequence[str] = ()) -> SelfTestResult:
     """Load ``model_path`` and complete a few tokens in a child process; raise ``ModelNotAvailableError`` if it fails.
 
     With ``use_cache``, a result remembered for this library, weights, CPU and setting is returned at once.
+    ``launcher`` runs the child's Python through another program, e.g. a CPU emulator
+    (``("qemu-x86_64", "-cpu", "Haswell")``) to try this build on a CPU the machine does not have.
     """
     cpu = native.cpu_info()
-    key = _key(weights_sha256, extra_buffers, cpu)
+    key = _key(weights_sha256, extra_buffers, cpu, launcher)
     cache_file = (cache_dir or default_cache_dir()) / f"{key}.json"
     if use_cache:
         cached = _read_cached(cache_file)
@@ -120,8 +125,8 @@ def run_self_test(model_path: str | Path, *, weights_sha256: str, extra_buffers:
     args = {"model_path": str(model_path), "extra_buffers": extra_buffers, "n_threads": n_threads}
     started = time.perf_counter()
     try:
-        child = subprocess.run([sys.executable, "-P", native.__file__, json.dumps(args)], capture_output=True,
-                               timeout=timeout_s, stdin=subprocess.DEVNULL, check=False)
+        child = subprocess.run([*launcher, sys.executable, "-P", native.__file__, json.dumps(args)],
+                               capture_output=True, timeout=timeout_s, stdin=subprocess.DEVNULL, check=False)
     except subprocess.TimeoutExpired as exc:
         phases = _phases(exc.stdout or b"")
         raise ModelNotAvailableError(
