@@ -17,6 +17,13 @@ The public API::
 
 __version__ = "0.1.0"
 
+import os as _os
+
+# LiteLLM (under DSPy) downloads its model price map from GitHub on first use, retrying for seconds
+# where there is no network (servers behind a firewall, CI). Its bundled copy gives the same prices
+# reproducibly; set LITELLM_LOCAL_MODEL_COST_MAP=false to fetch the live one.
+_os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "true")
+
 from ratchet.config import Settings, load_settings
 from ratchet.data.collect.mappers import git_mapper
 from ratchet.errors import (
