@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -35,7 +34,7 @@ from ratchet.errors import RatchetError
 class RatchetGroup(TyperGroup):
     """The root command group: a :class:`RatchetError` becomes a one-line message and exit code 2."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: typer.Context) -> object:
         try:
             return super().invoke(ctx)
         except RatchetError as exc:
