@@ -43,11 +43,15 @@ def experiment(experiment_id: str, signature: str = SIG, stage_index: int = 0) -
 
 
 def count(db: StateDB, signature: str, version: str, arm: str, n: int, *, at: float | None = None,
-          errors: int = 0, latency_s: float = 0.1, cost_usd: float = 0.0) -> None:
+          errors: int = 0, latency_s: float = 0.1, cost_usd: float = 0.0, tokens_in: int = 0,
+          tokens_out: int = 0) -> None:
+    """``n`` requests, the first ``errors`` of them failed (as in serving, failed requests report no usage)."""
     with OutcomeRecorder(db, flush_interval_s=60) as recorder:
         for i in range(n):
-            recorder.record(signature, version, arm, latency_s=latency_s, success=i >= errors,
-                            error_type="timeout" if i < errors else None, cost_usd=cost_usd, at=at)
+            ok = i >= errors
+            recorder.record(signature, version, arm, latency_s=latency_s, success=ok,
+                            error_type=None if ok else "timeout", cost_usd=cost_usd if ok else 0.0,
+                            tokens_in=tokens_in if ok else 0, tokens_out=tokens_out if ok else 0, at=at)
 
 
 def records(start: int, stop: int, quality: float) -> list[ExampleRecord]:

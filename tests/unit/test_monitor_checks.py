@@ -10,6 +10,7 @@ from monitor_helpers import DAY, SIG, count, experiment, records, write_run
 from ratchet.config import Settings
 from ratchet.data.datasets import DatasetStore
 from ratchet.monitor import AlertDispatcher
+from ratchet.monitor.alerts import Alert
 from ratchet.monitor.checks import (
     check_ab_tests,
     check_dataset_quality,
@@ -190,7 +191,11 @@ def test_slo_success_rate_per_signature_and_arm(settings: Settings, db: StateDB)
     result = check_slo(settings, db=db)
     found = {(a.title, a.details["signature"], a.details.get("arm", "all")): a for a in result.alerts}
     assert set(found) == {("Low Success Rate", SIG, "all"), ("Low Success Rate", SIG, "candidate"),
-                          ("High Cost", SIG, "all"), ("High Latency", "extract_booking", "all")}
+                          ("High Cost", SIG, "all"), ("High Latency", "extract_booking", "all"),
+                          # $0.20 a request and 2 s at every quantile also break the per-request and p50/p99 limits
+                          ("High Cost per Request", SIG, "all"), ("High Cost per Request", SIG, "baseline"),
+                          ("High p50 Latency", "extract_booking", "all"),
+                          ("High p99 Latency", "extract_booking", "all")}
     overall = found["Low Success Rate", SIG, "all"]
     assert overall.level == "error" and overall.details["success_rate"] == 0.875
     assert overall.details["errors_by_type"] == {"timeout": 15}
@@ -202,6 +207,56 @@ def test_slo_success_rate_per_signature_and_arm(settings: Settings, db: StateDB)
     assert result.summary["signatures"][SIG]["baseline"]["requests"] == 100
     # No traffic in the window: nothing at all.
     assert check_slo(settings, db=db, now=time.time() + 3 * 3600).alerts == []
+
+
+def test_slo_latency_quantiles_each_have_their_threshold(settings: Settings, db: StateDB) -> None:
+    count(db, SIG, "v1", "baseline", 50, latency_s=0.7)  # p50 ≈ p95 ≈ p99 ≈ 0.7-0.8 s
+
+    def titles() -> dict[str, Alert]:
+        return {a.title: a for a in check_slo(settings, db=db).alerts}
+
+    p50 = titles()["High p50 Latency"]
+    assert set(titles()) == {"High p50 Latency"}  # over 500 ms, under 1000 and 2000 ms
+    assert p50.level == "warning" and p50.condition == f"slo/latency_p50/{SIG}/all"
+    assert p50.details["threshold_ms"] == 500.0 and 700 <= p50.details["latency_p50_ms"] <= 800
+    assert "p50 latency" in p50.message and "threshold 500 ms" in p50.message
+    settings.thresholds.latency_p50_ms = 900.0
+    settings.thresholds.latency_p99_ms = 600.0
+    p99 = titles()["High p99 Latency"]
+    assert set(titles()) == {"High p99 Latency"}
+    assert p99.condition == f"slo/latency_p99/{SIG}/all" and p99.details["threshold_ms"] == 600.0
+    settings.thresholds.latency_p95_ms = 650.0
+    assert set(titles()) == {"High Latency", "High p99 Latency"}
+
+
+def test_slo_tokens_and_cost_per_answered_request(settings: Settings, db: StateDB) -> None:
+    # 30 answered requests of 1500 + 600 tokens at $0.06, and 20 failures that used nothing.
+    count(db, SIG, "v1", "baseline", 50, errors=20, tokens_in=1500, tokens_out=600, cost_usd=0.06)
+    count(db, "tiny", "v1", "baseline", 9, tokens_in=5000, cost_usd=1.0)  # too few answered requests to judge
+    settings.thresholds.min_success_rate = 0.0
+    found = {a.title: a for a in check_slo(settings, db=db).alerts}
+    assert set(found) == {"High Token Usage", "High Cost per Request"}
+    tokens = found["High Token Usage"]
+    assert (tokens.level, tokens.condition) == ("warning", f"slo/tokens_per_request/{SIG}/all")
+    assert tokens.details == {"signature": SIG, "tokens_per_request": 2100.0, "tokens": 63000, "requests": 30,
+                              "threshold_tokens": 2000.0, "window_minutes": 60.0}
+    cost = found["High Cost per Request"]
+    assert cost.details["cost_per_request_usd"] == pytest.approx(0.06) and cost.details["threshold_usd"] == 0.05
+    assert cost.condition == f"slo/cost_per_request/{SIG}/all" and "$0.0600 per request" in cost.message
+    summary = check_slo(settings, db=db).summary["signatures"][SIG]["all"]
+    assert (summary["tokens"], summary["tokens_per_request"]) == (63000, 2100.0)
+    settings.thresholds.max_tokens_per_request = 2500.0
+    settings.thresholds.max_cost_per_request_usd = 0.0  # 0 disables
+    assert check_slo(settings, db=db).alerts == []
+
+
+def test_slo_per_request_limits_judge_each_arm_of_an_experiment(settings: Settings, db: StateDB) -> None:
+    count(db, SIG, "v1", "baseline", 100, tokens_in=400, tokens_out=100)
+    count(db, SIG, "v2", "candidate", 20, tokens_in=2800, tokens_out=200)  # 40 demos in the prompt
+    (alert,) = check_slo(settings, db=db).alerts  # all arms: 110000 / 120 ≈ 917 tokens, under the limit
+    assert (alert.title, alert.details["arm"], alert.details["tokens_per_request"]) == ("High Token Usage",
+                                                                                      "candidate", 3000.0)
+    assert alert.condition == f"slo/tokens_per_request/{SIG}/candidate"
 
 
 # -- running checks ------------------------------------------------------------------------------------

@@ -86,7 +86,7 @@ def check_dataset_quality(
 
 @app.command("check-slo", epilog=_EXIT_HELP)
 def check_slo(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
-    """Live success rate, p95 latency and cost per hour against the thresholds."""
+    """Live success rate, p50/p95/p99 latency, tokens and cost per request, and cost per hour against the thresholds."""
     _run(ctx, ["slo"], as_json, no_dispatch)
 
 
