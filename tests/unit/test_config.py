@@ -92,6 +92,19 @@ def test_per_signature_sampling_rates_are_checked(tmp_path: Path) -> None:
         load_settings()
 
 
+def test_request_ids_are_kept_at_least_as_long_as_they_take_feedback(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ratchet.toml").write_text("[serve]\nrequest_index_days = 30\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert str(err.value) == (f"{tmp_path / 'ratchet.toml'}: retention.request_index_days (7) is shorter than "
+                              "serve.request_index_days (30): cleanup would delete request ids that can still "
+                              "receive feedback, which then matches no arm")
+    monkeypatch.setenv("RATCHET_RETENTION__REQUEST_INDEX_DAYS", "30")
+    settings = load_settings()
+    assert (settings.serve.request_index_days, settings.retention.request_index_days) == (30, 30)
+
+
 def test_the_init_template_documents_the_defaults() -> None:
     import tomllib
 

@@ -23,7 +23,9 @@ from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import (
     LATENCY_BUCKET_BOUNDS_S,
     UNKNOWN_ERROR,
+    IndexedRequest,
     OutcomeRecorder,
+    find_request,
     latency_quantile,
     lookup_request,
     prune_outcomes,
@@ -353,7 +355,9 @@ def test_request_index_first_wins_and_prune(db: StateDB, recorder) -> None:
     rec.index_request("r2", "sig", "v2", "candidate", at=2000.0)
     assert rec.flush()
     assert lookup_request(db, "r1") == ("sig", "v1", "baseline")
+    assert find_request(db, "r1") == IndexedRequest("sig", "v1", "baseline", served_at=1000.0)
     assert rec.lookup("r2") == ("sig", "v2", "candidate")
+    assert rec.find("r2").served_at == 2000.0 and find_request(db, "missing") is None
     assert lookup_request(db, "missing") is None
     assert prune_request_index(db, older_than=1500.0) == 1
     assert lookup_request(db, "r1") is None and lookup_request(db, "r2") is not None

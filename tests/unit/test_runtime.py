@@ -1,5 +1,6 @@
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from ratchet.serve import Runtime, instrument, metrics
 from ratchet.store.db import StateDB
 from ratchet.store.jsonl import read_jsonl
 from ratchet.store.outcomes import read_arm_stats
+
+DAY = 86400.0
 
 
 def scripted(responder, **kwargs) -> tuple[dspy.LM, ScriptedEngine]:
@@ -221,6 +224,26 @@ def test_feedback_reaches_quality_from_any_process(make_runtime, tmp_path: Path)
     assert stats.quality_count == 2 and stats.quality_mean == pytest.approx(0.5)
     assert other.feedback(second.request_id, 1.0).matched  # now visible in the database; latest score wins
     assert read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")].quality_mean == pytest.approx(0.625)
+
+
+def test_feedback_is_accepted_for_serve_request_index_days(make_runtime) -> None:
+    runtime = make_runtime()
+    runtime.settings.serve.request_index_days = 2.0
+    now = time.time()
+    runtime.outcomes.index_request("old", "classify_intent", "base", "baseline", at=now - 2.1 * DAY)
+    runtime.outcomes.index_request("recent", "classify_intent", "base", "baseline", at=now - 1.9 * DAY)
+    late = runtime.feedback("old", 1.0)  # refused before and after the index reaches the database
+    runtime.flush()
+    assert runtime.feedback("old", 1.0) == late
+    assert (late.accepted, late.matched, late.arm) == (False, True, "baseline")
+    assert "served 2.1 days ago" in late.reason and "2 days (serve.request_index_days)" in late.reason
+    on_time = runtime.feedback("recent", 0.5)
+    assert (on_time.accepted, on_time.matched, on_time.reason) == (True, True, None)
+    assert runtime.feedback("never-served", 0.5).accepted  # unknown (maybe not flushed yet): stored
+    stats = read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")]
+    assert (stats.quality_count, stats.quality_mean) == (1, 0.5)  # the late score was never stored
+    runtime.settings.serve.request_index_days = 3.0
+    assert runtime.feedback("old", 1.0).accepted
 
 
 def test_feedback_is_validated(make_runtime) -> None:

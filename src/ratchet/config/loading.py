@@ -78,6 +78,9 @@ def _describe(exc: ValidationError, config_file: Path | None, env: Mapping[str, 
         if err["type"] == "extra_forbidden":
             lines.append(f"{source}: unknown key '{key}'")
             continue
+        if not loc:  # a rule across keys: its message names them
+            lines.append(f"{source}: {err['msg']}")
+            continue
         expected = err["msg"]
         got = err.get("input")
         shown = f" (got {got!r})" if got is not None and not isinstance(got, dict) else ""

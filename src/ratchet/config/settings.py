@@ -12,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 __all__ = [
@@ -191,7 +192,8 @@ class ServeSettings(_Section):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
     routing_check_interval_s: float = Field(1.0, gt=0, le=5, description="how often the routing file is checked")
     outcome_flush_interval_s: float = Field(1.0, gt=0, le=60, description="per-arm counters are batched this long")
-    request_index_days: float = Field(7.0, gt=0, description="how long request ids stay matchable by feedback")
+    request_index_days: float = Field(
+        7.0, gt=0, description="feedback on a request is accepted this long after it was served, then refused")
 
 
 SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
@@ -242,7 +244,9 @@ class RetentionSettings(_Section):
 
     runs_days: float = Field(90.0, gt=0)
     alerts_days: float = Field(90.0, gt=0)
-    request_index_days: float = Field(7.0, gt=0, description="state rows matched to feedback")
+    request_index_days: float = Field(
+        7.0, gt=0, description="request-index and feedback rows (experiment quality) are deleted after this; "
+                               "at least serve.request_index_days")
     counters_days: float = Field(400.0, gt=0, description="per-arm per-minute counters")
 
 
@@ -285,6 +289,16 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
 
     _config_file: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="after")
+    def _request_index_outlives_feedback(self) -> Settings:
+        kept, window = self.retention.request_index_days, self.serve.request_index_days
+        if kept < window:
+            raise PydanticCustomError(
+                "request_index_retention",
+                f"retention.request_index_days ({kept:g}) is shorter than serve.request_index_days ({window:g}): "
+                "cleanup would delete request ids that can still receive feedback, which then matches no arm")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -73,9 +73,10 @@ class FeedbackResult:
     """What happened to a feedback score."""
 
     request_id: str
-    accepted: bool
+    accepted: bool  # stored; False when the request was served longer ago than serve.request_index_days
     matched: bool  # the request is known (its signature, version and arm)
     signature: str | None = None
     arm: str | None = None
     version: str | None = None
     sampled: bool = False
+    reason: str | None = None  # why it was not accepted

@@ -50,6 +50,7 @@ from ratchet.telemetry.writer import TelemetryWriter
 __all__ = ["Runtime"]
 
 _FREE_TEXT = ("input", "output", "correction", "error")
+_DAY_S = 86400.0
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +166,19 @@ class Runtime:
         request when quality is read, so any worker may receive it. When the request
         was sampled it also goes to telemetry (if another worker served it and has not
         flushed its request index yet, that match is retried a few seconds later).
+        Feedback on a request served more than ``serve.request_index_days`` ago is not
+        accepted: nothing is stored or counted (``accepted=False`` with the reason).
         """
         if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
             raise InputValidationError(f"score must be a number between 0 and 1, got {score!r}", field="score")
         if not isinstance(request_id, str) or not request_id:
             raise InputValidationError("request_id must be a non-empty string", field="request_id")
-        known = self.outcomes.lookup(request_id)
+        found = self.outcomes.find(request_id)
+        known = found[:3] if found is not None else None
         signature, version, arm = known if known else (None, None, None)
+        if found is not None and (late := self._feedback_too_late(found.served_at)) is not None:
+            return FeedbackResult(request_id=request_id, accepted=False, matched=True, signature=signature,
+                                  arm=arm, version=version, reason=late)
         if correction is not None:
             if not isinstance(correction, dict):
                 raise InputValidationError("correction must be an object of output fields", field="correction")
@@ -185,6 +192,15 @@ class Runtime:
             self._unmatched.schedule((request_id, float(score), correction, time.time()))
         return FeedbackResult(request_id=request_id, accepted=True, matched=known is not None,
                               signature=signature, arm=arm, version=version, sampled=sampled)
+
+    def _feedback_too_late(self, served_at: float) -> str | None:
+        """Why feedback on a request served at ``served_at`` is refused, or None while its window is open."""
+        window_days = self.settings.serve.request_index_days
+        age_days = (time.time() - served_at) / _DAY_S
+        if age_days <= window_days:
+            return None
+        return (f"the request was served {age_days:.1f} days ago; feedback is accepted for "
+                f"{window_days:g} days (serve.request_index_days)")
 
     def _feedback_matched(self, known: tuple[str, str, str], request_id: str, score: float,
                           correction: dict[str, Any] | None, at: float | None = None) -> bool:

@@ -25,7 +25,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, Insert, Table, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,8 +46,10 @@ from ratchet.store.tables import (
 __all__ = [
     "LATENCY_BUCKET_BOUNDS_S",
     "ArmStats",
+    "IndexedRequest",
     "OutcomeRecorder",
     "RecorderStats",
+    "find_request",
     "latency_quantile",
     "lookup_request",
     "prune_outcomes",
@@ -80,6 +82,15 @@ ArmKey = tuple[str, str, str, int]  # signature, version, arm, minute
 
 def _new_row() -> list[Any]:
     return [0, 0, 0.0, 0.0, 0, 0, 0.0]
+
+
+class IndexedRequest(NamedTuple):
+    """Which (signature, version, arm) served a request, and when (epoch seconds)."""
+
+    signature: str
+    version: str
+    arm: str
+    served_at: float
 
 
 @dataclass(frozen=True)
@@ -211,11 +222,16 @@ class OutcomeRecorder:
         if full and not self._wake.is_set():
             self._wake.set()
 
-    def lookup(self, request_id: str) -> tuple[str, str, str] | None:
-        """``lookup_request`` that also sees entries not flushed yet."""
+    def find(self, request_id: str) -> IndexedRequest | None:
+        """``find_request`` that also sees entries not flushed yet."""
         with self._lock:
             entry = self._pending.index.get(request_id) or self._in_flight.index.get(request_id)
-        return entry[:3] if entry is not None else lookup_request(self._db, request_id)
+        return IndexedRequest(*entry) if entry is not None else find_request(self._db, request_id)
+
+    def lookup(self, request_id: str) -> tuple[str, str, str] | None:
+        """``lookup_request`` that also sees entries not flushed yet."""
+        found = self.find(request_id)
+        return found[:3] if found is not None else None
 
     # -- flushing ----------------------------------------------------------------------------------
 
@@ -448,14 +464,21 @@ def read_totals(
     return _read(db, signature=signature, since=since, until=None, versions=None)
 
 
-def lookup_request(db: StateDB, request_id: str) -> tuple[str, str, str] | None:
-    """The (signature, version, arm) that served ``request_id``, if it was indexed and not pruned."""
-    query = select(request_index.c.signature, request_index.c.version, request_index.c.arm).where(
-        request_index.c.request_id == _clean(request_id, REQUEST_ID_LEN)
+def find_request(db: StateDB, request_id: str) -> IndexedRequest | None:
+    """What served ``request_id`` and when, if it was indexed and not pruned."""
+    ri = request_index.c
+    query = select(ri.signature, ri.version, ri.arm, ri.created_at).where(
+        ri.request_id == _clean(request_id, REQUEST_ID_LEN)
     )
     with db.begin() as conn:
         row = conn.execute(query).first()
-    return (row[0], row[1], row[2]) if row is not None else None
+    return IndexedRequest(row[0], row[1], row[2], float(row[3])) if row is not None else None
+
+
+def lookup_request(db: StateDB, request_id: str) -> tuple[str, str, str] | None:
+    """The (signature, version, arm) that served ``request_id``, if it was indexed and not pruned."""
+    found = find_request(db, request_id)
+    return found[:3] if found is not None else None
 
 
 def prune_request_index(db: StateDB, older_than: float) -> int:
