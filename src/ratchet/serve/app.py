@@ -123,8 +123,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         except InputValidationError as exc:
             return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
                                                           "message": str(exc)})
-        return {"accepted": result.accepted, "matched": result.matched, "request_id": result.request_id,
-                "signature": result.signature, "arm": result.arm, "version": result.version}
+        body_out = {"accepted": result.accepted, "matched": result.matched, "request_id": result.request_id,
+                    "signature": result.signature, "arm": result.arm, "version": result.version}
+        if not result.accepted:
+            body_out["reason"] = result.reason
+        return body_out
 
     @app.get("/v1/programs")
     async def programs(request: Request) -> dict[str, Any]:
