@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ratchet.cli.config_cmd import MASK, mask_secrets, masked_config
-from ratchet.config import Settings, load_settings
+from ratchet.cli.config_cmd import masked_config
+from ratchet.config import MASK, Settings, load_settings, mask_secrets
 from ratchet.errors import ConfigError
 
 TEMPLATE = Path(__file__).parents[2] / "src" / "ratchet" / "templates" / "ratchet.toml"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from typing import Any
 
 import typer
@@ -12,27 +11,13 @@ from rich.syntax import Syntax
 
 from ratchet.cli.output import console, print_json
 from ratchet.cli.state import get_state
-from ratchet.config import Settings
+from ratchet.config import Settings, mask_secrets
 
 app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 
-_SECRET_KEY = re.compile(r"(password|secret|token|api_key$|webhook_url|credential)", re.IGNORECASE)
-MASK = "********"
-
-
-def mask_secrets(node: Any, key: str = "") -> Any:
-    """A copy of JSON data with every secret-looking value masked (``*_env`` names of variables stay)."""
-    if isinstance(node, dict):
-        return {k: mask_secrets(v, k) for k, v in node.items()}
-    if isinstance(node, list):
-        return [mask_secrets(v, key) for v in node]
-    if node not in (None, "") and _SECRET_KEY.search(key) and not key.endswith("_env"):
-        return MASK
-    return node
-
 
 def masked_config(settings: Settings) -> dict[str, Any]:
-    """The effective settings as JSON data, secrets masked, the home directory resolved."""
+    """The effective settings as JSON data, secrets (by key name, and in any URL) masked, the home resolved."""
     data = mask_secrets(settings.model_dump(mode="json"))
     data["home"] = str(settings.home_dir)
     return data

@@ -1,6 +1,7 @@
 """Configuration: one typed settings object from ``ratchet.toml`` plus ``RATCHET_*`` variables."""
 
 from ratchet.config.loading import CONFIG_ENV, CONFIG_FILENAME, find_config_file, load_settings
+from ratchet.config.secrets import MASK, mask_secrets, mask_url, mask_urls_in_text, url_credentials
 from ratchet.config.settings import (
     DataSettings,
     GateThresholds,
@@ -20,6 +21,7 @@ from ratchet.config.settings import (
 __all__ = [
     "CONFIG_ENV",
     "CONFIG_FILENAME",
+    "MASK",
     "DataSettings",
     "GateThresholds",
     "LMSettings",
@@ -35,4 +37,8 @@ __all__ = [
     "ThresholdSettings",
     "find_config_file",
     "load_settings",
+    "mask_secrets",
+    "mask_url",
+    "mask_urls_in_text",
+    "url_credentials",
 ]

@@ -41,7 +41,7 @@ from ratchet.ops.archive import FORMAT, ArchiveWriter, Progress, scan_archive
 from ratchet.ops.pgtools import current_schema, dump_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
 from ratchet.routing import ROUTING_FILENAME
 from ratchet.store.atomic import fsync_dir
-from ratchet.store.db import StateDB, normalize_url
+from ratchet.store.db import StateDB, masked_url, normalize_url
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
@@ -288,7 +288,7 @@ def _describe(target: _Target | None) -> str | None:
         return None
     if target.sqlite_path is not None:
         return str(target.sqlite_path)
-    return f"{target.url.render_as_string(hide_password=True)} (schema {target.schema})"
+    return f"{masked_url(target.url)} (schema {target.schema})"
 
 
 def _database_target(settings: Settings, home: Path, *, home_given: bool) -> _Target:

@@ -22,6 +22,7 @@ from typing import Any
 import dspy
 import httpx
 
+from ratchet.config.secrets import mask_url
 from ratchet.programs.registry import ProgramSpec
 from ratchet.serve.runtime import Runtime
 
@@ -154,7 +155,7 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
 async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
                     concurrency: int, feedback_from_labels: bool, corrections: bool, timeout_s: float,
                     on_done: Callable[[], None] | None) -> LoadReport:
-    report = LoadReport(spec.name, base_url, queries, concurrency)
+    report = LoadReport(spec.name, mask_url(base_url), queries, concurrency)  # printed and saved: no password
     url = f"{base_url.rstrip('/')}/v1/programs/{spec.name}/predict"
     feedback_url = f"{base_url.rstrip('/')}/v1/feedback"
     queue: asyncio.Queue[dspy.Example] = asyncio.Queue()

@@ -25,13 +25,14 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from ratchet.config.secrets import mask_url
 from ratchet.errors import ConfigError
 from ratchet.store.migrations import migrate
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
 
-__all__ = ["StateDB", "database_url", "normalize_url"]
+__all__ = ["StateDB", "database_url", "masked_url", "normalize_url"]
 
 _WRITE_OPTION = "ratchet_write"
 _PG_DRIVERS = {"postgres", "postgresql", "postgresql+psycopg"}
@@ -53,8 +54,10 @@ def normalize_url(url: str | URL) -> URL:
     """
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise ConfigError(f"database_url is not a valid database URL: {exc}") from None
+    except (ArgumentError, ValueError):  # messages may quote the URL (and a password): never shown
+        raise ConfigError("database_url is not a valid database URL (expected sqlite:///path or "
+                          "postgresql://user@host:port/db; percent-encode special characters of the "
+                          "user name and password)") from None
     if parsed.drivername in _PG_DRIVERS:
         return parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
@@ -64,6 +67,12 @@ def normalize_url(url: str | URL) -> URL:
     raise ConfigError(
         f"database_url: unsupported database {parsed.drivername!r}; use sqlite:///path or postgresql://user@host/db"
     )
+
+
+def masked_url(url: str | URL) -> str:
+    """``url`` as text with its password and secret query parameters masked: safe to print and log."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, URL) else str(url)
+    return mask_url(text)
 
 
 class StateDB:
@@ -101,8 +110,8 @@ class StateDB:
 
     @property
     def url(self) -> str:
-        """The URL with any password masked: safe to log."""
-        return self._url.render_as_string(hide_password=True)
+        """The URL with its password and secret query parameters (``password=``, ``sslpassword=``…) masked."""
+        return masked_url(self._url)
 
     def __repr__(self) -> str:
         return f"StateDB({self.url!r})"
