@@ -1,12 +1,13 @@
-"""Secrets stay secret: credentials in URLs are masked wherever a URL is shown."""
+"""Secrets stay secret: credentials in URLs are masked wherever a URL is shown, and refused in ratchet.toml."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from ratchet.cli.main import app
-from ratchet.config import MASK, mask_secrets, mask_url, mask_urls_in_text, url_credentials
+from ratchet.config import MASK, load_settings, mask_secrets, mask_url, mask_urls_in_text, url_credentials
 from ratchet.errors import ConfigError
 from ratchet.store.db import StateDB, normalize_url
 
@@ -70,6 +71,45 @@ def test_config_show_masks_a_password_in_the_database_url(monkeypatch: pytest.Mo
     assert "ratchet:********@db/ratchet" in human.stdout
     for output in (as_json.output, human.output):
         assert PASSWORD not in output
+
+
+@pytest.mark.parametrize(("toml", "key", "env"), [
+    (f'database_url = "postgresql+psycopg://ratchet:{PASSWORD}@db/ratchet"\n', "database_url",
+     "RATCHET_DATABASE_URL"),
+    (f'database_url = "postgresql://ratchet@db/ratchet?password={PASSWORD}"\n', "database_url",
+     "RATCHET_DATABASE_URL"),
+    (f'database_url = "postgresql://ratchet:{PASSWORD}?x@db/ratchet"\n', "database_url", "RATCHET_DATABASE_URL"),
+    (f'[lm]\nmodel = "openai/m"\napi_base = "https://u:{PASSWORD}@vllm.internal/v1"\n', "lm.api_base",
+     "RATCHET_LM__API_BASE"),
+    (f'[lm.prompt]\nmodel = "openai/m"\napi_base = "https://vllm/v1?api_key={PASSWORD}"\n', "lm.prompt.api_base",
+     "RATCHET_LM__PROMPT__API_BASE"),
+])
+def test_a_password_in_ratchet_toml_is_refused(tmp_path: Path, toml: str, key: str, env: str) -> None:
+    (tmp_path / "ratchet.toml").write_text(toml)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert f"key '{key}'" in message and str(tmp_path / "ratchet.toml") in message and env in message
+    assert PASSWORD not in message
+    if key == "database_url":
+        assert "PGPASSWORD" in message and "~/.pgpass" in message
+    result = runner.invoke(app, ["config", "show"])
+    assert result.exit_code == 2 and PASSWORD not in result.output
+
+
+def test_the_environment_may_carry_the_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "ratchet.toml").write_text('database_url = "postgresql+psycopg://ratchet@db/ratchet"\n'
+                                           '[telemetry.redact_patterns]\ndsn = "postgres://[^:]+:[^@]+@"\n')
+    assert load_settings().database_url == "postgresql+psycopg://ratchet@db/ratchet"  # PGPASSWORD / ~/.pgpass
+    monkeypatch.setenv("RATCHET_DATABASE_URL", f"postgresql+psycopg://ratchet:{PASSWORD}@db/ratchet")
+    assert load_settings().database_url == f"postgresql+psycopg://ratchet:{PASSWORD}@db/ratchet"
+
+
+def test_a_bad_value_is_reported_without_echoing_a_secret(tmp_path: Path) -> None:
+    (tmp_path / "ratchet.toml").write_text(f'[serve]\nport = "http://u:{PASSWORD}@host"\n')
+    with pytest.raises(ConfigError, match=r"serve\.port") as caught:
+        load_settings()
+    assert PASSWORD not in str(caught.value)
 
 
 def test_state_db_url_and_errors_never_show_the_password() -> None:
