@@ -305,3 +305,72 @@ def test_backup_and_restore_cli(tmp_path: Path) -> None:
     assert "not empty" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     with gzip.open(out, "rb") as fh:
         assert fh.read(1)  # a real gzip file
+
+
+def archive_contents(archive: Path) -> dict[str, bytes]:
+    """The whole decompressed tar stream (headers included), every member, and every gzip member decompressed."""
+    contents = {"<tar stream>": gzip.decompress(archive.read_bytes())}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            if member.isfile():
+                data = tar.extractfile(member).read()
+                contents[member.name] = data
+                if data[:2] == b"\x1f\x8b":  # dataset archives, gzipped telemetry
+                    contents[f"{member.name} (decompressed)"] = gzip.decompress(data)
+    return contents
+
+
+def test_a_backup_never_holds_a_secret(tmp_path: Path, state_db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    password = f"s3cret-{secrets.token_hex(8)}"
+    url = make_url(state_db_url)
+    postgresql = url.get_backend_name() == "postgresql"
+    if postgresql:  # trust auth: the local server accepts any password
+        url = url.set(password=password, query={**url.query, "sslpassword": password})
+    monkeypatch.setenv("RATCHET_DATABASE_URL", url.render_as_string(hide_password=False))
+    monkeypatch.setenv("RATCHET_MONITOR__SMTP_PASSWORD", password)
+    monkeypatch.setenv("RATCHET_MONITOR__WEBHOOK_URL", f"https://hooks.example/{password}")
+    monkeypatch.setenv("RATCHET_LM__API_BASE", f"https://ratchet:{password}@vllm.internal/v1")
+    settings = config(tmp_path / "prod")
+    assert password in (settings.database_url or "") or not postgresql  # the environment may carry it
+    build_home(settings)
+    home = settings.home_dir
+    for leftover in (home / ".env", home / "programs" / ".env", home / "secrets.env", tmp_path / "prod" / ".env"):
+        leftover.write_text(f"RATCHET_DATABASE_URL={settings.database_url}\nPASSWORD={password}\n")
+
+    archive = tmp_path / "backups" / "ratchet.tar.gz"
+    result = runner.invoke(app, ["--config", str(settings.config_file), "backup", "--output", str(archive),
+                                 "--include-telemetry", "--json"])
+    assert result.exit_code == 0, result.output
+    assert password not in result.output
+    contents = archive_contents(archive)
+    assert {MANIFEST, "config/ratchet.toml", "telemetry/interactions.jsonl"} <= set(contents)
+    assert ("database/ratchet.sql" if postgresql else "database/ratchet.db") in contents
+    assert any(name.endswith(".tar.gz (decompressed)") for name in contents)  # dataset archives were looked into
+    leaking = [name for name, data in contents.items() if password.encode() in data]
+    assert leaking == []
+    manifest = json.loads(contents[MANIFEST])
+    if postgresql:
+        assert manifest["database"]["url"].startswith(f"postgresql+psycopg://{url.username}:********@127.0.0.1")
+        assert "sslpassword=********" in manifest["database"]["url"]
+
+
+def test_a_config_file_that_gained_a_password_is_not_backed_up(tmp_path: Path) -> None:
+    settings = config(tmp_path / "prod")
+    build_home(settings)
+    settings.config_file.write_text('home = "home"\ndatabase_url = "postgresql://ratchet:hunter2@db/ratchet"\n')
+    archive = tmp_path / "ratchet.tar.gz"
+    with pytest.raises(BackupError, match=r"holds a secret.*database_url") as caught:
+        create_backup(settings, archive)
+    assert "hunter2" not in str(caught.value)
+    assert not archive.exists() and not list(tmp_path.glob(".ratchet-backup-*"))
+
+
+@pytest.mark.parametrize("url", ["postgresql://u:pw-123@h:5432/db?sslmode=require",
+                                 "postgresql://u@h:5432/db?password=pw-123&sslmode=require"])
+def test_pg_tools_get_the_password_through_the_environment_not_the_command_line(url: str) -> None:
+    from ratchet.ops.pgtools import _conninfo
+    from ratchet.store.db import normalize_url
+
+    conninfo, env = _conninfo(normalize_url(url))
+    assert "pw-123" not in conninfo and "sslmode='require'" in conninfo and "user='u'" in conninfo
+    assert env["PGPASSWORD"] == "pw-123"

@@ -105,6 +105,17 @@ class ArchiveWriter:
         self.members.append({"path": arcname, "type": "file", "size": reader.size,
                              "sha256": reader.sha256.hexdigest()})
 
+    def add_bytes(self, arcname: str, data: bytes, *, mtime: float | None = None) -> None:
+        """Add ``data`` as the file ``arcname`` (content already read, e.g. checked before archiving)."""
+        check_member_path(arcname)
+        info = tarfile.TarInfo(arcname)
+        info.size, info.mode = len(data), 0o600
+        info.mtime = int(time.time() if mtime is None else mtime)
+        reader = _HashingReader(io.BytesIO(data), self._on_bytes)
+        self._tar.addfile(info, reader)
+        self.members.append({"path": arcname, "type": "file", "size": reader.size,
+                             "sha256": reader.sha256.hexdigest()})
+
     def add_symlink(self, arcname: str, target: str) -> None:
         check_member_path(arcname)
         _check_link(arcname, target)

@@ -7,7 +7,7 @@ The archive (see :mod:`ratchet.ops.archive`) holds::
     experiments/…              experiment snapshots
     routing_config.json        the routing state serving processes read
     monitoring_state.json      what is alerting (if present)
-    config/<ratchet.toml>      the config file the settings came from (it never holds secrets)
+    config/<ratchet.toml>      the config file the settings came from (checked again: it never holds secrets)
     database/ratchet.db        a consistent SQLite snapshot (online backup API), or
     database/ratchet.sql       a pg_dump of the PostgreSQL schema
     telemetry/…                only with ``include_telemetry``
@@ -26,6 +26,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import tomllib
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import URL
 
-from ratchet.errors import BackupError
+from ratchet.config.loading import refuse_file_secrets
+from ratchet.errors import BackupError, ConfigError
 from ratchet.ops.archive import FORMAT, ArchiveWriter, Progress, scan_archive
 from ratchet.ops.pgtools import current_schema, dump_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
 from ratchet.routing import ROUTING_FILENAME
@@ -109,13 +111,11 @@ def create_backup(settings: Settings, output: Path, *, include_telemetry: bool =
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".ratchet-backup-", dir=output.parent))
     try:
+        config = _checked_config(settings)
         database, db_file = _snapshot_database(settings, scratch)
-        if settings.config_file is not None and Path(settings.config_file).is_file():
-            config = Path(settings.config_file).resolve()
-            members.append((f"config/{config.name}", config, None))
         if db_file is not None:
             members.append((database["member"], db_file, None))
-        total = sum(_size(path) for _, path, link in members if link is None)
+        total = sum(_size(path) for _, path, link in members if link is None) + (len(config[1]) if config else 0)
         done = [0]
 
         def on_bytes(n: int) -> None:
@@ -134,10 +134,12 @@ def create_backup(settings: Settings, output: Path, *, include_telemetry: bool =
                     writer.add_file(arcname, path)
                 except FileNotFoundError:  # e.g. a dataset version archived meanwhile (its archive is listed)
                     skipped.append(arcname)
+            if config is not None:
+                writer.add_bytes(*config)
             created = datetime.now(UTC).isoformat(timespec="seconds")
             manifest = writer.commit({
                 "format": FORMAT, "ratchet_version": __version__, "created": created, "source_home": str(home),
-                "config_file": next((m for m, _, _ in members if m.startswith("config/")), None),
+                "config_file": config[0] if config else None,
                 "database": database, "telemetry": include_telemetry,
             })
         except BaseException:
@@ -149,6 +151,21 @@ def create_backup(settings: Settings, output: Path, *, include_telemetry: bool =
     return BackupResult(path=output, created=created, members=len(manifest["members"]),
                         bytes=sum(m["size"] for m in files), archive_bytes=output.stat().st_size, database=database,
                         skipped=skipped)
+
+
+def _checked_config(settings: Settings) -> tuple[str, bytes] | None:
+    """The config file as ``(member name, content)``, checked to hold no secret (it may have changed since loading)."""
+    if settings.config_file is None or not Path(settings.config_file).is_file():
+        return None
+    path = Path(settings.config_file).resolve()
+    try:
+        data = path.read_bytes()
+        refuse_file_secrets(tomllib.loads(data.decode("utf-8")), path)
+    except ConfigError as exc:
+        raise BackupError(f"not backing up a config file that holds a secret: {exc}") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise BackupError(f"{path}: cannot read the config file (changed since it was loaded?): {exc}") from None
+    return f"config/{path.name}", data
 
 
 def _home_members(home: Path, *, include_telemetry: bool, exclude: Path) -> Iterator[tuple[str, Path, str | None]]:

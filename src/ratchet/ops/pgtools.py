@@ -54,7 +54,8 @@ def find_pg_tool(name: str) -> str:
 
 
 def _conninfo(url: URL) -> tuple[str, dict[str, str]]:
-    """A libpq connection string for ``url`` and the environment with its password (never on the command line)."""
+    """A libpq connection string for ``url`` and the environment with its password (never on the command line,
+    which every user of the host can read)."""
     params: dict[str, str] = {}
     if url.host:
         params["host"] = url.host
@@ -64,12 +65,17 @@ def _conninfo(url: URL) -> tuple[str, dict[str, str]]:
         params["dbname"] = url.database
     if url.username:
         params["user"] = url.username
+    password = url.password
     for key, value in url.query.items():
-        params[key] = value[-1] if isinstance(value, tuple) else value
+        value = value[-1] if isinstance(value, tuple) else value
+        if key == "password":  # a password given as a parameter: also kept off the command line
+            password = value
+            continue
+        params[key] = value
     conninfo = " ".join(f"{key}='{_escape(value)}'" for key, value in params.items())
     env = dict(os.environ)  # PG* variables apply as they do to the state database's own connections
-    if url.password is not None:
-        env["PGPASSWORD"] = str(url.password)
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
     return conninfo, env
 
 
