@@ -41,6 +41,7 @@ from typing import Any, Literal
 from ratchet.errors import DataError
 from ratchet.hashing import BUCKETS, canonical_json, sha256_hex, stable_bucket
 from ratchet.store.atomic import atomic_write_text
+from ratchet.store.private import SHARED_FILE
 
 __all__ = [
     "ROUTING_FILENAME",
@@ -183,7 +184,8 @@ def write_routing(path: Path, state: RoutingState) -> RoutingState:
             current = 0
         written = replace(state, version=max(current, state.version) + 1,
                           updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
-        atomic_write_text(path, json.dumps(written.to_dict(), indent=2) + "\n")
+        # No user text (names, versions, percentages), read by every serving process: not owner-only.
+        atomic_write_text(path, json.dumps(written.to_dict(), indent=2) + "\n", mode=SHARED_FILE)
         return written
 
 

@@ -106,7 +106,7 @@ def test_layout_and_metadata_follow_the_seed(store: DatasetStore) -> None:
     assert {"example_id", "source", "timestamp", "quality_score", "split"} <= set(lines[0])
     assert [line["example_id"] for line in lines] == [e["_meta"]["id"] for e in dataset["examples"]]
     check_complete(sig_dir)
-    assert {stat.S_IMODE(p.stat().st_mode) for p in (sig_dir / result.version).iterdir()} == {0o444}
+    assert {stat.S_IMODE(p.stat().st_mode) for p in (sig_dir / result.version).iterdir()} == {0o400}
 
 
 # --- add, immutability, list, load, diff ------------------------------------------------------

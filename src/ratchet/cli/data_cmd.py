@@ -22,6 +22,7 @@ from ratchet.errors import DataError, UnknownProgramError
 from ratchet.programs.registry import ProgramRegistry
 from ratchet.store.atomic import atomic_write_json, atomic_write_text
 from ratchet.store.jsonl import JsonlReadStats
+from ratchet.store.private import make_private_dir
 
 app = typer.Typer(help="Validate raw examples (schema, quality, duplicates) and enforce quality gates.",
                   no_args_is_help=True)
@@ -80,7 +81,7 @@ def validate(
                                              on_progress=lambda n: progress.update(task, advance=n))
 
     report = _validation_report(input_path, output, against, stats, len(records), results, existing)
-    output.mkdir(parents=True, exist_ok=True)  # everything is computed: now write, each file atomically
+    make_private_dir(output)  # everything is computed: now write, each file atomically (owner-only: user text)
     for sig, result in results.items():
         write_batch(output / f"{sig}.jsonl", result.accepted)
     rejected = [r.to_json() for result in results.values() for r in result.rejected]

@@ -9,6 +9,7 @@ import typer
 
 from ratchet.cli.output import console, fail
 from ratchet.store.atomic import atomic_write_text
+from ratchet.store.private import SHARED_FILE
 
 TEMPLATES = ("ratchet.toml", "ratchet_programs.py")
 
@@ -24,7 +25,8 @@ def init(
         fail(f"{', '.join(str(directory / n) for n in existing)} already exist(s); use --force to overwrite")
     source = files("ratchet").joinpath("templates")
     for name in TEMPLATES:
-        atomic_write_text(directory / name, source.joinpath(name).read_text(encoding="utf-8"))
+        # Project files to edit and commit, without secrets: readable like any file the user creates.
+        atomic_write_text(directory / name, source.joinpath(name).read_text(encoding="utf-8"), mode=SHARED_FILE)
         console.print(f"wrote [bold]{directory / name}[/]")
     console.print("next: [bold]ratchet programs list[/], then "
                   "[bold]ratchet predict classify_intent --input text=\"Where is my card?\" --k-shot 20[/]")

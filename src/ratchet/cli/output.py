@@ -20,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ratchet.store.private import make_private_dir, private_opener
+
 __all__ = ["captured_output", "console", "err_console", "fail", "print_json", "progress_bar"]
 
 console = Console()
@@ -57,6 +59,7 @@ def progress_bar(*, transient: bool = False, enabled: bool = True) -> Progress:
 def captured_output(path: Path) -> Iterator[Path]:
     """Send what libraries print while this block runs (DSPy optimizers' prints and tqdm bars) to ``path``,
     so the terminal shows Ratchet's progress bar and ``--json`` keeps stdout to one JSON document."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    make_private_dir(path.parent)
+    with (open(path, "a", encoding="utf-8", opener=private_opener) as log, contextlib.redirect_stdout(log),
+          contextlib.redirect_stderr(log)):
         yield path

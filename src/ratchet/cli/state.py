@@ -10,6 +10,7 @@ import typer
 from ratchet.config import Settings, load_settings
 from ratchet.lm.setup import LMBundle, configure_dspy
 from ratchet.programs import ProgramRegistry, load_programs
+from ratchet.store.private import make_private_dir
 
 __all__ = ["CliState", "get_state"]
 
@@ -36,6 +37,7 @@ class CliState:
     def lms(self, *, serving: bool = False) -> LMBundle:
         """Build the configured models, self-test the embedded one and configure DSPy with them (once per process)."""
         if self._lms is None:
+            make_private_dir(self.settings.home_dir)  # DSPy's disk cache (prompts, completions) goes under it
             self._lms = configure_dspy(self.settings, serving=serving).prepare()
         return self._lms
 

@@ -14,7 +14,8 @@ a crash at any moment leaves ``latest`` on a complete version. Writers of one
 signature hold ``<signature>/.lock`` (``flock``), so an ``add`` never loses a
 concurrent ``add``'s examples and ``latest`` only moves forward. Each example's
 split comes from a stable hash of its inputs, so an input keeps its split in
-every version.
+every version. Examples are user text: directories are owner-only (``0o700``) and
+version files owner-read-only (``0o400``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ratchet.programs.registry import NAME_PATTERN, REGISTRY, ProgramRegistry, P
 from ratchet.programs.schema import ProgramSchema
 from ratchet.store.atomic import atomic_write_bytes, fsync_dir
 from ratchet.store.jsonl import iter_jsonl
+from ratchet.store.private import PRIVATE_DIR, PRIVATE_READ_ONLY, make_private_dir, open_private
 
 __all__ = [
     "LATEST",
@@ -384,7 +386,7 @@ class DatasetStore:
         if not isinstance(source, str) or not source.strip():
             raise DataError("a source name is required (e.g. git_mining, synthetic, telemetry)")
         sig_dir = self.root / signature
-        sig_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(sig_dir)
         with self._locked(sig_dir):
             self.sweep_temp(signature=signature)
             parent = self._latest(sig_dir)
@@ -464,7 +466,7 @@ class DatasetStore:
         """Write the version in a temp dir, rename it into place, switch ``latest``; returns its name."""
         now = datetime.now(UTC)
         tmp = sig_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-        tmp.mkdir()
+        os.mkdir(tmp, PRIVATE_DIR)
         try:
             examples = [row[0] for row in rows]
             lines = [row[1] for row in rows]
@@ -481,10 +483,10 @@ class DatasetStore:
                     "split_counts": split_counts, "content_sha256": sha256_hex(dataset),
                     "operation": operation, "statistics": statistics,
                 }
-                atomic_write_bytes(tmp / "dataset.json", dataset, mode=0o444)
-                atomic_write_bytes(tmp / "provenance.jsonl", provenance, mode=0o444)
+                atomic_write_bytes(tmp / "dataset.json", dataset, mode=PRIVATE_READ_ONLY)
+                atomic_write_bytes(tmp / "provenance.jsonl", provenance, mode=PRIVATE_READ_ONLY)
                 atomic_write_bytes(tmp / "metadata.json", (json.dumps(metadata, indent=2, ensure_ascii=False)
-                                                           + "\n").encode("utf-8"), mode=0o444)
+                                                           + "\n").encode("utf-8"), mode=PRIVATE_READ_ONLY)
                 try:
                     os.rename(tmp, sig_dir / version)  # fails onto an existing (non-empty) version
                 except OSError as exc:
@@ -527,13 +529,13 @@ class DatasetStore:
 
     def _archive_one(self, sig_dir: Path, version: str) -> None:
         archive_dir = sig_dir / _ARCHIVE
-        archive_dir.mkdir(exist_ok=True)
+        make_private_dir(archive_dir)
         source = sig_dir / version
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
             for name in _FILES:
                 tar.add(source / name, arcname=f"{version}/{name}")
-        atomic_write_bytes(archive_dir / f"{version}.tar.gz", buffer.getvalue(), mode=0o444)
+        atomic_write_bytes(archive_dir / f"{version}.tar.gz", buffer.getvalue(), mode=PRIVATE_READ_ONLY)
         gone = sig_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
         os.rename(source, gone)  # readers see the version or nothing, never half a directory
         fsync_dir(sig_dir)
@@ -542,8 +544,8 @@ class DatasetStore:
     @contextlib.contextmanager
     def _locked(self, sig_dir: Path) -> Iterator[None]:
         """The signature's writer lock (released by the kernel if the process dies). Not re-entrant."""
-        sig_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(sig_dir / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        make_private_dir(sig_dir)
+        fd = open_private(sig_dir / _LOCK, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -633,14 +635,14 @@ class DatasetStore:
             if (sig_dir / version / "metadata.json").is_file():
                 return
             tmp = sig_dir / f"{TEMP_PREFIX}{uuid.uuid4().hex}"
-            tmp.mkdir()
+            os.mkdir(tmp, PRIVATE_DIR)
             try:
                 with tarfile.open(archive, "r:gz") as tar:
                     for member in tar:
                         handle = tar.extractfile(member) if member.isfile() else None
                         if member.name not in expected or handle is None:
                             raise DataError(f"{archive}: unexpected member {member.name!r}")
-                        atomic_write_bytes(tmp / expected[member.name], handle.read(), mode=0o444)
+                        atomic_write_bytes(tmp / expected[member.name], handle.read(), mode=PRIVATE_READ_ONLY)
                 missing = [name for name in _FILES if not (tmp / name).is_file()]
                 if missing:
                     raise DataError(f"{archive}: missing {', '.join(missing)}")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.store.atomic import atomic_write_json, fsync_dir
+from ratchet.store.private import make_private_dir, open_private
 
 __all__ = ["RECENT_LIMIT", "STATE_FILENAME", "MonitoringState", "StateReset", "iso", "load_state", "locked",
            "read_state", "save_state", "to_epoch"]
@@ -153,8 +154,8 @@ def save_state(path: Path, state: MonitoringState) -> None:
 def locked(path: Path) -> Iterator[None]:
     """Serialise read-modify-write of the state file across processes (released if the process dies)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(f"{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    make_private_dir(path.parent)
+    fd = open_private(path.with_name(f"{path.name}.lock"), os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 from ratchet.errors import BackupError
 from ratchet.store.atomic import fsync_dir
+from ratchet.store.private import PRIVATE_FILE, make_private_dir, private_opener
 
 __all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "ArchiveWriter", "Progress", "check_member_path", "scan_archive"]
 
@@ -84,11 +85,11 @@ class ArchiveWriter:
 
     def __init__(self, output: Path, *, on_bytes: Callable[[int], None] | None = None) -> None:
         self.output = Path(output)
-        self.output.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.output.parent)
         self.tmp = self.output.with_name(f".{self.output.name}.{uuid.uuid4().hex[:8]}.tmp")
         self.members: list[dict[str, Any]] = []
         self._on_bytes = on_bytes
-        self._raw = open(self.tmp, "xb")  # noqa: SIM115 - closed by commit/abort
+        self._raw = open(self.tmp, "xb", opener=private_opener)  # noqa: SIM115 - closed by commit/abort; owner-only
         self._tar = tarfile.open(fileobj=self._raw, mode="w:gz", compresslevel=6)  # noqa: SIM115
 
     def add_file(self, arcname: str, path: Path) -> None:
@@ -267,7 +268,7 @@ def _take_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extract_to: Path
         _check_link(name, member.linkname)
         if extract_to is not None:
             target = extract_to / name
-            target.parent.mkdir(parents=True, exist_ok=True)
+            make_private_dir(target.parent)
             os.symlink(member.linkname, target)
         return {"type": "symlink", "target": member.linkname}
     if not member.isfile():
@@ -278,8 +279,10 @@ def _take_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extract_to: Path
     out = None
     if extract_to is not None:
         target = extract_to / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        out = open(target, "xb")  # noqa: SIM115 - closed below
+        make_private_dir(target.parent)
+        # The owner's bits of the archived mode (0o400 dataset files stay read-only), never more: user text.
+        mode = (member.mode & 0o700) or PRIVATE_FILE
+        out = os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), "wb")
     try:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
@@ -292,7 +295,6 @@ def _take_member(tar: tarfile.TarFile, member: tarfile.TarInfo, extract_to: Path
     finally:
         if out is not None:
             out.close()
-            os.chmod(extract_to / name, (member.mode & 0o755) or 0o644)
     return {"type": "file", "size": size, "sha256": digest.hexdigest()}
 
 

@@ -42,8 +42,9 @@ from ratchet.errors import BackupError, ConfigError
 from ratchet.ops.archive import FORMAT, ArchiveWriter, Progress, scan_archive
 from ratchet.ops.pgtools import current_schema, dump_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
 from ratchet.routing import ROUTING_FILENAME
-from ratchet.store.atomic import fsync_dir
+from ratchet.store.atomic import atomic_write_text, fsync_dir
 from ratchet.store.db import StateDB, masked_url, normalize_url
+from ratchet.store.private import PRIVATE_DIR, create_private, make_private_dir
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
@@ -108,8 +109,8 @@ def create_backup(settings: Settings, output: Path, *, include_telemetry: bool =
     if output.is_dir():
         raise BackupError(f"--output {output} is a directory: give a file name such as ratchet-backup.tar.gz")
     members = list(_home_members(home, include_telemetry=include_telemetry, exclude=output))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".ratchet-backup-", dir=output.parent))
+    make_private_dir(output.parent)
+    scratch = Path(tempfile.mkdtemp(prefix=".ratchet-backup-", dir=output.parent))  # owner-only
     try:
         config = _checked_config(settings)
         database, db_file = _snapshot_database(settings, scratch)
@@ -222,6 +223,7 @@ def _snapshot_database(settings: Settings, scratch: Path) -> tuple[dict[str, Any
         schema = current_schema(db)
         masked = db.url
     target = scratch / "ratchet.sql"
+    create_private(target)  # pg_dump writes into it, keeping its mode
     dump_schema(url.render_as_string(hide_password=False), schema, target)
     return {"dialect": "postgresql", "member": _SQL_MEMBER, "schema": schema, "url": masked}, target
 
@@ -231,6 +233,7 @@ def _sqlite_snapshot(source: Path, target: Path) -> None:
     try:
         src = sqlite3.connect(f"file:{quote(str(source))}?mode=rw", uri=True, timeout=30)
         try:
+            create_private(target)  # archived with its mode, and restored with it
             dst = sqlite3.connect(target)
             try:
                 src.backup(dst)
@@ -279,9 +282,9 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
     db_info = manifest.get("database")
     target = _database_target(settings, target_home, home_given=home is not None) if db_info else None
     _preflight(target_home, target, db_info, force=force)
-    target_home.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target_home)
     staging = target_home / f".restore-{uuid.uuid4().hex[:12]}"
-    staging.mkdir()
+    os.mkdir(staging, PRIVATE_DIR)
     try:
         scan_archive(archive, extract_to=staging, progress=progress, phase="restoring")
         if db_info and target is not None:
@@ -363,18 +366,18 @@ def _restore_database(staged: Path, db_info: dict[str, Any], target: _Target, *,
     assert target.schema is not None
     sql = staged.read_text(encoding="utf-8")
     script = staged.with_name("restore.sql")
-    script.write_text(retarget_dump(sql, str(db_info.get("schema") or "public"), target.schema, force=force),
-                      encoding="utf-8")
+    atomic_write_text(script, retarget_dump(sql, str(db_info.get("schema") or "public"), target.schema, force=force))
     restore_dump(target.url.render_as_string(hide_password=False), script)
 
 
 def _place_file(staged: Path, target: Path) -> None:
     """Replace ``target`` with ``staged`` (and drop a stale WAL that would otherwise be replayed onto it)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_private_dir(target.parent)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         os.rename(staged, tmp)
     except OSError:  # another file system
+        create_private(tmp)  # copyfile keeps the mode of a file it overwrites
         shutil.copyfile(staged, tmp)
     for suffix in ("-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
@@ -392,7 +395,7 @@ def _move_into_place(staging: Path, home: Path) -> None:
             dest = home / entry.name
             aside = None
             if dest.exists() or dest.is_symlink():
-                old.mkdir(exist_ok=True)
+                make_private_dir(old)
                 aside = old / entry.name
                 os.rename(dest, aside)
             moved.append((dest, aside, False))

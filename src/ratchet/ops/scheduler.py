@@ -42,6 +42,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from ratchet.errors import ConfigError
 from ratchet.store.jsonl import append_jsonl
+from ratchet.store.private import make_private_dir, open_private, private_opener
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
@@ -157,8 +158,8 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
 @contextlib.contextmanager
 def job_lock(lock_dir: Path, job: str) -> Iterator[int | None]:
     """Hold ``<lock_dir>/<job>.lock`` exclusively: yields its descriptor, or None when another run holds it."""
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{job}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    make_private_dir(lock_dir)
+    fd = open_private(lock_dir / f"{job}.lock", os.O_RDWR)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -233,12 +234,12 @@ class Scheduler:
         return run
 
     def _spawn(self, job: str, argv: list[str], lock_fd: int) -> tuple[str, int | None, str | None]:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.output_dir)
         with self._children_lock:  # stop() either sees this child or we see stop()
             if self._stopping.is_set():
                 return "terminated", None, "the scheduler stopped before the run started"
             try:
-                with open(self.output_dir / f"{job}.log", "ab") as out:
+                with open(self.output_dir / f"{job}.log", "ab", opener=private_opener) as out:
                     # The child inherits the lock: it stays held until the child exits, whatever happens to us.
                     child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                              pass_fds=(lock_fd,))

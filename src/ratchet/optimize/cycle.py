@@ -39,6 +39,7 @@ from ratchet.data.records import DIFFICULTIES, ExampleRecord, read_batch, write_
 from ratchet.errors import DataError, RatchetError
 from ratchet.programs.registry import ProgramRegistry
 from ratchet.store.atomic import atomic_write_json
+from ratchet.store.private import make_private_dir, private_opener
 
 __all__ = ["PHASES", "CycleOptions", "run_cycle"]
 
@@ -298,8 +299,8 @@ def _child(name: str, payload: dict[str, Any], results: Any, dspy_log_level: int
 
 def _redirect_output(path: Path) -> None:
     """Send this process's stdout and stderr (file descriptors included) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    log = path.open("ab", buffering=0)
+    make_private_dir(path.parent)
+    log = open(path, "ab", buffering=0, opener=private_opener)  # noqa: SIM115 - lives as long as the process
     for stream, fd in ((sys.stdout, 1), (sys.stderr, 2)):
         if stream is not None:
             stream.flush()
@@ -362,7 +363,7 @@ def run_cycle(settings: Settings, registry: ProgramRegistry, options: CycleOptio
         suffix += 1
     run_id = run_dir.name
     for sub in ("collected_data", "validated_data", "quality_reports", "optimization_results", "logs"):
-        (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        make_private_dir(run_dir / sub)  # runs hold collected examples and model output: owner-only
     signatures = options.signatures or registry.names()
     for name in signatures:
         registry.get(name)  # unknown names: a clear error before anything runs

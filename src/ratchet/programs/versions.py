@@ -32,6 +32,7 @@ from ratchet.hashing import canonical_json, sha256_hex
 from ratchet.programs.registry import ProgramSpec
 from ratchet.store.atomic import atomic_write_json, fsync_dir
 from ratchet.store.jsonl import append_jsonl
+from ratchet.store.private import PRIVATE_DIR, create_private, make_private_dir
 
 __all__ = ["BASE_VERSION", "ProgramVersion", "VersionStore", "code_version", "fingerprint", "program_state"]
 
@@ -114,11 +115,11 @@ class VersionStore:
              optimizer_params: dict[str, Any] | None = None, scores: dict[str, Any] | None = None,
              notes: str = "") -> ProgramVersion:
         """Store ``module``'s state as the next version ``vN`` (atomically: readers never see half of it)."""
-        sig_dir = self._dir(spec.name)
-        sig_dir.mkdir(parents=True, exist_ok=True)
+        sig_dir = make_private_dir(self._dir(spec.name))
         tmp = sig_dir / f".tmp-{uuid.uuid4().hex}"
-        tmp.mkdir()
+        os.mkdir(tmp, PRIVATE_DIR)
         try:
+            create_private(tmp / "program.json")  # DSPy writes into it, keeping its mode (demos are user text)
             module.save(str(tmp / "program.json"))
             saved = _read_json(tmp / "program.json")
             saved.pop("metadata", None)

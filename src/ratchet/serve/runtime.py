@@ -42,6 +42,7 @@ from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
+from ratchet.store.private import make_private_dir
 from ratchet.telemetry.records import FeedbackRecord, InteractionLog
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
@@ -78,8 +79,7 @@ class Runtime:
                  lms: LMBundle | None = None, db: StateDB | None = None, configure: bool = True) -> None:
         self.settings = settings or load_settings()
         self.registry = registry if registry is not None else load_programs(self.settings)
-        home = self.settings.home_dir
-        home.mkdir(parents=True, exist_ok=True)
+        home = make_private_dir(self.settings.home_dir)
         if configure:
             self.lms = configure_dspy(self.settings, serving=True, bundle=lms)
         else:

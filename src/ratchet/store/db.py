@@ -28,6 +28,7 @@ from sqlalchemy.exc import ArgumentError
 from ratchet.config.secrets import mask_url
 from ratchet.errors import ConfigError
 from ratchet.store.migrations import migrate
+from ratchet.store.private import create_private, make_private_dir
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
@@ -39,11 +40,11 @@ _PG_DRIVERS = {"postgres", "postgresql", "postgresql+psycopg"}
 
 
 def database_url(settings: Settings) -> str:
-    """``settings.database_url`` if set, else SQLite at ``<home>/ratchet.db`` (the home directory is created)."""
+    """``settings.database_url`` if set, else SQLite at ``<home>/ratchet.db`` (the home is created owner-only)."""
     if settings.database_url:
         return settings.database_url
     home = settings.home_dir.resolve()
-    home.mkdir(parents=True, exist_ok=True)
+    make_private_dir(home)
     return f"sqlite:///{home / 'ratchet.db'}"
 
 
@@ -78,7 +79,8 @@ def masked_url(url: str | URL) -> str:
 class StateDB:
     """A SQLAlchemy engine configured for Ratchet's state, migrated on first use.
 
-    SQLite connections run in WAL mode with ``synchronous=NORMAL``, foreign keys on and
+    A new SQLite file is created owner-only (with its ``-wal`` and ``-shm`` files). SQLite
+    connections run in WAL mode with ``synchronous=NORMAL``, foreign keys on and
     a busy timeout of ``lock_timeout_s``; PostgreSQL connections get the same value as
     ``lock_timeout``. Thread-safe: share one instance per process.
     """
@@ -165,8 +167,12 @@ class StateDB:
         self.dispose()
 
     def _sqlite_engine(self) -> Engine:
-        if self._url.database and not self._url.database.startswith("file:"):
-            Path(self._url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if self._url.database and not self._url.database.startswith("file:") and self._url.query.get("mode") != "ro":
+            # SQLite would create the file with the umask's default mode; its -wal and -shm files copy the
+            # main file's mode, so creating it owner-only first keeps all three private.
+            path = Path(self._url.database).expanduser()
+            make_private_dir(path.parent)
+            create_private(path)
         engine = create_engine(self._url)
         busy_ms = self._lock_timeout_ms
 

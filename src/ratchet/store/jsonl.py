@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ratchet.store.private import make_private_dir, open_private
+
 __all__ = ["JsonlReadStats", "append_jsonl", "iter_jsonl", "open_text_lines", "read_jsonl"]
 
 
@@ -71,7 +73,10 @@ def read_jsonl(path: Path) -> tuple[list[dict[str, Any]], JsonlReadStats]:
 
 
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
-    """Append records with one ``write(2)`` on an ``O_APPEND`` descriptor, so concurrent writers never interleave."""
+    """Append records with one ``write(2)`` on an ``O_APPEND`` descriptor, so concurrent writers never interleave.
+
+    A new file (and its missing directories) is created owner-only.
+    """
     payload = b"".join(
         (json.dumps(r, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
         for r in records
@@ -79,8 +84,8 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> int:
     if not payload:
         return 0
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    make_private_dir(path.parent)
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND)
     try:
         view = memoryview(payload)
         while view:

@@ -6,6 +6,9 @@ Files in the telemetry directory::
     interactions-20250101T120000-4242-0.jsonl.gz       rotated (UTC time, pid, counter), then gzipped
     .telemetry.lock                                    the flock that orders appends and rotations
 
+Every file and directory the writer creates is owner-only (records hold user text); a
+rotated file keeps the active file's mode and its ``.gz`` is created owner-only.
+
 Several processes may write the same directory. The protocol:
 
 - an append takes a SHARED ``flock`` on ``.telemetry.lock`` around open + one ``write(2)``
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.store.atomic import fsync_dir
+from ratchet.store.private import make_private_dir, open_private, private_opener
 
 __all__ = ["ACTIVE_NAME", "LOCK_NAME", "TelemetryWriter", "iter_log_files"]
 
@@ -128,7 +132,7 @@ class TelemetryWriter:
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.directory)
         except OSError as exc:  # telemetry never stops the caller: writes will fail and be counted
             logger.warning("telemetry directory %s is not usable: %s", self.directory, exc)
         self._start()
@@ -332,7 +336,7 @@ class TelemetryWriter:
         written = 0
         try:
             with self._locked(fcntl.LOCK_SH):
-                fd = os.open(self.active_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                fd = open_private(self.active_path, os.O_WRONLY | os.O_APPEND)
                 try:
                     view = memoryview(data)
                     while written < len(data):  # one call unless the disk fills up mid-write
@@ -346,12 +350,11 @@ class TelemetryWriter:
     @contextlib.contextmanager
     def _locked(self, operation: int) -> Iterator[None]:
         """Hold ``flock(operation)`` on the directory's lock file (recreating a removed directory)."""
-        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         try:
-            fd = os.open(self.lock_path, flags, 0o644)
+            fd = open_private(self.lock_path, os.O_RDWR)
         except FileNotFoundError:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, flags, 0o644)
+            make_private_dir(self.directory)
+            fd = open_private(self.lock_path, os.O_RDWR)
         try:
             fcntl.flock(fd, operation)
             yield
@@ -418,7 +421,7 @@ class TelemetryWriter:
                     return False
             except FileNotFoundError:  # compressed and deleted while we waited
                 return False
-            with open(fd, "rb", closefd=False) as src, open(tmp, "wb") as raw:
+            with open(fd, "rb", closefd=False) as src, open(tmp, "wb", opener=private_opener) as raw:
                 with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, compresslevel=6,
                                    mtime=int(st.st_mtime)) as gz:
                     shutil.copyfileobj(src, gz, 1024 * 1024)

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 from ratchet.data.records import ExampleRecord, utc_now, write_batch
 from ratchet.errors import DataError
 from ratchet.store.atomic import atomic_write_json
+from ratchet.store.private import make_private_dir
 
 __all__ = [
     "REPORT_NAME",
@@ -156,7 +157,7 @@ class Collector(ABC):
         report = CollectionReport(source=self.source, output_dir=str(output_dir), target=self.target,
                                   parameters=self.parameters())
         batches = self.run(report, progress or _no_progress)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(output_dir)
         for signature, records in batches.items():
             path = output_dir / f"{signature}.jsonl"
             report.written[signature] = write_batch(path, records)
