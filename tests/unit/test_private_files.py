@@ -222,3 +222,15 @@ def test_backup_archives_and_restored_homes_are_owner_only(tmp_path: Path, umask
     with gzip.open(next((target / "telemetry").glob("*.jsonl.gz"))) as fh:
         assert b"my card number" in fh.read()
     assert home != target
+
+
+def test_a_cycle_with_runs_elsewhere_still_creates_the_home_owner_only(tmp_path: Path, umask,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    umask(0o022)
+    settings = load_settings()
+    monkeypatch.setattr(cycle, "_run_signature", lambda *args: {"errors": [], "success": True,
+                                                                "improvement_percent": None})
+    cycle.run_cycle(settings, load_programs(settings), cycle.CycleOptions(signatures=[SIG],
+                                                                          output_dir=tmp_path / "elsewhere" / "runs"))
+    assert mode(settings.home_dir) == 0o700  # the phases' DSPy cache goes under it
+    assert {mode(p) for p in (tmp_path / "elsewhere").rglob("*")} <= {0o700, 0o600}

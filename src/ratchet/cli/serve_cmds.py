@@ -15,6 +15,7 @@ from ratchet.cli.state import get_state
 from ratchet.data.files import labelled_examples
 from ratchet.data.sampling import seeded_sample
 from ratchet.errors import DataError
+from ratchet.store.private import make_private_dir
 
 
 def serve(
@@ -53,7 +54,7 @@ def serve(
     # Several processes: each builds its own app; Prometheus samples go to a shared directory.
     metrics_dir = settings.home_dir / "run" / "prometheus"
     shutil.rmtree(metrics_dir, ignore_errors=True)
-    metrics_dir.mkdir(parents=True)
+    make_private_dir(metrics_dir)  # the first thing under a new home: it must not create the home world-readable
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if settings.config_file:
         os.environ["RATCHET_CONFIG"] = str(settings.config_file)

@@ -353,6 +353,7 @@ def run_cycle(settings: Settings, registry: ProgramRegistry, options: CycleOptio
               report: Report | None = None) -> dict[str, Any]:
     """Run the whole cycle; returns (and writes) the orchestration summary."""
     report = report or (lambda signature, phase, status: None)
+    make_private_dir(settings.home_dir)  # before any phase: DSPy's cache, datasets and versions go under it
     started = datetime.now(UTC)
     run_id = f"run_{started.strftime('%Y%m%d_%H%M%S')}"
     output = options.output_dir or settings.home_dir / "runs"
