@@ -55,7 +55,8 @@ class ModelSettings(_Section):
     max_tokens: int = Field(256, gt=0, le=32768)
     timeout_s: float = Field(60.0, gt=0)
     num_retries: int = Field(3, ge=0, le=10)
-    cache: bool = True
+    cache: bool = Field(True, description="DSPy's response cache for this model; serving caches only with "
+                                          "serve.lm_cache = 'memory'")
     input_cost_per_1m_usd: float | None = Field(None, ge=0, description="price override for cost estimates")
     output_cost_per_1m_usd: float | None = Field(None, ge=0)
 
@@ -194,6 +195,10 @@ class ServeSettings(_Section):
     outcome_flush_interval_s: float = Field(1.0, gt=0, le=60, description="per-arm counters are batched this long")
     request_index_days: float = Field(
         7.0, gt=0, description="feedback on a request is accepted this long after it was served, then refused")
+    lm_cache: Literal["off", "memory"] = Field(
+        "off", description="DSPy's response cache while serving: off, or an in-memory LRU (never on disk)")
+    lm_cache_entries: int = Field(1000, ge=1, le=100_000,
+                                  description="answers the memory cache keeps per process (least recently used go)")
 
 
 SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import dspy
 
 from ratchet.config.settings import LMSettings, LocalModelSettings, ModelSettings, Settings
 from ratchet.errors import ConfigError
 from ratchet.lm.adapter import CompletionAdapter
+from ratchet.lm.cache import configure_lm_cache, serving_caches
 from ratchet.lm.engines.base import ThreadedAsyncEngine
 from ratchet.lm.engines.llamacpp import LlamaCppEngine
 from ratchet.lm.local_model import local_weights
@@ -39,12 +39,15 @@ def local_engine(local: LocalModelSettings) -> LlamaCppEngine:
     return engine
 
 
-def build_lm(model: ModelSettings, local: LocalModelSettings | None = None) -> dspy.LM:
-    """A ``dspy.LM`` for one model section: the embedded engine for ``"local"``, LiteLLM otherwise."""
+def build_lm(model: ModelSettings, local: LocalModelSettings | None = None, *, cache: bool = True) -> dspy.LM:
+    """A ``dspy.LM`` for one model section: the embedded engine for ``"local"``, LiteLLM otherwise.
+
+    ``cache=False`` turns DSPy's response cache off for it whatever the section says (serving).
+    """
     common = {
         "temperature": model.temperature,
         "max_tokens": model.max_tokens,
-        "cache": model.cache,
+        "cache": model.cache and cache,
         "num_retries": model.num_retries,
     }
     if model.is_local:
@@ -121,14 +124,14 @@ class LMBundle:
         return type(self.adapter).__name__
 
 
-def build_lms(lm: LMSettings) -> LMBundle:
-    """Build every model the settings name; unset roles reuse the task model."""
+def build_lms(lm: LMSettings, *, cache: bool = True) -> LMBundle:
+    """Build every model the settings name; unset roles reuse the task model (``cache``: see ``build_lm``)."""
     local = lm.local
-    task = build_lm(lm, local)
-    prompt = build_lm(lm.prompt, local) if lm.prompt else task
-    teacher = build_lm(lm.teacher, local) if lm.teacher else task
-    reflection = build_lm(lm.reflection, local) if lm.reflection else prompt
-    fallback = build_lm(lm.fallback, local) if lm.fallback else None
+    task = build_lm(lm, local, cache=cache)
+    prompt = build_lm(lm.prompt, local, cache=cache) if lm.prompt else task
+    teacher = build_lm(lm.teacher, local, cache=cache) if lm.teacher else task
+    reflection = build_lm(lm.reflection, local, cache=cache) if lm.reflection else prompt
+    fallback = build_lm(lm.fallback, local, cache=cache) if lm.fallback else None
     return LMBundle(
         task=task,
         adapter=build_adapter(lm),
@@ -144,12 +147,13 @@ def build_lms(lm: LMSettings) -> LMBundle:
 def configure_dspy(settings: Settings, *, serving: bool = False, bundle: LMBundle | None = None) -> LMBundle:
     """Configure DSPy globally from settings and return the models.
 
-    The DSPy disk cache lives under the home directory. Serving processes get
-    ``trace=None, disable_history=True`` so prompts (and PII) do not pile up in memory.
+    Other processes get DSPy's disk cache under ``<home>/cache/dspy`` (``ratchet cleanup``
+    removes it when unused). Serving processes get no disk cache and no memory cache unless
+    ``serve.lm_cache = "memory"`` (a bounded LRU), and ``trace=None, disable_history=True``,
+    so prompts (and PII) do not pile up in memory or on disk.
     """
-    bundle = bundle or build_lms(settings.lm)
-    cache_dir = Path(settings.home_dir) / "cache" / "dspy"
-    dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(cache_dir))
+    bundle = bundle or build_lms(settings.lm, cache=not serving or serving_caches(settings.serve))
+    configure_lm_cache(settings, serving=serving)
     options: dict[str, object] = {"lm": bundle.task, "adapter": bundle.adapter, "track_usage": True}
     if serving:
         options.update(trace=None, disable_history=True)

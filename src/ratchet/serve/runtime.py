@@ -30,6 +30,7 @@ import dspy
 
 from ratchet.config import Settings, load_settings
 from ratchet.errors import InputValidationError, ModelNotAvailableError, RatchetError, VersionError
+from ratchet.lm.cache import serving_caches
 from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
 from ratchet.programs import ProgramRegistry, ProgramSpec, load_programs
@@ -82,8 +83,8 @@ class Runtime:
         home = make_private_dir(self.settings.home_dir)
         if configure:
             self.lms = configure_dspy(self.settings, serving=True, bundle=lms)
-        else:
-            self.lms = lms or build_lms(self.settings.lm)
+        else:  # DSPy is configured by the caller; models built here still cache only as [serve] allows
+            self.lms = lms or build_lms(self.settings.lm, cache=serving_caches(self.settings.serve))
         self.versions = VersionStore(home)
         self.routing = RoutingWatcher(home / ROUTING_FILENAME,
                                       check_interval_s=self.settings.serve.routing_check_interval_s)
