@@ -3,9 +3,12 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from diskcache import FanoutCache
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
@@ -13,6 +16,7 @@ from ratchet.cli.main import app
 from ratchet.config import load_settings
 from ratchet.data.datasets import DatasetStore
 from ratchet.data.records import ExampleRecord
+from ratchet.lm.cache import dspy_cache_dir, dspy_cache_lock_path
 from ratchet.ops.cleanup import run_cleanup
 from ratchet.programs import load_programs
 from ratchet.store.db import StateDB
@@ -50,6 +54,23 @@ def rows(db: StateDB) -> dict[str, int]:
     with db.begin() as conn:
         return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
                 for t in (request_index, feedback, arm_outcomes, arm_errors, arm_latency_buckets)}
+
+
+def age_all(directory: Path, days: float) -> None:
+    """Age a DSPy cache directory, everything under it and its lock file."""
+    for path in [*directory.rglob("*"), directory, dspy_cache_lock_path(directory.parents[1])]:
+        if path.exists():
+            age(path, days)
+
+
+def old_dspy_cache(home: Path, days: float) -> Path:
+    """A real DSPy disk cache (diskcache FanoutCache) under the home, last written ``days`` ago."""
+    directory = dspy_cache_dir(home)
+    cache = FanoutCache(str(directory), shards=4)
+    cache.set("key", {"outputs": ["an unredacted answer"]})
+    cache.close()
+    age_all(directory, days)
+    return directory
 
 
 def make_home(tmp_path: Path):
@@ -103,6 +124,8 @@ def make_home(tmp_path: Path):
         (alerts / name).write_text('{"level": "warning"}')
         age(alerts / name, days)
 
+    old_dspy_cache(home, days=40)  # retention.dspy_cache_days defaults to 30
+
     db = StateDB.connect(settings)
     with OutcomeRecorder(db) as recorder:
         for days in (200, 150, 1):
@@ -122,8 +145,9 @@ def test_dry_run_then_cleanup(tmp_path: Path) -> None:
     dry = run_cleanup(settings, registry, dry_run=True, db=db, now=NOW)
     assert tree(home) == before_tree and rows(db) == before_rows  # nothing changed
     counts = {step.name: step.count for step in dry.steps}
-    assert counts == {"telemetry": 3, "datasets": 2, "dataset_temp": 1, "runs": 2, "alerts": 1,
+    assert counts == {"telemetry": 3, "datasets": 2, "dataset_temp": 1, "runs": 2, "alerts": 1, "dspy_cache": 1,
                       "request_index": 2, "feedback": 1, "counters": 5}
+    assert dry.step("dspy_cache").items == ["cache/dspy"] and dry.step("dspy_cache").bytes > 0
     assert dry.step("telemetry").bytes == 185 and dry.step("alerts").bytes > 0 and dry.step("runs").bytes > 0
     assert dry.step("datasets").items == [f"{SIG}/{v}" for v in versions[:2]]
     assert any("someone_elses_program" in note for note in dry.step("datasets").skipped)
@@ -134,6 +158,7 @@ def test_dry_run_then_cleanup(tmp_path: Path) -> None:
     assert {step.name: step.bytes for step in real.steps} == {step.name: step.bytes for step in dry.steps}
     telemetry = sorted(p.name for p in (home / "telemetry").iterdir())
     assert telemetry == ["interactions-20261101T000000-1-2.jsonl.gz", "interactions.jsonl"]  # never the active file
+    assert not dspy_cache_dir(home).exists()
     sig_dir = home / "training_data" / SIG
     assert sorted(p.name for p in (sig_dir / "archive").iterdir()) == [f"{v}.tar.gz" for v in versions[:2]]
     assert not (sig_dir / versions[0]).exists() and (sig_dir / versions[2]).is_dir()
@@ -193,3 +218,39 @@ def test_cleanup_cli_json_and_table(tmp_path: Path) -> None:
     assert human.exit_code == 0, human.output
     assert "request_index" in human.stdout and "removed" in human.stdout
     assert not (settings.home_dir / "runs" / "run_20260101_020000").exists()
+
+
+def test_the_dspy_cache_goes_only_when_unused_and_no_process_has_it_open(tmp_path: Path) -> None:
+    (tmp_path / "ratchet.toml").write_text('home = "home"\n[retention]\ndspy_cache_days = 30\n')
+    settings = load_settings(tmp_path / "ratchet.toml")
+    home = settings.home_dir
+    directory = old_dspy_cache(home, days=10)
+    assert run_cleanup(settings, now=NOW).step("dspy_cache").count == 0  # written 10 days ago: kept
+
+    holder = subprocess.Popen(  # an optimization run: configures DSPy for a non-serving process, then waits
+        [sys.executable, "-c", "import sys, dspy\n"
+         "from ratchet.config import load_settings\nfrom ratchet.lm import LMBundle, configure_dspy\n"
+         f"settings = load_settings({str(tmp_path / 'ratchet.toml')!r})\n"
+         "configure_dspy(settings, bundle=LMBundle.for_lm(dspy.LM('openai/unused'), dspy.ChatAdapter()))\n"
+         "print('ready', flush=True)\nsys.stdin.read()\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        age_all(directory, 40)
+        for dry_run in (True, False):
+            step = run_cleanup(settings, dry_run=dry_run, now=NOW).step("dspy_cache")
+            assert step.count == 0 and step.skipped == ["cache/dspy: open in a running process "
+                                                        "(optimize, eval or predict)"]
+        assert list(directory.rglob("cache.db"))  # untouched
+    finally:
+        holder.communicate("", timeout=30)
+    assert holder.returncode == 0
+    age_all(directory, 40)  # closing the cache wrote it
+
+    assert run_cleanup(settings, dry_run=True, now=NOW).step("dspy_cache").items == ["cache/dspy"]
+    assert directory.is_dir()
+    report = run_cleanup(settings, now=NOW)
+    assert report.step("dspy_cache").count == 1 and not report.errors and not directory.exists()
+    old_dspy_cache(home, days=40)
+    os.utime(dspy_cache_lock_path(home))  # opened (and only read) today: kept
+    assert run_cleanup(settings, now=NOW).step("dspy_cache").count == 0

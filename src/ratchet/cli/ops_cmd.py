@@ -44,7 +44,7 @@ def cleanup(
     dry_run: bool = typer.Option(False, "--dry-run", help="show what would be removed; change nothing"),
     as_json: bool = _JSON,
 ) -> None:
-    """Apply retention: old telemetry, dataset versions (archived), run dirs, alerts and state-database rows."""
+    """Apply retention: old telemetry, dataset versions (archived), run dirs, alerts, DSPy's disk cache, DB rows."""
     from ratchet.ops.cleanup import run_cleanup
 
     state = get_state(ctx)

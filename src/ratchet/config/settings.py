@@ -245,7 +245,7 @@ class ScheduleSettings(_Section):
 
 
 class RetentionSettings(_Section):
-    """`ratchet cleanup`: how long run directories and alerts are kept (telemetry and datasets have their own)."""
+    """`ratchet cleanup`: how long runs, alerts and the DSPy cache are kept (telemetry and datasets have their own)."""
 
     runs_days: float = Field(90.0, gt=0)
     alerts_days: float = Field(90.0, gt=0)
@@ -253,6 +253,8 @@ class RetentionSettings(_Section):
         7.0, gt=0, description="request-index and feedback rows (experiment quality) are deleted after this; "
                                "at least serve.request_index_days")
     counters_days: float = Field(400.0, gt=0, description="per-arm per-minute counters")
+    dspy_cache_days: float = Field(30.0, gt=0, description="DSPy's disk cache of optimization and evaluation "
+                                                        "(<home>/cache/dspy), removed when unused this long")
 
 
 class ThresholdSettings(_Section):

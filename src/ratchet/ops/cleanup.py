@@ -10,6 +10,9 @@ datasets            versions older than N days are archived (tar.gz), never  ``d
 runs                ``runs/run_*`` directories older than N days (the        ``retention.runs_days``
                     newest run is always kept: checks compare against it)
 alerts              ``alerts/alert_*.json`` files older than N days          ``retention.alerts_days``
+dspy_cache          DSPy's disk cache ``cache/dspy`` (optimization, eval),   ``retention.dspy_cache_days``
+                    as a whole, once nothing opened or wrote it for N days;
+                    never while a process has it open (its lock is held)
 request index       rows matching feedback to arms, older than N days        ``retention.request_index_days``
 feedback            feedback rows older than the same N days                 ``retention.request_index_days``
 counters            per-arm per-minute counter rows older than N days        ``retention.counters_days``
@@ -21,6 +24,7 @@ step is reported and does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -37,6 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ratchet.data.datasets import DatasetStore
 from ratchet.errors import RatchetError
+from ratchet.lm.cache import dspy_cache_dir, dspy_cache_lock_path, unused_dspy_cache
 from ratchet.programs.registry import NAME_PATTERN, REGISTRY, ProgramRegistry
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import prune_feedback
@@ -137,6 +142,9 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
          lambda step: _runs(step, home, retention.runs_days, now, dry_run)),
         (CleanupStep("alerts", "deleted", f"alert files older than {retention.alerts_days:g} days"),
          lambda step: _alerts(step, home / "alerts", retention.alerts_days, now, dry_run)),
+        (CleanupStep("dspy_cache", "deleted", f"DSPy's disk cache unused for {retention.dspy_cache_days:g} days "
+                     "(never while a process has it open)"),
+         lambda step: _dspy_cache(step, home, retention.dspy_cache_days, now, dry_run)),
         (CleanupStep("request_index", "pruned", f"rows older than {retention.request_index_days:g} days"),
          lambda step: _rows(step, state_db(), "request_index", index_cutoff, dry_run)),
         (CleanupStep("feedback", "pruned", f"rows older than {retention.request_index_days:g} days"),
@@ -292,6 +300,41 @@ def _alerts(step: CleanupStep, directory: Path, days: float, now: float, dry_run
         except FileNotFoundError:
             continue
         step.add(f"alerts/{path.name}", size)
+
+
+def _dspy_cache(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool) -> None:
+    """DSPy's disk cache as a whole, once unused for ``days``, under its exclusive lock.
+
+    Every process that may write the cache holds its lock shared (``ratchet.lm.cache``), so the
+    cache is removed only when no process has it open, and nobody can open it while it goes. A
+    diskcache directory removed under a live writer would fail that writer's next call.
+    """
+    directory = dspy_cache_dir(home)
+    if directory.is_symlink():
+        step.skipped.append(f"{_rel(directory, home)}: a symbolic link (left as it is)")
+        return
+    if not directory.is_dir() or now - _last_used(directory, home) <= days * _DAY_S:
+        return
+    with unused_dspy_cache(home, create=not dry_run) as unused:
+        if not unused:
+            step.skipped.append(f"{_rel(directory, home)}: open in a running process (optimize, eval or predict)")
+            return
+        size = _size(directory)
+        if not dry_run:
+            shutil.rmtree(directory)
+        step.add(_rel(directory, home), size)
+
+
+def _last_used(directory: Path, home: Path) -> float:
+    """When the disk cache was last opened (its lock file) or written (anything under it)."""
+    stamps = [directory.lstat().st_mtime]
+    with contextlib.suppress(FileNotFoundError):
+        stamps.append(dspy_cache_lock_path(home).lstat().st_mtime)
+    for root, dirs, files in os.walk(directory):
+        for name in (*dirs, *files):
+            with contextlib.suppress(FileNotFoundError):
+                stamps.append(os.lstat(os.path.join(root, name)).st_mtime)
+    return max(stamps)
 
 
 def _rows(step: CleanupStep, db: StateDB, what: str, cutoff: float, dry_run: bool) -> None:
