@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING
 
 import dspy
 
+from ratchet.store.private import make_private_dir
+
 if TYPE_CHECKING:
     from ratchet.config.settings import ServeSettings, Settings
 
@@ -62,6 +64,7 @@ def configure_lm_cache(settings: Settings, *, serving: bool) -> None:
                              disk_cache_dir=None, memory_max_entries=settings.serve.lm_cache_entries)
         return
     home = settings.home_dir
+    make_private_dir(dspy_cache_dir(home))  # prompts and answers: owner-only, like the rest of the home
     _hold_shared(dspy_cache_lock_path(home))
     dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True,
                          disk_cache_dir=str(dspy_cache_dir(home)))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ratchet.errors import ModelNotAvailableError
 from ratchet.store.atomic import atomic_write_json
+from ratchet.store.private import SHARED_FILE
 
 __all__ = ["LocalWeights", "bundled_weights", "file_sha256", "local_weights"]
 
@@ -98,4 +99,5 @@ def _stamp_matches(path: Path, expected: str) -> bool:
 
 def _write_stamp(path: Path, sha256: str) -> None:
     with contextlib.suppress(OSError):  # read-only location: hash again next time
-        atomic_write_json(_stamp_path(path), {"sha256": sha256, "identity": _identity(path)})
+        # The weights may be shared between users: so is their hash (it holds no user text).
+        atomic_write_json(_stamp_path(path), {"sha256": sha256, "identity": _identity(path)}, mode=SHARED_FILE)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from packaging.requirements import Requirement
 
-from ratchet.config import Settings
+from ratchet.config import Settings, mask_urls_in_text
 from ratchet.config.settings import ModelSettings
 from ratchet.errors import RatchetError
 from ratchet.lm import llamacpp_native as native
@@ -206,8 +206,8 @@ def check_state_db(settings: Settings) -> Check:
         latency_ms = (time.perf_counter() - started) * 1000
         applied = applied_versions(db)
     except Exception as exc:
-        return Check("state database", "fail", f"{db.url} is not reachable: {type(exc).__name__}: "
-                     f"{str(exc).splitlines()[0][:200]}",
+        first_line = mask_urls_in_text(str(exc).splitlines()[0][:200]) if str(exc) else ""
+        return Check("state database", "fail", f"{db.url} is not reachable: {type(exc).__name__}: {first_line}",
                      fix="start the database server or fix database_url (RATCHET_DATABASE_URL); "
                          "for PostgreSQL the database and schema must exist")
     finally:
@@ -261,8 +261,8 @@ def check_remote_models(settings: Settings, *, call: bool = True) -> Check:
                                                          "timeout_s": min(section.timeout_s, 20.0)}))
                 lm("Reply with OK.")
             except Exception as exc:
-                problems.append((f"{name} ({section.model}) did not answer: {type(exc).__name__}: "
-                                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}",
+                first_line = mask_urls_in_text(str(exc).splitlines()[0][:200]) if str(exc) else ""
+                problems.append((f"{name} ({section.model}) did not answer: {type(exc).__name__}: {first_line}",
                                  f"check {name}.model, {name}.api_base and the key; the network must reach it"))
                 continue
             seen.append(f"{name} {section.model} answered in {time.perf_counter() - started:.1f} s")

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet import __version__
-from ratchet.config import Settings, load_settings
+from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
@@ -211,7 +211,7 @@ def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
         rt.db.ping()
         checks["state_db"] = {"ok": True, "dialect": rt.db.dialect}
     except Exception as exc:
-        checks["state_db"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+        checks["state_db"] = {"ok": False, "detail": mask_urls_in_text(f"{type(exc).__name__}: {exc}")[:300]}
     checks["telemetry"] = _writable(rt.telemetry.directory)
     stats = rt.telemetry.stats()
     checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
