@@ -151,6 +151,10 @@ def check_embedded_model(settings: Settings) -> Check:
               f"{' '.join(f for f in result.compiled if f not in ('LLAMAFILE', 'OPENMP', 'REPACK')) or 'baseline'}; "
               f"extra buffer types {'on' if buffers.get('enabled') else 'off'} ({buffers.get('reason')})")
     data = {**result.to_dict(), "used_by": users, "model_id": weights.model_id}
+    cpu = native.cpu_info()
+    if cpu.avx512 and "AVX512" not in result.compiled:
+        detail += ("; this CPU has AVX-512 and the build does not use it: `make LLAMA_CPU=native` prefills about "
+                   "1.5x faster (docs/benchmarks.md) if the build stays on this machine")
     if missing:
         return Check("embedded model", "warn", f"{detail}; built for CPU features this CPU lacks: {', '.join(missing)}",
                      fix="rebuild llama.cpp here: `make` (portable by default, scripts/llama_wheel.sh)", data=data)
