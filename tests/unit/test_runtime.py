@@ -189,6 +189,7 @@ def test_sampling_zero_writes_nothing(make_runtime, tmp_path: Path) -> None:
 
 def test_counters_are_exact_under_threads_and_asyncio(make_runtime) -> None:
     runtime = make_runtime(lambda p: " pin_blocked" if "bad" not in p.rsplit("Text:", 1)[-1] else " ???")
+    runtime.settings.serve.request_timeout_s = 60.0  # 100 queued async calls on a busy 2-core machine: no timeouts
 
     def worker(n: int) -> None:
         for i in range(25):

@@ -19,27 +19,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import dspy
 
 from ratchet.config import Settings, load_settings
-from ratchet.errors import InputValidationError, ModelNotAvailableError, RatchetError, VersionError
+from ratchet.errors import InputValidationError, ModelNotAvailableError, VersionError
 from ratchet.lm.cache import serving_caches
 from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
-from ratchet.programs import ProgramRegistry, ProgramSpec, load_programs
-from ratchet.programs.versions import BASE_VERSION, VersionStore
-from ratchet.routing import ROUTING_FILENAME, Arm, RoutingWatcher, choose_arm
+from ratchet.programs import ProgramRegistry, load_programs
+from ratchet.programs.versions import VersionStore
+from ratchet.routing import ROUTING_FILENAME, RoutingWatcher, choose_arm
 from ratchet.serve import metrics
 from ratchet.serve.deferred import Deferred
 from ratchet.serve.errors import LM_FAILURES, classify_error
 from ratchet.serve.result import CallResult, FeedbackResult
+from ratchet.serve.served import ServedVersion, ServedVersions
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
@@ -55,23 +54,6 @@ _FREE_TEXT = ("input", "output", "correction", "error")
 _DAY_S = 86400.0
 
 log = logging.getLogger(__name__)
-
-@dataclass
-class _Served:
-    """A loaded program version and its cached metric children."""
-
-    spec: ProgramSpec
-    version: str
-    module: dspy.Module
-    module_name: str
-    fingerprint: str
-    requests: Any
-    duration: Any
-    tokens_in: Any
-    tokens_out: Any
-    cost: Any
-    arm: Arm
-
 
 class Runtime:
     """Serve registered programs with routing, metrics, per-arm counters and telemetry."""
@@ -104,11 +86,9 @@ class Runtime:
             self._prices[self.lms.task.model] = token_prices(self.settings.lm)
             if self.lms.fallback is not None and self.settings.lm.fallback is not None:
                 self._prices[self.lms.fallback.model] = token_prices(self.settings.lm.fallback)
-        self._served: dict[tuple[str, str, str], _Served] = {}
-        self._served_lock = threading.Lock()
-        self._production: dict[str, tuple[str, float]] = {}
-        self._routing_errors_seen = 0
-        self._routing_version_seen = -1
+        self.served = ServedVersions(self.registry, self.versions, self.routing, lm_id=self.lms.model_id,
+                                     adapter=self.lms.adapter_name,
+                                     recheck_s=self.settings.serve.routing_check_interval_s)
         self._unmatched = Deferred(self._match_later, delay_s=2 * self.settings.serve.outcome_flush_interval_s + 0.5)
         self._closed = False
 
@@ -251,19 +231,14 @@ class Runtime:
         state = self.routing.current()
         warmed: list[tuple[str, str, str]] = []
         for spec in self.registry:
-            route = state.route(spec.name)
-            arms: list[tuple[Arm, str]] = [("baseline", route.baseline_version if route
-                                            else self._production_version(spec.name))]
-            if route is not None and route.candidate_version and route.candidate_share > 0:
-                arms.append(("candidate", route.candidate_version))
-            for arm, version in arms:
-                served = self._served_for(spec, version, arm)
+            for arm, version in self.served.serving_now(spec.name, state):
+                served = self.served.get(spec, version, arm)
                 if self.lms.engine is not None:
                     self._warm_prompt(served)
                 warmed.append((spec.name, arm, version))
         return warmed
 
-    def _warm_prompt(self, served: _Served) -> None:
+    def _warm_prompt(self, served: ServedVersion) -> None:
         """Run a version once on placeholder inputs so the model caches its prompt prefix (outcome ignored)."""
         try:
             with dspy.context(lm=self.lms.task, adapter=self.lms.adapter):
@@ -299,25 +274,25 @@ class Runtime:
 
     # -- the call path ------------------------------------------------------------------------
     def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None
-                 ) -> tuple[_Served, str, dict[str, Any], BaseException | None]:
+                 ) -> tuple[ServedVersion, str, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
         request_id = request_id or uuid.uuid4().hex
         state = self.routing.current()
-        if state.version != self._routing_version_seen or self.routing.errors != self._routing_errors_seen:
-            self._publish_routing()
+        if self.served.routing_changed(state):
+            self.served.publish_routing()
         route = state.route(signature)
         arm = choose_arm(route, user_id or request_id)
         if route is None:
-            version = self._production_version(signature)
+            version = self.served.production(signature)
         else:
             version = route.candidate_version if arm == "candidate" else route.baseline_version
         try:
-            served = self._served_for(spec, version, arm)
+            served = self.served.get(spec, version, arm)
         except VersionError as exc:
             if arm == "baseline":
                 raise
             log.error("candidate %s of %s cannot be served (%s); serving the baseline", version, signature, exc)
-            served = self._served_for(spec, route.baseline_version, "baseline")
+            served = self.served.get(spec, route.baseline_version, "baseline")
         try:
             values = spec.schema.validate_inputs(inputs)
         except InputValidationError as exc:
@@ -334,7 +309,7 @@ class Runtime:
     def _can_fall_back(self, error: BaseException) -> bool:
         return self.lms.fallback is not None and classify_error(error) in LM_FAILURES
 
-    def _finish(self, served: _Served, request_id: str, values: dict[str, Any], started: float, *,
+    def _finish(self, served: ServedVersion, request_id: str, values: dict[str, Any], started: float, *,
                 prediction: dspy.Prediction | None = None, error: BaseException | None = None,
                 fallback: bool = False) -> CallResult:
         latency_s = time.perf_counter() - started
@@ -395,64 +370,6 @@ class Runtime:
                     metrics.REDACTIONS.labels(kind).inc(count)
         if not self.telemetry.submit(record):
             metrics.TELEMETRY_DROPPED.inc()
-
-    # -- caches -------------------------------------------------------------------------------
-    def _served_for(self, spec: ProgramSpec, version: str, arm: Arm) -> _Served:
-        key = (spec.name, version, arm)
-        served = self._served.get(key)
-        if served is not None:
-            return served
-        with self._served_lock:
-            served = self._served.get(key)
-            if served is None:
-                module = self.versions.load(spec, version)
-                name = type(module).__name__
-                fingerprint = self.versions.fingerprint_of(spec, version, lm=self.lms.model_id,
-                                                            adapter=self.lms.adapter_name)
-                labels = (spec.name, name, arm)
-                served = _Served(
-                    spec=spec, version=version, module=module, module_name=name, fingerprint=fingerprint,
-                    requests=metrics.REQUESTS.labels(*labels), duration=metrics.DURATION.labels(*labels),
-                    tokens_in=metrics.TOKENS.labels(*labels, "input"),
-                    tokens_out=metrics.TOKENS.labels(*labels, "output"), cost=metrics.COST.labels(*labels),
-                    arm=arm,
-                )
-                self._served[key] = served
-            self._publish_routing()
-        return served
-
-    def _publish_routing(self) -> None:
-        """Update the routing gauges: state version, candidate shares, and which versions serve each arm."""
-        state = self.routing.current()
-        if self.routing.errors != self._routing_errors_seen:
-            metrics.ROUTING_RELOAD_ERRORS.inc(self.routing.errors - self._routing_errors_seen)
-            self._routing_errors_seen = self.routing.errors
-        self._routing_version_seen = state.version
-        metrics.ROUTING_VERSION.set(state.version)
-        current: set[tuple[str, str, str]] = set()
-        for signature in self.registry.names():
-            route = state.route(signature)
-            metrics.EXPERIMENT_SHARE.labels(signature).set(route.candidate_share if route else 0.0)
-            baseline = route.baseline_version if route else self._production_version(signature)
-            current.add((signature, "baseline", baseline))
-            if route is not None and route.candidate_version and route.candidate_share > 0:
-                current.add((signature, "candidate", route.candidate_version))
-        for (name, version, arm), served in list(self._served.items()):
-            metrics.MODULE_VERSION.labels(name, served.module_name, arm, version).set(
-                1 if (name, arm, version) in current else 0)
-
-    def _production_version(self, signature: str) -> str:
-        cached = self._production.get(signature)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        try:
-            version = self.versions.production(signature)
-        except RatchetError as exc:
-            log.error("%s; serving %s", exc, BASE_VERSION)
-            version = cached[0] if cached else BASE_VERSION
-        self._production[signature] = (version, now + self.settings.serve.routing_check_interval_s)
-        return version
 
 
 def _usage(prediction: dspy.Prediction | None) -> tuple[int, int]:
