@@ -314,6 +314,17 @@ def test_archive_keeps_latest_and_newest_and_load_restores(store: DatasetStore) 
     assert not [p for p in sig_dir.iterdir() if p.name.startswith(".tmp-")]
 
 
+def test_a_creation_time_without_a_zone_is_read_as_utc(store: DatasetStore) -> None:
+    """A hand-edited or foreign metadata.json ("2020-01-01T00:00:00", no zone) must not break archiving."""
+    versions = [store.create(SIG, banking(start=i * 10, stop=i * 10 + 10), source="x").version for i in range(2)]
+    meta_path = store.root / SIG / versions[0] / "metadata.json"
+    metadata = json.loads(meta_path.read_text())
+    metadata["created"] = "2020-01-01T00:00:00"
+    os.chmod(meta_path, 0o600)
+    meta_path.write_text(json.dumps(metadata))
+    assert [i.version for i in store.archive(SIG, older_than_days=30, keep=0)] == [versions[0]]
+
+
 def test_sweep_removes_only_stale_temp_dirs(store: DatasetStore) -> None:
     store.create(SIG, banking(stop=3), source="x")
     sig_dir = store.root / SIG

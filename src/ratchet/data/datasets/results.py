@@ -69,9 +69,10 @@ class VersionInfo:
 
     @property
     def created(self) -> datetime:
-        """When the version was made (from its metadata, else from its name)."""
+        """When the version was made (from its metadata, else from its name); a time without a zone is UTC."""
         with contextlib.suppress(KeyError, ValueError):
-            return datetime.fromisoformat(str(self.metadata["created"]))
+            created = datetime.fromisoformat(str(self.metadata["created"]))
+            return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
         stamp = version_key(self.version)[0] or "00010101_000000"
         return datetime.strptime(stamp, "%Y%m%d_%H%M%S").replace(tzinfo=UTC)
 
