@@ -1,105 +1,43 @@
 """The buffered telemetry writer: ``submit`` never blocks a request; a thread appends batches to disk.
 
-Files in the telemetry directory::
-
-    interactions.jsonl                                 the active file, appended to by every process
-    interactions-20250101T120000-4242-0.jsonl.gz       rotated (UTC time, pid, counter), then gzipped
-    .telemetry.lock                                    the flock that orders appends and rotations
-
-Every file and directory the writer creates is owner-only (records hold user text); a
-rotated file keeps the active file's mode and its ``.gz`` is created owner-only.
-
-Several processes may write the same directory. The protocol:
-
-- an append takes a SHARED ``flock`` on ``.telemetry.lock`` around open + one ``write(2)``
-  on an ``O_APPEND`` descriptor + close, so appends never interleave and never block each other;
-- a rotation takes the EXCLUSIVE lock, re-checks the active file's size, renames it and
-  releases: no append is in flight, so no record lands in a renamed file;
-- compression and retention only touch rotated files, which nobody appends to; compressing
-  a file holds an exclusive ``flock`` on that file (non-blocking: busy means someone else is
-  on it) and writes the ``.gz`` atomically (temp file, fsync, rename) before deleting the plain file.
-
-A failed write (disk full, permission denied) is retried with backoff
-(:attr:`TelemetryWriter.retry_delays_s`); then the batch is dropped and counted. Errors never
-reach the caller; a warning is logged at most once a minute.
+Records wait on a bounded in-memory queue until a writer thread appends them in batches to the
+active file (:mod:`ratchet.telemetry.logfiles`: names, order, line format, the cross-process
+lock) and rotates it past its size limit; a maintenance thread gzips rotated files and deletes
+old ones (:mod:`ratchet.telemetry.rotation`). A failed write (disk full, permission denied) is
+retried with backoff (:attr:`TelemetryWriter.retry_delays_s`); then the batch is dropped and
+counted. Errors never reach the caller; a warning is logged at most once a minute.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
-import fcntl
-import gzip
-import itertools
-import json
 import logging
 import os
-import re
-import shutil
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ratchet.store.atomic import fsync_dir
-from ratchet.store.private import make_private_dir, open_private, private_opener
+from ratchet.store.private import make_private_dir
+from ratchet.telemetry.logfiles import (
+    _ROTATED,  # noqa: F401 - tests match rotated names with writer._ROTATED
+    ACTIVE_NAME,
+    LOCK_NAME,
+    append,
+    iter_log_files,
+    serialize,
+)
+from ratchet.telemetry.rotation import compress_pending, delete_expired, rotate
 
 __all__ = ["ACTIVE_NAME", "LOCK_NAME", "TelemetryWriter", "iter_log_files"]
 
 logger = logging.getLogger(__name__)
 
-ACTIVE_NAME = "interactions.jsonl"
-LOCK_NAME = ".telemetry.lock"
-_ROTATED = re.compile(r"^interactions-(\d{8}T\d{6})-(\d+)-(\d+)\.jsonl(\.gz)?$")
-_TEMP_MAX_AGE_S = 3600.0  # leftovers of a crashed compression
 _WARN_EVERY_S = 60.0
 _MAINTENANCE_EVERY_S = 3600.0
 _EXIT_TIMEOUT_S = 10.0  # at interpreter exit; an unfinished compression is redone at the next start
-_rotation_counter = itertools.count()  # unique rotated names across writers of one process
-
-
-def iter_log_files(directory: Path) -> list[Path]:
-    """The telemetry files of ``directory`` in write order: rotated (plain, ``.gz``) oldest first, then the active one.
-
-    A file caught between compression's rename and the deletion of its plain copy is listed
-    once (the ``.gz``). Readers should list once, then read each file.
-    """
-    directory = Path(directory)
-    rotated = _rotated_files(directory)
-    gz_names = {p.name for p in rotated if p.name.endswith(".gz")}
-    files = [p for p in rotated if (p.name + ".gz") not in gz_names]
-    active = directory / ACTIVE_NAME
-    if active.exists():
-        files.append(active)
-    return files
-
-
-def _rotated_files(directory: Path) -> list[Path]:
-    found = []
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    for entry in entries:
-        match = _ROTATED.match(entry.name)
-        if not match:
-            continue
-        try:
-            mtime_ns = entry.stat().st_mtime_ns
-        except OSError:  # deleted meanwhile
-            continue
-        found.append(((match.group(1), mtime_ns, entry.name), Path(entry.path)))
-    return [path for _, path in sorted(found)]
-
-
-def _serialize(record: Any) -> bytes:
-    if not isinstance(record, dict):
-        raise TypeError(f"a telemetry record must be a dict, got {type(record).__name__}")
-    # Same line format as ratchet.store.jsonl.append_jsonl.
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode("utf-8")
 
 
 class TelemetryWriter:
@@ -236,22 +174,7 @@ class TelemetryWriter:
     def apply_retention(self, now: float | None = None) -> list[Path]:
         """Delete rotated files (plain, ``.gz``) last modified over ``max_age_days`` ago; never the active file."""
         now = time.time() if now is None else now
-        deleted = []
-        for path in _rotated_files(self.directory):
-            try:
-                if now - path.stat().st_mtime > self.max_age_s:
-                    path.unlink()
-                    deleted.append(path)
-            except FileNotFoundError:  # another process got there first
-                continue
-            except OSError as exc:
-                self._count("maintenance_errors")
-                self._warn(f"telemetry retention could not delete {path.name}: {exc}")
-        self._remove_stale_temps(now)
-        if deleted:
-            self._count("deleted", len(deleted))
-            fsync_dir(self.directory)
-        return deleted
+        return delete_expired(self.directory, self.max_age_s, now, self._count, self._warn)
 
     def __enter__(self) -> TelemetryWriter:
         return self
@@ -295,7 +218,7 @@ class TelemetryWriter:
         lines = []
         for record in batch:
             try:
-                lines.append(_serialize(record))
+                lines.append(serialize(record))
             except (TypeError, ValueError) as exc:
                 self._count("dropped_invalid")
                 self._warn(f"telemetry record dropped, not serializable: {exc}")
@@ -305,7 +228,7 @@ class TelemetryWriter:
         delays = (*self.retry_delays_s, None)
         for delay in delays:
             prefix = b"\n" if self._torn else b""
-            written, size, error = self._append(prefix + payload)
+            written, size, error = append(self.directory, prefix + payload)
             if error is None:
                 self._count("written", records)
                 if size > self.max_bytes:
@@ -331,54 +254,9 @@ class TelemetryWriter:
             self._warn(f"telemetry write to {self.active_path} failed, retrying: {error}")
             time.sleep(delay)
 
-    def _append(self, data: bytes) -> tuple[int, int, OSError | None]:
-        """Append ``data`` with one ``write(2)`` under the shared lock: bytes written, file size, the error if any."""
-        written = 0
-        try:
-            with self._locked(fcntl.LOCK_SH):
-                fd = open_private(self.active_path, os.O_WRONLY | os.O_APPEND)
-                try:
-                    view = memoryview(data)
-                    while written < len(data):  # one call unless the disk fills up mid-write
-                        written += os.write(fd, view[written:])
-                    return written, os.fstat(fd).st_size, None
-                finally:
-                    os.close(fd)
-        except OSError as exc:
-            return written, 0, exc
-
-    @contextlib.contextmanager
-    def _locked(self, operation: int) -> Iterator[None]:
-        """Hold ``flock(operation)`` on the directory's lock file (recreating a removed directory)."""
-        try:
-            fd = open_private(self.lock_path, os.O_RDWR)
-        except FileNotFoundError:
-            make_private_dir(self.directory)
-            fd = open_private(self.lock_path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, operation)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def _rotate(self) -> None:
-        try:
-            with self._locked(fcntl.LOCK_EX):
-                try:
-                    if os.stat(self.active_path).st_size <= self.max_bytes:
-                        return  # another writer rotated it first
-                except FileNotFoundError:
-                    return
-                stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-                target = self.directory / f"interactions-{stamp}-{os.getpid()}-{next(_rotation_counter)}.jsonl"
-                os.rename(self.active_path, target)
-            self._count("rotations")
-            fsync_dir(self.directory)
-        except OSError as exc:
-            self._count("maintenance_errors")
-            self._warn(f"telemetry rotation of {self.active_path} failed: {exc}")
-            return
-        self._maintenance_wanted.set()
+        if rotate(self.directory, self.max_bytes, self._count, self._warn):
+            self._maintenance_wanted.set()
 
     # -- the maintenance thread: compression and retention -------------------------------
 
@@ -390,69 +268,12 @@ class TelemetryWriter:
             try:
                 self.apply_retention()  # first: never compress what is about to be deleted
                 if self.compress_rotated:
-                    self._compress_pending()
+                    compress_pending(self.directory, self._count, self._warn)
             except Exception as exc:
                 self._count("maintenance_errors")
                 self._warn(f"telemetry maintenance failed: {exc!r}")
             if stopping:
                 return
-
-    def _compress_pending(self) -> None:
-        for path in _rotated_files(self.directory):
-            if not path.name.endswith(".gz"):
-                self._compress(path)
-
-    def _compress(self, path: Path) -> bool:
-        """Gzip one rotated file to ``<name>.gz`` atomically, then delete it; False if someone else has it."""
-        target = path.with_name(path.name + ".gz")
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return False
-        tmp = path.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            st = os.fstat(fd)
-            try:
-                if os.stat(path).st_ino != st.st_ino:
-                    return False
-            except FileNotFoundError:  # compressed and deleted while we waited
-                return False
-            with open(fd, "rb", closefd=False) as src, open(tmp, "wb", opener=private_opener) as raw:
-                with gzip.GzipFile(filename=path.name, mode="wb", fileobj=raw, compresslevel=6,
-                                   mtime=int(st.st_mtime)) as gz:
-                    shutil.copyfileobj(src, gz, 1024 * 1024)
-                raw.flush()
-                os.fsync(raw.fileno())
-            os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns))  # retention ages the data, not the copy
-            os.replace(tmp, target)
-            fsync_dir(self.directory)
-            path.unlink()
-            fsync_dir(self.directory)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            self._count("maintenance_errors")
-            self._warn(f"telemetry could not compress {path.name}: {exc}")
-            return False
-        finally:
-            os.close(fd)
-        self._count("compressed")
-        return True
-
-    def _remove_stale_temps(self, now: float) -> None:
-        try:
-            entries = list(os.scandir(self.directory))
-        except OSError:
-            return
-        for entry in entries:
-            if entry.name.startswith(".interactions-") and entry.name.endswith(".tmp"):
-                with contextlib.suppress(OSError):
-                    if now - entry.stat().st_mtime > _TEMP_MAX_AGE_S:
-                        os.unlink(entry.path)
 
     # -- bookkeeping ---------------------------------------------------------------------
 
