@@ -1,0 +1,197 @@
+"""``ratchet restore``: a backup archive verified, then put back into a home and its state database.
+
+A restore verifies every member before it writes anything, refuses a non-empty target
+(home, SQLite file or PostgreSQL schema) unless forced, unpacks into a staging directory
+inside the target home (verifying again), restores the database, then moves each part into
+place. Stop Ratchet's processes on the target before restoring over a live home. What an
+archive holds: :mod:`ratchet.ops.backup`, which re-exports this module's public names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from sqlalchemy.engine import URL
+
+from ratchet.errors import BackupError
+from ratchet.ops.archive import Progress, scan_archive
+from ratchet.ops.pgtools import current_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
+from ratchet.ops.sqlitetools import place_file, quick_check
+from ratchet.store.atomic import atomic_write_text, fsync_dir
+from ratchet.store.db import StateDB, masked_url, normalize_url
+from ratchet.store.private import PRIVATE_DIR, make_private_dir
+
+if TYPE_CHECKING:
+    from ratchet.config import Settings
+
+__all__ = ["RestoreResult", "restore_backup", "verify_backup"]
+
+
+@dataclass
+class RestoreResult:
+    """What ``restore_backup`` restored, and from which backup."""
+
+    home: Path
+    members: int
+    bytes: int
+    backup_created: str | None
+    backup_version: str | None
+    database: str | None  # where the database went (a masked URL), or None when the archive had none
+    config_file: Path | None
+    forced: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"home": str(self.home), "members": self.members, "bytes": self.bytes,
+                "backup_created": self.backup_created, "backup_version": self.backup_version,
+                "database": self.database, "config_file": str(self.config_file) if self.config_file else None,
+                "forced": self.forced}
+
+
+def verify_backup(archive: Path, *, progress: Progress | None = None) -> dict[str, Any]:
+    """Check every member of ``archive`` against its manifest (nothing is written); return the manifest."""
+    return scan_archive(Path(archive), progress=progress)
+
+
+@dataclass
+class _Target:
+    dialect: str
+    url: URL
+    sqlite_path: Path | None = None
+    schema: str | None = None
+
+
+def restore_backup(settings: Settings, archive: Path, *, home: Path | None = None, force: bool = False,
+                   progress: Progress | None = None) -> RestoreResult:
+    """Restore ``archive`` into ``home`` (default: the configured home) and the configured state database.
+
+    Every member is verified first; a non-empty target home, SQLite file or PostgreSQL schema is
+    refused unless ``force``. With ``home``, a SQLite database goes to ``<home>/ratchet.db``.
+    """
+    archive = Path(archive).expanduser()
+    manifest = scan_archive(archive, progress=progress, phase="verifying")
+    target_home = (Path(home).expanduser() if home is not None else settings.home_dir).resolve()
+    db_info = manifest.get("database")
+    target = _database_target(settings, target_home, home_given=home is not None) if db_info else None
+    _preflight(target_home, target, db_info, force=force)
+    make_private_dir(target_home)
+    staging = target_home / f".restore-{uuid.uuid4().hex[:12]}"
+    os.mkdir(staging, PRIVATE_DIR)
+    try:
+        scan_archive(archive, extract_to=staging, progress=progress, phase="restoring")
+        if db_info and target is not None:
+            _restore_database(staging / db_info["member"], db_info, target, force=force)
+        shutil.rmtree(staging / "database", ignore_errors=True)
+        _move_into_place(staging, target_home)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    config = manifest.get("config_file")
+    files = [m for m in manifest["members"] if m.get("type") == "file"]
+    return RestoreResult(
+        home=target_home, members=len(manifest["members"]), bytes=sum(int(m.get("size", 0)) for m in files),
+        backup_created=manifest.get("created"), backup_version=manifest.get("ratchet_version"),
+        database=_describe(target),
+        config_file=target_home / config if config else None, forced=force,
+    )
+
+
+def _describe(target: _Target | None) -> str | None:
+    if target is None:
+        return None
+    if target.sqlite_path is not None:
+        return str(target.sqlite_path)
+    return f"{masked_url(target.url)} (schema {target.schema})"
+
+
+def _database_target(settings: Settings, home: Path, *, home_given: bool) -> _Target:
+    configured = normalize_url(settings.database_url) if settings.database_url else None
+    if configured is not None and configured.get_backend_name() == "postgresql":
+        return _Target("postgresql", configured)
+    if configured is not None and not home_given:
+        path = Path(configured.database or "").expanduser()
+    else:
+        path = home / "ratchet.db"
+    return _Target("sqlite", normalize_url(f"sqlite:///{path}"), sqlite_path=path)
+
+
+def _preflight(home: Path, target: _Target | None, db_info: dict[str, Any] | None, *, force: bool) -> None:
+    """Everything that can refuse the restore, checked before anything is written."""
+    if home.exists() and not home.is_dir():
+        raise BackupError(f"target home {home} is not a directory")
+    if not force and home.is_dir() and any(os.scandir(home)):
+        raise BackupError(f"target home {home} is not empty: restore into an empty directory (--home DIR) "
+                          "or pass --force to replace what the backup holds")
+    if target is None or db_info is None:
+        return
+    if db_info.get("dialect") != target.dialect:
+        raise BackupError(f"the backup holds a {db_info.get('dialect')} database but the target is {target.dialect}: "
+                          "restore with a configuration of the same kind (database_url)")
+    if target.dialect == "sqlite":
+        assert target.sqlite_path is not None
+        if not force and target.sqlite_path.is_file() and target.sqlite_path.stat().st_size > 0:
+            raise BackupError(f"target database {target.sqlite_path} exists: pass --force to replace it")
+        return
+    find_pg_tool("psql")
+    with StateDB(target.url, auto_migrate=False) as db:
+        schema = current_schema(db)
+        count = relation_count(db, schema)
+        where = f"{db.url} (schema {schema})"
+    target.schema = schema
+    if count and not force:
+        raise BackupError(f"target database {where} is not empty ({count} tables, views or sequences): "
+                          "restore into an empty schema or pass --force to replace them")
+
+
+def _restore_database(staged: Path, db_info: dict[str, Any], target: _Target, *, force: bool) -> None:
+    if target.dialect == "sqlite":
+        assert target.sqlite_path is not None
+        try:
+            conn = sqlite3.connect(f"file:{quote(str(staged))}?mode=ro", uri=True)
+            try:
+                quick_check(conn, staged)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise BackupError(f"{db_info['member']}: not a usable SQLite database: {exc}") from None
+        place_file(staged, target.sqlite_path)
+        return
+    assert target.schema is not None
+    sql = staged.read_text(encoding="utf-8")
+    script = staged.with_name("restore.sql")
+    atomic_write_text(script, retarget_dump(sql, str(db_info.get("schema") or "public"), target.schema, force=force))
+    restore_dump(target.url.render_as_string(hide_password=False), script)
+
+
+def _move_into_place(staging: Path, home: Path) -> None:
+    """Rename each staged top-level entry into ``home``; what it replaces is removed only once all moved."""
+    old = staging / ".replaced"
+    moved: list[tuple[Path, Path | None, bool]] = []  # destination, what it replaced (moved aside), placed yet
+    try:
+        for entry in sorted(p for p in staging.iterdir() if p != old):
+            dest = home / entry.name
+            aside = None
+            if dest.exists() or dest.is_symlink():
+                make_private_dir(old)
+                aside = old / entry.name
+                os.rename(dest, aside)
+            moved.append((dest, aside, False))
+            os.rename(entry, dest)
+            moved[-1] = (dest, aside, True)
+    except OSError as exc:
+        for dest, aside, placed in reversed(moved):  # put back what was there
+            with contextlib.suppress(OSError):
+                if placed and dest.is_dir() and not dest.is_symlink():
+                    shutil.rmtree(dest)
+                elif placed:
+                    dest.unlink()
+                if aside is not None:
+                    os.rename(aside, dest)
+        raise BackupError(f"cannot move restored files into {home}: {exc}") from None
+    fsync_dir(home)
