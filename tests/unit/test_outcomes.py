@@ -209,6 +209,15 @@ def test_quality_comes_from_feedback_joined_to_the_serving_arm(db: StateDB, reco
     assert window[("v2", "candidate")].quality_count == 2  # requests at T0+70 and T0+140
 
 
+def test_feedback_for_a_request_id_with_a_nul_character_joins_its_arm(db: StateDB, recorder) -> None:
+    """Clients choose request ids: a NUL must neither break PostgreSQL nor lose the join on SQLite."""
+    rec = recorder()
+    rec.index_request("bad\x00id", "sig", "v2", "candidate", at=T0)
+    assert rec.flush()
+    record_feedback(db, "bad\x00id", 0.5)
+    assert read_arm_stats(db, "sig")[("v2", "candidate")].quality_count == 1
+
+
 def test_percentiles_of_a_lognormal_sample(db: StateDB, recorder) -> None:
     rng = random.Random(7)
     sample = [rng.lognormvariate(math.log(0.3), 0.9) for _ in range(20_000)]

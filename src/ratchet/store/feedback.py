@@ -10,7 +10,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ratchet.store.db import StateDB
-from ratchet.store.tables import REQUEST_ID_LEN, feedback
+from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback
 
 __all__ = ["prune_feedback", "record_feedback"]
 
@@ -19,7 +19,7 @@ def record_feedback(db: StateDB, request_id: str, score: float, correction: dict
                     *, at: float | None = None) -> None:
     """Store a 0–1 score (and corrected outputs) for ``request_id``; a later score for it replaces the earlier."""
     insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
-    row = {"request_id": request_id[:REQUEST_ID_LEN], "score": float(score),
+    row = {"request_id": clean(request_id, REQUEST_ID_LEN), "score": float(score),
            "correction": None if correction is None else json.dumps(correction, ensure_ascii=False, default=str),
            "created_at": time.time() if at is None else at}
     statement = insert(feedback).values(**row)

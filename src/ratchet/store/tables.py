@@ -9,6 +9,8 @@ and this module agree.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "arm_errors",
     "arm_latency_buckets",
     "arm_outcomes",
+    "clean",
     "experiment_events",
     "experiments",
     "feedback",
@@ -32,6 +35,20 @@ NAME_LEN = 200
 ARM_LEN = 64
 ERROR_TYPE_LEN = 200
 REQUEST_ID_LEN = 200
+
+
+
+def clean(value: Any, limit: int) -> str:
+    """A string a key column accepts: ``str()``, no NUL characters (PostgreSQL refuses them), at most ``limit``.
+
+    Every writer and reader of a key (signature, version, arm, error type, request id) goes
+    through it, so a value is stored and looked up the same way.
+    """
+    text = value if type(value) is str else str(value)
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text[:limit]
+
 
 metadata = MetaData()
 
