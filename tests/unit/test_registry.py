@@ -168,3 +168,24 @@ def test_a_missing_programs_module_names_the_config_key(tmp_path: Path) -> None:
     (tmp_path / "ratchet.toml").write_text('programs = ["missing.py"]\n')
     with pytest.raises(ConfigError, match="no such file"):
         load_programs(load_settings())
+
+
+def test_neutral_inputs_are_valid_for_every_input_type() -> None:
+    """The warm-up calls each served version on these: they must pass the schema's own validation."""
+    from ratchet.programs.schema import ProgramSchema
+
+    class Mixed(dspy.Signature):
+        text: str = dspy.InputField()
+        channel: Literal["email", "chat"] = dspy.InputField()
+        count: int = dspy.InputField()
+        weight: float = dspy.InputField()
+        urgent: bool = dspy.InputField()
+        tags: list[str] = dspy.InputField()
+        note: str | None = dspy.InputField()
+        answer: str = dspy.OutputField()
+
+    schema = ProgramSchema.from_signature(Mixed)
+    neutral = schema.neutral_inputs()
+    assert neutral == {"text": "hello", "channel": "email", "count": 0, "weight": 0.0, "urgent": False, "tags": [],
+                       "note": "hello"}
+    assert schema.validate_inputs(neutral) == neutral

@@ -129,9 +129,9 @@ class ProgramSchema:
     def output_model(self) -> type[BaseModel]:
         return _model("Outputs", self.outputs)
 
-    def placeholder_inputs(self) -> dict[str, Any]:
+    def neutral_inputs(self) -> dict[str, Any]:
         """Valid inputs of the declared types with neutral values (a warm-up call's inputs, not real data)."""
-        return {f.name: _placeholder(f.base_annotation) for f in self.inputs}
+        return {f.name: _neutral_value(f.base_annotation) for f in self.inputs}
 
     def validate_inputs(self, values: dict[str, Any]) -> dict[str, Any]:
         """Check ``values`` against the input fields; return them coerced to the declared types."""
@@ -148,12 +148,12 @@ class ProgramSchema:
         }
 
 
-def _placeholder(annotation: Any) -> Any:
+def _neutral_value(annotation: Any) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         return typing.get_args(annotation)[0]
     if origin in (typing.Union, types.UnionType):
-        return _placeholder(typing.get_args(annotation)[0])
+        return _neutral_value(typing.get_args(annotation)[0])
     base = origin or annotation
     if isinstance(base, type):
         if issubclass(base, bool):

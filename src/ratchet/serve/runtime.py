@@ -218,7 +218,7 @@ class Runtime:
     def warm_up(self, on_phase: Callable[[str], None] | None = None) -> list[tuple[str, str, str]]:
         """Get ready to serve: self-test and load the model, load every program version that serves now.
 
-        With the embedded model each of those versions also answers one placeholder request (not
+        With the embedded model each of those versions also answers one request on neutral inputs (not
         counted, not sampled), so its prompt prefix sits in a llama.cpp context cache and the first
         real request costs what later ones do. ``on_phase`` hears ``model`` then ``programs``.
         Returns the (signature, arm, version) triples warmed. Raises ``ModelNotAvailableError``
@@ -239,13 +239,13 @@ class Runtime:
         return warmed
 
     def _warm_prompt(self, served: ServedVersion) -> None:
-        """Run a version once on placeholder inputs so the model caches its prompt prefix (outcome ignored)."""
+        """Run a version once on neutral inputs so the model caches its prompt prefix (outcome ignored)."""
         try:
             with dspy.context(lm=self.lms.task, adapter=self.lms.adapter):
-                served.module(**served.spec.schema.placeholder_inputs())
+                served.module(**served.spec.schema.neutral_inputs())
         except ModelNotAvailableError:
             raise
-        except Exception as exc:  # a placeholder may well not parse: the prefix is cached all the same
+        except Exception as exc:  # a neutral input may well not parse: the prefix is cached all the same
             log.debug("warm-up call of %s %s: %s", served.spec.name, served.version, exc)
 
     @property
