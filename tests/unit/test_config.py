@@ -30,8 +30,10 @@ def test_reads_ratchet_toml_in_the_working_directory(tmp_path: Path) -> None:
 def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
     conf = tmp_path / "etc" / "ratchet.toml"
     conf.parent.mkdir()
-    conf.write_text('home = "data"\n')
-    assert load_settings(conf).home_dir == tmp_path / "etc" / "data"
+    conf.write_text('home = "data"\n\n[lm.local]\nmodel_path = "models/other.gguf"\n')
+    settings = load_settings(conf)
+    assert settings.home_dir == tmp_path / "etc" / "data"
+    assert settings.lm.local.model_path == tmp_path / "etc" / "models" / "other.gguf"
 
 
 def test_config_env_variable_selects_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,6 +47,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file, os.environ)) from None
     settings._config_file = config_file
+    local = settings.lm.local
+    if local.model_path is not None and not local.model_path.expanduser().is_absolute():
+        local.model_path = settings.resolve(local.model_path)  # like `home`: relative to the config file
     return settings
 
 
