@@ -47,6 +47,7 @@ quickstart: $(STAMP)
 
 test: $(STAMP) system-packages
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	PYTHON=$(PYTHON) LLAMA_CPP_VERSION=$(LLAMA_CPP_VERSION) LLAMA_CPU=$(LLAMA_CPU) bash scripts/check_wheel.sh
 
@@ -56,6 +57,7 @@ wheel-check: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/embedded_lm.py

@@ -15,8 +15,6 @@ The public API::
         runtime.feedback(result.request_id, score=1.0)
 """
 
-__version__ = "0.1.0"
-
 import os as _os
 
 # LiteLLM (under DSPy) downloads its model price map from GitHub on first use, retrying for seconds
@@ -41,6 +39,7 @@ from ratchet.errors import (
 )
 from ratchet.lm import CompletionAdapter, build_lms, configure_dspy
 from ratchet.programs import REGISTRY, ProgramSpec, load_programs, program
+from ratchet.version import __version__
 
 _SERVING = {"CallResult", "Runtime", "instrument"}
 

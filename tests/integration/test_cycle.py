@@ -14,7 +14,7 @@ from ratchet.config import load_settings
 from ratchet.data.datasets import DatasetStore
 from ratchet.data.files import load_examples
 from ratchet.data.sampling import seeded_sample
-from ratchet.optimize.cycle import CycleOptions, run_cycle
+from ratchet.loop.cycle import CycleOptions, run_cycle
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout.experiments import ExperimentStore

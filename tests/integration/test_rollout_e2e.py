@@ -16,9 +16,9 @@ from ratchet.data.files import load_examples
 from ratchet.data.sampling import balanced_demos, seeded_sample
 from ratchet.evaluation import attach_demos, training_examples
 from ratchet.examples.classify_intent import Intent
+from ratchet.loop.rollouts import rollout_controller
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
-from ratchet.rollout import RolloutController
 from ratchet.routing import read_routing
 from ratchet.serve.loadtest import run_http
 
@@ -62,7 +62,7 @@ def workspace(tmp_path_factory, ratchet_server):
 
 def drive(workspace, experiment_id: str, *, rounds: int = 12, per_round: int = 20) -> tuple[str, list[str]]:
     """Send traffic (with feedback from labels) and let the controller decide after each burst."""
-    controller = RolloutController(workspace["settings"], workspace["registry"])
+    controller = rollout_controller(workspace["settings"], workspace["registry"])
     actions: list[str] = []
     offset = 0
     for _ in range(rounds):
@@ -82,7 +82,7 @@ def drive(workspace, experiment_id: str, *, rounds: int = 12, per_round: int = 2
 
 
 def test_a_broken_candidate_is_rolled_back_automatically(workspace) -> None:
-    controller = RolloutController(workspace["settings"], workspace["registry"])
+    controller = rollout_controller(workspace["settings"], workspace["registry"])
     controller.start("classify_intent", workspace["broken"], experiment_id="broken_demos",
                      baseline=workspace["good"])
     status, actions = drive(workspace, "broken_demos")
@@ -96,7 +96,7 @@ def test_a_broken_candidate_is_rolled_back_automatically(workspace) -> None:
 
 
 def test_a_better_candidate_is_promoted(workspace) -> None:
-    controller = RolloutController(workspace["settings"], workspace["registry"])
+    controller = rollout_controller(workspace["settings"], workspace["registry"])
     controller.start("classify_intent", workspace["good"], experiment_id="good_demos", baseline="base")
     status, actions = drive(workspace, "good_demos")
     assert status == "promoted", actions

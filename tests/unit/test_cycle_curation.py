@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 
 from ratchet.data.records import ExampleRecord
-from ratchet.optimize.cycle import balance_difficulty, cap_sources
+from ratchet.loop.phases import balance_difficulty, cap_sources
 
 TARGETS = {"easy": 0.3, "medium": 0.5, "hard": 0.2}
 

@@ -17,12 +17,12 @@ from ratchet.config import load_settings
 from ratchet.data.datasets import DatasetStore
 from ratchet.data.records import ExampleRecord
 from ratchet.evaluation import fewshot_program
+from ratchet.loop import cycle
 from ratchet.monitor.alerts import Alert
 from ratchet.monitor.channels.file import FileChannel
 from ratchet.monitor.state import MonitoringState, locked, save_state
 from ratchet.ops.backup import create_backup, restore_backup
 from ratchet.ops.scheduler import Scheduler
-from ratchet.optimize import cycle
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout import RolloutController

@@ -14,6 +14,7 @@ from ratchet.errors import (
     UnknownVersionError,
 )
 from ratchet.evaluation import fewshot_program
+from ratchet.loop.rollouts import rollout_controller
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout import RolloutController, decide, monitor_experiment
@@ -34,7 +35,7 @@ def controller(tmp_path: Path, state_db_url: str) -> RolloutController:
     store = VersionStore(settings.home_dir)
     store.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")  # v1
     store.save(spec, fewshot_program(spec, 4), lm="m", adapter="a")  # v2
-    return RolloutController(settings, registry)
+    return rollout_controller(settings, registry)
 
 
 def serve(controller: RolloutController, arm: str, version: str, n: int, *, errors: int = 0, latency_s: float = 0.1,
@@ -216,7 +217,7 @@ def test_two_monitors_never_both_act(controller: RolloutController) -> None:
     barrier = threading.Barrier(2)
 
     def run(name: str) -> None:
-        other = RolloutController(controller.settings, controller.registry)
+        other = rollout_controller(controller.settings, controller.registry)
         barrier.wait()
         monitor_experiment(other, "exp_1", owner=name, on_decision=lambda e, d: actions.append(d.action))
 
@@ -236,7 +237,7 @@ def test_daemon_runs_until_the_end_and_survives_a_restart(controller: RolloutCon
     assert first.status == "running"
     serve(controller, "baseline", "v1", 200)
     serve(controller, "candidate", "v2", 40)
-    restarted = RolloutController(controller.settings, controller.registry)
+    restarted = rollout_controller(controller.settings, controller.registry)
     final = monitor_experiment(restarted, "exp_1", daemon=True, interval_s=0.05)
     assert final.status == "promoted"
 
@@ -247,7 +248,7 @@ def test_a_crash_between_the_database_and_the_routing_file_is_repaired(controlle
     controller.store.transition(exp, "rollback", actor="daemon", changes={"status": "rolled_back", "reason": "x"},
                                 reason="x")
     assert read_routing(controller.routing_path).route(SIG).candidate_share == 0.10  # stale on disk
-    RolloutController(controller.settings, controller.registry).check("exp_1")
+    rollout_controller(controller.settings, controller.registry).check("exp_1")
     assert read_routing(controller.routing_path).route(SIG).candidate_share == 0.0
     # ... and a promotion whose production pointer was never written:
     exp2 = controller.start(SIG, "v2", experiment_id="exp_2", baseline="v1")

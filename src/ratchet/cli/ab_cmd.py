@@ -17,10 +17,10 @@ ExperimentOpt = typer.Option(..., "--experiment-id", help="the experiment")
 
 
 def _controller(ctx: typer.Context):
-    from ratchet.rollout import RolloutController
+    from ratchet.loop.rollouts import rollout_controller
 
     state = get_state(ctx)
-    return RolloutController(state.settings, state.registry)
+    return rollout_controller(state.settings, state.registry)
 
 
 def _stages(value: str | None) -> list[int] | None:

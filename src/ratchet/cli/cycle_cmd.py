@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ratchet.cli.output import console, print_json, progress_bar
 from ratchet.cli.state import get_state
-from ratchet.optimize.cycle import PHASES, CycleOptions
+from ratchet.loop.cycle import PHASES, CycleOptions
 
 
 def cycle(
@@ -32,7 +32,7 @@ def cycle(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Collect, validate, gate, version, optimize, evaluate and decide — for each signature."""
-    from ratchet.optimize.cycle import run_cycle
+    from ratchet.loop.cycle import run_cycle
 
     state = get_state(ctx)
     options = CycleOptions(

@@ -8,7 +8,6 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from ratchet import __version__
 from ratchet.cli import (
     ab_cmd,
     collect_cmd,
@@ -29,6 +28,7 @@ from ratchet.cli.run_cmds import evaluate, predict
 from ratchet.cli.serve_cmds import loadtest, serve
 from ratchet.cli.state import CliState
 from ratchet.errors import RatchetError
+from ratchet.version import __version__
 
 
 class RatchetGroup(TyperGroup):

@@ -71,7 +71,7 @@ class BackupResult:
 def create_backup(settings: Settings, output: Path, *, include_telemetry: bool = False,
                   progress: Progress | None = None) -> BackupResult:
     """Write one tar.gz archive of ``settings``' home, config and state database to ``output`` (atomically)."""
-    from ratchet import __version__
+    from ratchet.version import __version__
 
     home = settings.home_dir.resolve()
     if not home.is_dir():

@@ -14,7 +14,8 @@ A paused experiment keeps its traffic split and is still rolled back by a
 trigger, but it never advances or promotes. After every change the routing file
 and the experiment's snapshot are rewritten from the database (so a controller
 killed between the two leaves nothing inconsistent: the next check repairs it),
-and promotions and rollbacks raise an alert.
+and a promotion or rollback is announced to ``notify`` (the loop wires it to the
+alert channels: :func:`ratchet.loop.rollouts.rollout_controller`).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ratchet.config import Settings
-from ratchet.errors import DataError, ExperimentError, RatchetError, UnknownVersionError
-from ratchet.monitor.channels import FileChannel, LogChannel
+from ratchet.errors import DataError, ExperimentError, UnknownVersionError
 from ratchet.programs.registry import NAME_PATTERN, ProgramRegistry
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout.experiments import Experiment, ExperimentStore
@@ -122,8 +123,10 @@ def decide(experiment: Experiment, baseline: ArmStats, candidate: ArmStats, stag
 class RolloutController:
     """Experiments for every serving process: state in the database, routing in ``routing_config.json``."""
 
-    def __init__(self, settings: Settings, registry: ProgramRegistry, *, db: StateDB | None = None) -> None:
+    def __init__(self, settings: Settings, registry: ProgramRegistry, *, db: StateDB | None = None,
+                 notify: Callable[[Experiment], None] | None = None) -> None:
         self.settings = settings
+        self.notify = notify
         self.registry = registry
         self.db = db or StateDB.connect(settings)
         self.store = ExperimentStore(self.db)
@@ -286,22 +289,13 @@ class RolloutController:
         self._alert(exp)
 
     def _alert(self, exp: Experiment) -> None:
-        """Announce a promotion or rollback on every configured channel, once (``check-ab-tests`` will not
-        repeat it: both use the same condition key)."""
-        from ratchet.monitor.checks.ab_tests import promotion_alert, rollback_alert
-        from ratchet.monitor.dispatch import AlertDispatcher
-        from ratchet.monitor.results import CheckResult
-
-        alert = rollback_alert(exp) if exp.status == "rolled_back" else promotion_alert(exp)
+        """Announce a promotion or rollback (never lets a failing announcement undo the change)."""
+        if self.notify is None:
+            return
         try:
-            dispatcher = AlertDispatcher.from_settings(self.settings)
-        except RatchetError as exc:  # a misconfigured channel must not cost the alert: file and log still work
-            log.error("alert channels: %s; sending to file and log only", exc)
-            dispatcher = AlertDispatcher(self.settings, [FileChannel(self.settings.home_dir / "alerts"), LogChannel()])
-        try:
-            dispatcher.dispatch([CheckResult(name="rollout", events=[alert])])
+            self.notify(exp)
         except Exception:
-            log.exception("could not send the alert for experiment %s", exp.experiment_id)
+            log.exception("could not announce the end of experiment %s", exp.experiment_id)
 
     def _metrics(self, exp: Experiment) -> dict[str, Any]:
         try:

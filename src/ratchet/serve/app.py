@@ -25,7 +25,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ratchet import __version__
 from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
@@ -33,6 +32,7 @@ from ratchet.serve import metrics
 from ratchet.serve.body_limit import BodyLimitMiddleware
 from ratchet.serve.readiness import Readiness
 from ratchet.serve.runtime import Runtime
+from ratchet.version import __version__
 
 __all__ = ["app_from_env", "create_app"]
 

@@ -6,8 +6,8 @@ from typing import Any
 
 import httpx
 
-from ratchet import __version__
 from ratchet.errors import DeliveryError
+from ratchet.version import __version__
 
 __all__ = ["post_json"]
 

@@ -1,0 +1,1 @@
+"""Optimization: optimizer plug-ins, paired statistics on held-out data, and one optimization run."""
