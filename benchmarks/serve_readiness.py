@@ -54,7 +54,9 @@ def _workspace(directory: Path, shots: int) -> Path:
     from ratchet.evaluation.fewshot import fewshot_program
     from ratchet.lm.local_model import bundled_weights
     from ratchet.programs import load_programs
+    from ratchet.programs.production import ProductionPointers
     from ratchet.programs.versions import VersionStore
+    from ratchet.store.db import StateDB
 
     config = directory / "ratchet.toml"
     config.write_text('home = ".ratchet"\n')
@@ -63,7 +65,8 @@ def _workspace(directory: Path, shots: int) -> Path:
     versions = VersionStore(settings.home_dir)
     saved = versions.save(spec, fewshot_program(spec, shots), lm=bundled_weights().model_id,
                           adapter="CompletionAdapter", notes=f"benchmark: {shots} balanced demos")
-    versions.set_production("classify_intent", saved.version, reason="benchmark")
+    ProductionPointers(StateDB.connect(settings), versions).set("classify_intent", saved.version, actor="benchmark",
+                                                                reason="benchmark")
     return config
 
 

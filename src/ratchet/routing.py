@@ -51,6 +51,7 @@ __all__ = [
     "SignatureRoute",
     "choose_arm",
     "read_routing",
+    "routing_lock_path",
     "write_routing",
 ]
 
@@ -126,7 +127,9 @@ class RoutingState:
         if not isinstance(data, dict):
             raise ValueError("the routing file must hold a JSON object")
         body = {k: v for k, v in data.items() if k != "checksum"}
-        if "checksum" in data and data["checksum"] != sha256_hex(canonical_json(body)):
+        if "checksum" not in data:
+            raise ValueError("no checksum (only Ratchet writes this file: it is a projection of the state database)")
+        if data["checksum"] != sha256_hex(canonical_json(body)):
             raise ValueError("checksum mismatch (the file was edited or damaged)")
         signatures = data.get("signatures", {})
         if not isinstance(signatures, dict):
@@ -171,11 +174,17 @@ def read_routing(path: Path) -> RoutingState:
 _WRITE_LOCK = threading.Lock()
 
 
+def routing_lock_path(path: Path) -> Path:
+    """The lock file writers of ``path`` hold across processes while they read the database and write it."""
+    return path.with_name(path.name + ".lock")
+
+
 def write_routing(path: Path, state: RoutingState) -> RoutingState:
     """Write ``state`` atomically with the next version number and a fresh checksum; return what was written.
 
-    Callers that read-modify-write must serialise among themselves (the rollout
-    controller holds a database lease); this only protects threads of one process.
+    Writers that derive ``state`` from the database hold :func:`routing_lock_path`'s lock across the
+    read and this write (:func:`ratchet.rollout.projection.publish_routing`); this lock only orders
+    threads of one process.
     """
     with _WRITE_LOCK:
         try:

@@ -90,7 +90,7 @@ def test_a_broken_candidate_is_rolled_back_automatically(workspace) -> None:
     experiment = controller.store.get("broken_demos")
     assert experiment.reason.startswith("quality trigger")
     route = read_routing(workspace["settings"].home_dir / "routing_config.json").route("classify_intent")
-    assert route.candidate_share == 0.0
+    assert route is None  # the experiment ended: production serves everything
     alerts = list((workspace["settings"].home_dir / "alerts").glob("alert_warning_*.json"))
     assert alerts, "a rollback writes an alert file"
 
@@ -101,7 +101,7 @@ def test_a_better_candidate_is_promoted(workspace) -> None:
     status, actions = drive(workspace, "good_demos")
     assert status == "promoted", actions
     assert "advance" in actions
-    assert VersionStore(workspace["settings"].home_dir).production("classify_intent") == workspace["good"]
+    assert VersionStore(workspace["settings"].home_dir).projected_production("classify_intent") == workspace["good"]
     served = httpx.post(f"{workspace['url']}/v1/programs/classify_intent/predict",
                         json={"inputs": {"text": "my card has not arrived"}}, timeout=30).json()
     deadline = time.monotonic() + 5

@@ -288,3 +288,27 @@ def test_systemd_hears_ready_once_warm(server, tmp_path, monkeypatch) -> None:
         with server() as (url, _):
             assert listener.recv(64) == b"READY=1"
             assert httpx.get(f"{url}/ready").status_code == 200
+
+
+def test_a_missing_version_answers_json_503_and_ready_names_it(server, tmp_path) -> None:
+    import shutil
+
+    from ratchet.evaluation import fewshot_program
+    from ratchet.programs.production import ProductionPointers
+    from ratchet.programs.versions import VersionStore
+
+    with server() as (url, runtime):
+        spec = runtime.registry.get("classify_intent")
+        versions = VersionStore(runtime.settings.home_dir)
+        versions.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")
+        ProductionPointers(runtime.db, versions).set("classify_intent", "v1", actor="t", reason="t")
+        shutil.rmtree(runtime.settings.home_dir / "programs" / "classify_intent" / "v1")
+        runtime.follower.refresh()
+        response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}})
+        assert response.status_code == 503 and response.headers["content-type"] == "application/json"
+        assert response.json()["error_type"] == "version_unavailable" and "Traceback" not in response.text
+        ready = _wait_ready(url)
+        assert ready.status_code == 503 and not ready.json()["checks"]["versions"]["ok"]
+        assert ready.json()["checks"]["versions"]["unavailable"][0]["version"] == "v1"
+        other = httpx.post(f"{url}/v1/programs/extract_booking/predict", json={"inputs": {"text": "x"}})
+        assert other.status_code in (200, 502)  # the other programs still serve

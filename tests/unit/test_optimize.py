@@ -127,6 +127,6 @@ def test_programs_cli_versions_show_diff_promote(workspace, tmp_path: Path) -> N
     human = runner.invoke(app, ["programs", "diff", "classify_intent", "base", first])
     assert "demos: 0 → 40" in human.stdout
     promoted = runner.invoke(app, ["programs", "promote", "classify_intent", first])
-    assert promoted.exit_code == 0 and VersionStore(settings.home_dir).production("classify_intent") == first
+    assert promoted.exit_code == 0 and VersionStore(settings.home_dir).projected_production("classify_intent") == first
     missing = runner.invoke(app, ["programs", "promote", "classify_intent", "v99"])
     assert missing.exit_code == 2 and "no version 'v99'" in missing.stderr

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from ratchet.errors import DataError
+from ratchet.hashing import canonical_json, sha256_hex
 from ratchet.routing import (
     RoutingState,
     RoutingWatcher,
@@ -74,7 +75,11 @@ def test_a_tampered_or_broken_file_is_a_clear_error(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(DataError, match="invalid routing state"):
         read_routing(path)
-    path.write_text(json.dumps({"signatures": {"s": {"candidate_share": 0.1}}}))
+    path.write_text(json.dumps({"signatures": {"s": {"candidate_version": "v9", "candidate_share": 1.0}}}))
+    with pytest.raises(DataError, match="no checksum"):  # unsigned: never obeyed, whatever it says
+        read_routing(path)
+    body = {"signatures": {"s": {"candidate_share": 0.1}}}
+    path.write_text(json.dumps({**body, "checksum": sha256_hex(canonical_json(body))}))
     with pytest.raises(DataError, match="baseline_version"):
         read_routing(path)
 

@@ -14,7 +14,6 @@ from ratchet.evaluation import fewshot_program
 from ratchet.lm import CompletionAdapter, LMBundle, ScriptedEngine, ThreadedAsyncEngine
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
-from ratchet.routing import RoutingState, SignatureRoute, write_routing
 from ratchet.serve import Runtime, instrument, metrics
 from ratchet.store.db import StateDB
 from ratchet.store.jsonl import read_jsonl
@@ -126,42 +125,92 @@ def test_async_timeout(make_runtime) -> None:
 
 
 def test_routing_sends_a_share_of_users_to_the_candidate(make_runtime, tmp_path: Path) -> None:
+    """Routing follows the live experiment in the state database (started, advanced, rolled back)."""
+    from ratchet.rollout import RolloutController
+
     runtime = make_runtime()
     spec = runtime.registry.get("classify_intent")
     VersionStore(tmp_path / "home").save(spec, fewshot_program(spec, 3), lm="m", adapter="a")
-    path = tmp_path / "home" / "routing_config.json"
-
-    def set_share(share: float) -> None:
-        write_routing(path, RoutingState().with_route("classify_intent", SignatureRoute(
-            baseline_version="base", candidate_version="v1", candidate_share=share, salt="exp", state="running")))
-        runtime.routing.refresh()
+    controller = RolloutController(runtime.settings, runtime.registry, db=runtime.db)
+    exp = controller.start("classify_intent", "v1", experiment_id="exp_1", stages=[25, 50, 100])
+    runtime.follower.refresh()
 
     users = [f"user-{i}" for i in range(300)]
-    set_share(0.25)
     first = {u for u in users if runtime.call("classify_intent", {"text": "x"}, user_id=u).arm == "candidate"}
     assert 0.15 < len(first) / len(users) < 0.35
-    set_share(0.5)
+    controller.store.transition(exp, "advance", actor="t", changes={"stage_index": 1}, reason="t")
+    runtime.follower.refresh()
     results = {u: runtime.call("classify_intent", {"text": "x"}, user_id=u) for u in users}
     second = {u for u, r in results.items() if r.arm == "candidate"}
-    assert first <= second
+    assert first <= second and 0.4 < len(second) / len(users) < 0.6
     assert {r.version for r in results.values() if r.arm == "candidate"} == {"v1"}
     assert {r.version for r in results.values() if r.arm == "baseline"} == {"base"}
-    set_share(0.0)  # a rollback
+    controller.rollback("exp_1", reason="t")
+    runtime.follower.refresh()
     assert all(runtime.call("classify_intent", {"text": "x"}, user_id=u).arm == "baseline" for u in second)
 
 
-def test_unreadable_routing_keeps_the_last_good_state_and_counts(make_runtime, tmp_path: Path) -> None:
+def test_a_routing_file_is_never_obeyed_and_a_forged_one_is_repaired(make_runtime, tmp_path: Path) -> None:
+    """An unsigned file sending everything to a version that does not exist: ignored, rewritten, counted."""
+    import json
+
+    from ratchet.routing import read_routing
+
     runtime = make_runtime()
     path = tmp_path / "home" / "routing_config.json"
-    write_routing(path, RoutingState().with_route("classify_intent", SignatureRoute(
-        baseline_version="base", candidate_version="base", candidate_share=1.0, salt="s")))
-    runtime.routing.refresh()
+    forged = {"version": 99, "signatures": {"classify_intent": {"baseline_version": "v7", "candidate_version": "v9",
+                                                                "candidate_share": 1.0, "salt": "s"}}}
+    path.write_text(json.dumps(forged))
+    repairs = metrics.ROUTING_FILE_REPAIRS.labels("invalid")._value.get()
+    runtime.follower.refresh()
+    result = runtime.call("classify_intent", {"text": "x"})
+    assert (result.arm, result.version, result.success) == ("baseline", "base", True)
+    assert read_routing(path).signatures == {}  # rewritten from the database (no live experiment)
+    assert metrics.ROUTING_FILE_REPAIRS.labels("invalid")._value.get() == repairs + 1
+    assert runtime.follower.repairs == 1
+
+
+def test_an_unreadable_database_keeps_the_last_verified_state_and_counts(make_runtime, tmp_path: Path,
+                                                                          monkeypatch) -> None:
+    from ratchet.rollout import RolloutController
+
+    runtime = make_runtime()
+    spec = runtime.registry.get("classify_intent")
+    VersionStore(tmp_path / "home").save(spec, fewshot_program(spec, 3), lm="m", adapter="a")
+    RolloutController(runtime.settings, runtime.registry, db=runtime.db).start(
+        "classify_intent", "v1", experiment_id="exp_1", stages=[100])
+    runtime.follower.refresh()
     assert runtime.call("classify_intent", {"text": "x"}).arm == "candidate"
     errors_before = metrics.ROUTING_RELOAD_ERRORS._value.get()
-    path.write_text("{half written")
-    runtime.routing.refresh()
-    assert runtime.call("classify_intent", {"text": "x"}).arm == "candidate"
+
+    def down(**kwargs):
+        raise ConnectionError("database unreachable")
+
+    monkeypatch.setattr(runtime.follower.experiments, "list", down)
+    assert runtime.follower.refresh() is False
+    assert runtime.call("classify_intent", {"text": "x"}).arm == "candidate"  # the last verified state
     assert metrics.ROUTING_RELOAD_ERRORS._value.get() == errors_before + 1
+    assert runtime.follower.last_error == "database unreachable"
+
+
+def test_a_missing_production_version_is_an_error_result_counted_per_arm(make_runtime, tmp_path: Path) -> None:
+    import shutil
+
+    from ratchet.programs.production import ProductionPointers
+
+    runtime = make_runtime()
+    spec = runtime.registry.get("classify_intent")
+    versions = VersionStore(tmp_path / "home")
+    versions.save(spec, fewshot_program(spec, 3), lm="m", adapter="a")
+    ProductionPointers(runtime.db, versions).set("classify_intent", "v1", actor="t", reason="t")
+    shutil.rmtree(tmp_path / "home" / "programs" / "classify_intent" / "v1")  # its files are gone
+    runtime.follower.refresh()
+    result = runtime.call("classify_intent", {"text": "x"})
+    assert not result.success and result.error_type == "version_unavailable" and result.version == "v1"
+    assert "no version 'v1'" in result.error
+    runtime.flush()
+    stats = read_arm_stats(runtime.db, "classify_intent")[("v1", "baseline")]
+    assert stats.requests == 1 and stats.errors_by_type == {"version_unavailable": 1}
 
 
 def test_sampling_redacts_before_writing(make_runtime, tmp_path: Path) -> None:

@@ -68,19 +68,41 @@ def test_a_modified_file_is_refused(tmp_path: Path, spec) -> None:
 
 
 def test_production_pointer(tmp_path: Path, spec) -> None:
+    """The database decides; production.json (and its history) is the projection written from it."""
+    from ratchet.errors import ConcurrentChangeError
+    from ratchet.programs.production import ProductionPointers
+    from ratchet.store.db import StateDB
+
     store = VersionStore(tmp_path)
-    assert store.production("classify_intent") == BASE_VERSION
+    pointers = ProductionPointers(StateDB(f"sqlite:///{tmp_path / 'ratchet.db'}"), store)
+    assert pointers.get("classify_intent") == BASE_VERSION and store.projected_production("classify_intent") == "base"
     assert store.load(spec, BASE_VERSION).demos == []
     store.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")
-    store.set_production("classify_intent", "v1", actor="operator", reason="manual")
-    assert store.production("classify_intent") == "v1"
+    pointers.set("classify_intent", "v1", actor="operator", reason="manual", expected="base")
+    assert pointers.get("classify_intent") == "v1" and store.projected_production("classify_intent") == "v1"
     history = (tmp_path / "programs" / "classify_intent" / "production_history.jsonl").read_text().splitlines()
     assert json.loads(history[-1])["previous"] == "base"
     with pytest.raises(UnknownVersionError, match="no version 'v9'"):
-        store.set_production("classify_intent", "v9")
-    assert store.production("classify_intent") == "v1"
+        pointers.set("classify_intent", "v9", actor="operator", reason="x")
+    with pytest.raises(ConcurrentChangeError, match="is v1, not base"):  # a stale view changes nothing
+        pointers.set("classify_intent", "base", actor="operator", reason="x", expected="base")
+    assert pointers.get("classify_intent") == "v1"
+    assert [(c.from_version, c.to_version) for c in pointers.history("classify_intent")] == [("base", "v1")]
     with pytest.raises(UnknownVersionError):
         store.load(spec, "../../etc")
+
+
+def test_a_home_from_before_the_table_keeps_its_production_version(tmp_path: Path, spec) -> None:
+    from ratchet.programs.production import ProductionPointers
+    from ratchet.store.db import StateDB
+
+    store = VersionStore(tmp_path)
+    store.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")
+    store.write_production_projection("classify_intent", {"version": "v1"})  # what an older Ratchet wrote
+    pointers = ProductionPointers(StateDB(f"sqlite:///{tmp_path / 'ratchet.db'}"), store)
+    assert pointers.get("classify_intent") == "v1" and pointers.all() == {}
+    pointers.set("classify_intent", "base", actor="operator", reason="x", expected="v1")
+    assert pointers.all() == {"classify_intent": "base"}
 
 
 def test_fingerprint_of_base_depends_on_lm_and_adapter(tmp_path: Path, spec) -> None:

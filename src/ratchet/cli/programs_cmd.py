@@ -10,8 +10,10 @@ import typer
 from rich.table import Table
 
 from ratchet.cli.output import console, print_json
-from ratchet.cli.state import get_state
+from ratchet.cli.state import CliState, get_state
+from ratchet.errors import ExperimentError
 from ratchet.hashing import canonical_json
+from ratchet.programs.production import ProductionPointers
 from ratchet.programs.versions import BASE_VERSION, VersionStore
 
 app = typer.Typer(help="Registered programs and their versions.", no_args_is_help=True)
@@ -56,7 +58,7 @@ def versions(ctx: typer.Context, signature: str = typer.Argument(...),
     state = get_state(ctx)
     spec = state.registry.get(signature)
     store = VersionStore(state.settings.home_dir)
-    production = store.production(spec.name)
+    production = _pointers(state).get(spec.name)
     rows = [v.to_dict() | {"production": v.version == production} for v in store.list(spec.name)]
     if as_json:
         print_json({"signature": spec.name, "production": production, "versions": rows})
@@ -127,14 +129,32 @@ def diff(ctx: typer.Context, signature: str = typer.Argument(...), v1: str = typ
 @app.command("promote")
 def promote(ctx: typer.Context, signature: str = typer.Argument(...), version: str = typer.Argument(...),
             reason: str = typer.Option("promoted by hand", "--reason")) -> None:
-    """Make a version the production version (served wherever no experiment routes traffic)."""
+    """Make a version the production version (served wherever no experiment routes traffic).
+
+    Also how an operator rolls production back by hand. Refused while an experiment of the signature
+    is live (promote or roll that back with `ratchet ab`); one compare-and-set in the state database,
+    so the controller never undoes it.
+    """
+    from ratchet.rollout.experiments import ExperimentStore
+
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    store = VersionStore(state.settings.home_dir)
-    before = store.production(spec.name)
-    store.load(spec, version)  # refuses a damaged version before it can serve
-    store.set_production(spec.name, version, actor="operator", reason=reason)
+    pointers = _pointers(state)
+    live = [e.experiment_id for e in ExperimentStore(pointers.db).list(signature=spec.name, statuses=("running",
+                                                                                                       "paused"))]
+    if live:
+        raise ExperimentError(f"{spec.name} has a live experiment ({', '.join(live)}): promote or roll it back "
+                              "with `ratchet ab promote|rollback` first")
+    before = pointers.get(spec.name)
+    pointers.versions.load(spec, version)  # refuses a damaged version before it can serve
+    pointers.set(spec.name, version, actor="operator", reason=reason, expected=before)
     console.print(f"{spec.name}: production {before} → [bold]{version}[/]")
+
+
+def _pointers(state: CliState) -> ProductionPointers:
+    from ratchet.store.db import StateDB
+
+    return ProductionPointers(StateDB.connect(state.settings), VersionStore(state.settings.home_dir))
 
 
 def describe_predictors(module: dspy.Module) -> dict[str, dict[str, Any]]:

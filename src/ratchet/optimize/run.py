@@ -23,8 +23,10 @@ from ratchet.lm.setup import LMBundle, build_lms
 from ratchet.optimize.meter import LMUsageMeter
 from ratchet.optimize.optimizers import OptimizeContext, get_optimizer
 from ratchet.optimize.stats import compare_paired, deploy_decision
+from ratchet.programs.production import ProductionPointers
 from ratchet.programs.registry import ProgramRegistry
 from ratchet.programs.versions import VersionStore
+from ratchet.store.db import StateDB
 
 __all__ = ["OptimizationResult", "Progress", "run_optimization"]
 
@@ -121,7 +123,8 @@ def run_optimization(
     report = progress or (lambda phase, done, total: None)
 
     versions = VersionStore(settings.home_dir)
-    baseline_version = versions.production(signature)
+    with StateDB.connect(settings) as db:
+        baseline_version = ProductionPointers(db, versions).get(signature)
     baseline = versions.load(spec, baseline_version)
     ctx = OptimizeContext(spec=spec, trainset=splits["train"], valset=valset, task_lm=roles["task"],
                           prompt_lm=roles["prompt"], teacher_lm=roles["teacher"], reflection_lm=roles["reflection"],

@@ -1,11 +1,11 @@
-"""Program versions: optimized DSPy state per signature, fingerprinted, with a production pointer.
+"""Program versions: optimized DSPy state per signature, fingerprinted.
 
 Layout under the home directory::
 
     programs/<signature>/v1/program.json     DSPy JSON state (module.save)
     programs/<signature>/v1/metadata.json    fingerprint, lineage, optimizer, scores
-    programs/<signature>/production.json     which version serves by default
-    programs/<signature>/production_history.jsonl
+    programs/<signature>/production.json     which version serves by default: a projection of the
+    programs/<signature>/production_history.jsonl   state database (:mod:`ratchet.programs.production`)
 
 ``base`` is a built-in version of every signature: the registered factory as it
 is (no demos, default instructions). It needs no files and is production until
@@ -146,18 +146,19 @@ class VersionStore:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
 
-    def set_production(self, signature: str, version: str, *, actor: str = "operator", reason: str = "") -> None:
-        """Make ``version`` the one served by default (atomic), and log the change."""
-        if version != BASE_VERSION:
-            self.get(signature, version)
-        previous = self.production(signature)
-        record = {"version": version, "previous": previous, "actor": actor, "reason": reason,
-                  "updated_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    def write_production_projection(self, signature: str, record: dict[str, Any], *, history: bool = True) -> None:
+        """Write ``production.json`` (and append the history file) from a committed database change.
+
+        Only :class:`ratchet.programs.production.ProductionPointers` calls this: the database decides.
+        """
+        make_private_dir(self._dir(signature))
         atomic_write_json(self._dir(signature) / "production.json", record)
-        append_jsonl(self._dir(signature) / "production_history.jsonl", [record])
+        if history:
+            append_jsonl(self._dir(signature) / "production_history.jsonl", [record])
 
     # -- reading ------------------------------------------------------------------------------
-    def production(self, signature: str) -> str:
+    def projected_production(self, signature: str) -> str:
+        """What ``production.json`` says (``base`` without one). The truth is the database's pointer."""
         path = self._dir(signature) / "production.json"
         try:
             return str(_read_json(path)["version"])

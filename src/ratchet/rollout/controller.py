@@ -30,10 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from ratchet.config import Settings
-from ratchet.errors import DataError, ExperimentError, UnknownVersionError
+from ratchet.errors import ConcurrentChangeError, ExperimentError, UnknownVersionError
+from ratchet.programs.production import ANY, ProductionChange, ProductionPointers
 from ratchet.programs.registry import NAME_PATTERN, ProgramRegistry
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout.experiments import Experiment, ExperimentStore
+from ratchet.rollout.projection import publish_routing
 from ratchet.rollout.sequential import (
     Check,
     catastrophe_check,
@@ -41,7 +43,7 @@ from ratchet.rollout.sequential import (
     latency_check,
     quality_check,
 )
-from ratchet.routing import ROUTING_FILENAME, RoutingState, SignatureRoute, read_routing, write_routing
+from ratchet.routing import ROUTING_FILENAME, RoutingState
 from ratchet.store.atomic import atomic_write_json
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes import ArmStats, read_arm_stats
@@ -131,6 +133,7 @@ class RolloutController:
         self.db = db or StateDB.connect(settings)
         self.store = ExperimentStore(self.db)
         self.versions = VersionStore(settings.home_dir)
+        self.production = ProductionPointers(self.db, self.versions)
         self.routing_path = settings.home_dir / ROUTING_FILENAME
         self.snapshot_dir = settings.home_dir / "experiments"
 
@@ -142,7 +145,8 @@ class RolloutController:
         spec = self.registry.get(signature)
         if not NAME_PATTERN.match(experiment_id):
             raise ExperimentError(f"invalid experiment id {experiment_id!r}: letters, digits and underscores")
-        baseline = baseline or self.versions.production(spec.name)
+        production = self.production.get(spec.name)
+        baseline = baseline or production
         for version in (baseline, candidate):
             if not self.versions.exists(spec.name, version):
                 raise UnknownVersionError(f"signature '{spec.name}' has no version '{version}'")
@@ -159,8 +163,9 @@ class RolloutController:
             min_stage_minutes=cfg.min_stage_minutes if min_stage_minutes is None else min_stage_minutes,
             min_stage_requests=cfg.min_stage_requests if min_stage_requests is None else min_stage_requests,
             salt=experiment_id,
-            config={k: getattr(cfg, k) for k in ("max_error_rate_increase", "max_latency_increase_ms",
-                                                 "min_quality", "alpha", "catastrophe_window")},
+            config={**{k: getattr(cfg, k) for k in ("max_error_rate_increase", "max_latency_increase_ms",
+                                                    "min_quality", "alpha", "catastrophe_window")},
+                    "production_at_start": production},
         )
         experiment = self.store.create(experiment, actor=actor)
         self.publish()
@@ -185,19 +190,33 @@ class RolloutController:
         return changed
 
     def promote(self, experiment_id: str, *, reason: str = "promoted by operator", actor: str = "operator",
-                metrics: dict[str, Any] | None = None) -> Experiment:
-        """Make the candidate the production version and send it all traffic."""
-        exp = self.store.get(experiment_id)
+                metrics: dict[str, Any] | None = None, seen: Experiment | None = None) -> Experiment:
+        """Make the candidate the production version and send it all traffic (one transaction: the experiment
+        and the production pointer change together, and only if production is still what it was at the start).
+
+        ``seen``: the experiment as the caller decided on it; if it changed since, nothing happens
+        (:class:`~ratchet.errors.ConcurrentChangeError`).
+        """
+        exp = seen or self.store.get(experiment_id)
+        changes: list[ProductionChange] = []
+
+        def move_production(conn: Any) -> None:
+            changes.append(self.production.set_in(
+                conn, exp.signature, exp.candidate_version, actor=actor,
+                expected=exp.config.get("production_at_start", ANY),
+                reason=f"experiment {exp.experiment_id} promoted: {reason}", experiment_id=exp.experiment_id))
+
         changed = self.store.transition(exp, "promote", actor=actor, changes={"status": "promoted", "reason": reason,
                                                                              "paused_at": None},
-                                        reason=reason, metrics=metrics or self._metrics(exp))
+                                        reason=reason, metrics=metrics or self._metrics(exp), also=move_production)
+        self.production.project(changes[0])
         self._finish(changed)
         return changed
 
     def rollback(self, experiment_id: str, *, reason: str, actor: str = "operator",
-                 metrics: dict[str, Any] | None = None) -> Experiment:
+                 metrics: dict[str, Any] | None = None, seen: Experiment | None = None) -> Experiment:
         """Send all traffic back to the baseline (within the serving processes' reload interval)."""
-        exp = self.store.get(experiment_id)
+        exp = seen or self.store.get(experiment_id)
         changed = self.store.transition(exp, "rollback", actor=actor,
                                         changes={"status": "rolled_back", "reason": reason, "paused_at": None},
                                         reason=reason, metrics=metrics or self._metrics(exp))
@@ -221,56 +240,55 @@ class RolloutController:
         return decide(experiment, baseline, candidate, stage_requests, now)
 
     def check(self, experiment_id: str, *, actor: str | None = None, now: float | None = None) -> Decision:
-        """Decide for one experiment and apply the decision; returns it (``hold`` changes nothing)."""
+        """Decide for one experiment and apply the decision; returns it (``hold`` changes nothing).
+
+        Acting on a stale read is impossible (every change compares-and-sets the experiment's revision):
+        when an operator changed it meanwhile, the check holds and says so.
+        """
         actor = actor or default_actor()
         self.reconcile()
         exp = self.store.get(experiment_id)
         if not exp.live:
             return Decision("hold", f"experiment is {exp.status}")
-        decision = self.evaluate(exp, now)
-        metrics = decision.to_dict()
-        if decision.action == "rollback":
-            self.rollback(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics)
-        elif decision.action == "promote":
-            self.promote(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics)
-        elif decision.action == "advance":
-            counted = decision.metrics["candidate"]["requests"]
-            self.store.transition(exp, "advance", actor=actor,
-                                  changes={"stage_index": exp.stage_index + 1, "stage_started_at": time.time(),
-                                           "stage_start_requests": counted, "paused_seconds": 0.0},
-                                  reason=decision.reason, metrics=metrics)
-            self.publish()
+        production, at_start = self.production.get(exp.signature), exp.config.get("production_at_start")
+        try:
+            if at_start is not None and production != at_start:
+                reason = (f"production of {exp.signature} was changed from {at_start} to {production} outside the "
+                          "experiment")
+                self.rollback(exp.experiment_id, reason=reason, actor=actor, seen=exp)
+                return Decision("rollback", reason)
+            decision = self.evaluate(exp, now)
+            metrics = decision.to_dict()
+            if decision.action == "rollback":
+                self.rollback(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics, seen=exp)
+            elif decision.action == "promote":
+                self.promote(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics, seen=exp)
+            elif decision.action == "advance":
+                counted = decision.metrics["candidate"]["requests"]
+                self.store.transition(exp, "advance", actor=actor,
+                                      changes={"stage_index": exp.stage_index + 1, "stage_started_at": time.time(),
+                                               "stage_start_requests": counted, "paused_seconds": 0.0},
+                                      reason=decision.reason, metrics=metrics)
+                self.publish()
+        except ConcurrentChangeError as exc:
+            return Decision("hold", f"changed by someone else meanwhile, nothing done: {exc}")
         return decision
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self) -> RoutingState:
         """Rewrite ``routing_config.json`` and the experiment snapshots from the database (idempotent)."""
-        latest = self.store.latest_per_signature()
-        try:
-            current: RoutingState | None = read_routing(self.routing_path)
-        except DataError:  # a damaged file is replaced by what the database says
-            current = None
-        state = current or RoutingState()
-        for signature, exp in latest.items():
-            if exp.status == "promoted":
-                route = None  # production now points at the candidate
-            else:
-                route = SignatureRoute(baseline_version=exp.baseline_version, candidate_version=exp.candidate_version,
-                                       candidate_share=exp.candidate_share, salt=exp.salt,
-                                       experiment_id=exp.experiment_id, state=exp.status)
-            state = state.with_route(signature, route)
-        if current is None or current.signatures != state.signatures:
-            state = write_routing(self.routing_path, state)
-        for exp in latest.values():
+        state, _ = publish_routing(self.store, self.routing_path)
+        for exp in self.store.latest_per_signature().values():
             self._snapshot(exp)
         return state
 
     def reconcile(self) -> None:
-        """Repair what a crash between a database change and its side effects may have left behind."""
-        for exp in self.store.latest_per_signature().values():
-            if exp.status == "promoted" and self.versions.production(exp.signature) != exp.candidate_version:
-                self.versions.set_production(exp.signature, exp.candidate_version, actor="reconcile",
-                                             reason=f"experiment {exp.experiment_id} was promoted")
+        """Rewrite the projections (production files, routing file, snapshots) from the database.
+
+        It never changes the database: what a crash between a commit and its projection left behind
+        is repaired, and nobody's later decision (a manual promotion, say) is undone.
+        """
+        self.production.project_all()
         self.publish()
 
     def snapshot_path(self, experiment_id: str) -> Path:
@@ -282,9 +300,6 @@ class RolloutController:
         atomic_write_json(self.snapshot_path(exp.experiment_id), data)
 
     def _finish(self, exp: Experiment) -> None:
-        if exp.status == "promoted":
-            self.versions.set_production(exp.signature, exp.candidate_version, actor="rollout",
-                                         reason=f"experiment {exp.experiment_id} promoted: {exp.reason}")
         self.publish()
         self._alert(exp)
 

@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import Connection, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ratchet.errors import ConcurrentChangeError, ExperimentError, IllegalTransitionError, UnknownExperimentError
@@ -184,8 +185,13 @@ class ExperimentStore:
         return latest
 
     def transition(self, experiment: Experiment, kind: str, *, actor: str, changes: dict[str, Any],
-                   reason: str | None, metrics: dict[str, Any] | None = None) -> Experiment:
-        """Apply ``changes`` if the experiment is still at the revision read; append the event."""
+                   reason: str | None, metrics: dict[str, Any] | None = None,
+                   also: Callable[[Connection], None] | None = None) -> Experiment:
+        """Apply ``changes`` if the experiment is still at the revision read; append the event.
+
+        ``also`` runs in the same transaction (a promotion moves the production pointer there): if it
+        raises, nothing of the change happened.
+        """
         allowed = TRANSITIONS[kind]
         if experiment.status not in allowed:
             raise IllegalTransitionError(
@@ -212,6 +218,8 @@ class ExperimentStore:
                 )
             self._event(conn, updated, actor=actor, kind=kind, from_status=experiment.status,
                         from_stage=experiment.stage_index, reason=reason, metrics=metrics, at=now)
+            if also is not None:
+                also(conn)
         return updated
 
     def events(self, experiment_id: str) -> list[ExperimentEvent]:

@@ -42,6 +42,7 @@ STATUS_BY_ERROR = {
     "rate_limit": 502,
     "lm_error": 502,
     "parse_error": 502,
+    "version_unavailable": 503,
     "internal": 500,
 }
 
@@ -133,15 +134,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def programs(request: Request) -> dict[str, Any]:
         """Registered programs, their schemas, and what serves them now."""
         rt: Runtime = request.app.state.runtime
-        state = rt.routing.current()
+        state = rt.follower.current()
         out = []
         for spec in rt.registry:
-            route = state.route(spec.name)
+            route = state.routing.route(spec.name)
             out.append({
                 "signature": spec.name,
                 "description": spec.description,
                 **spec.schema.to_dict(),
-                "production_version": rt.versions.production(spec.name),
+                "production_version": state.production_of(spec.name),
                 "routing": None if route is None else {
                     "baseline_version": route.baseline_version, "candidate_version": route.candidate_version,
                     "candidate_share": route.candidate_share, "experiment_id": route.experiment_id,
@@ -215,7 +216,28 @@ def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
     checks["telemetry"] = _writable(rt.telemetry.directory)
     stats = rt.telemetry.stats()
     checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
+    checks["versions"] = _versions_check(rt)
+    follower = rt.follower
+    checks["routing"] = {"ok": follower.last_error is None, "version": follower.current().version,
+                         "file_repairs": follower.repairs}
+    if follower.last_error is not None:
+        checks["routing"]["detail"] = "serving the last verified state: " + mask_urls_in_text(follower.last_error)[:300]
     return checks
+
+
+def _versions_check(rt: Runtime) -> dict[str, Any]:
+    """Every program version that serves now can be loaded (a missing one answers 503 version_unavailable)."""
+    from ratchet.errors import VersionError
+
+    state = rt.follower.current()
+    missing = []
+    for spec in rt.registry:
+        for arm, version in rt.served.serving_now(spec.name, state):
+            try:
+                rt.served.get(spec, version, arm)
+            except VersionError as exc:
+                missing.append({"signature": spec.name, "arm": arm, "version": version, "detail": str(exc)[:300]})
+    return {"ok": not missing, "unavailable": missing} if missing else {"ok": True}
 
 
 def _writable(directory: Path) -> dict[str, Any]:

@@ -9,11 +9,12 @@ from dspy.lm15 import RateLimitError as LM15RateLimitError
 from dspy.lm15 import TimeoutError as LM15TimeoutError
 from dspy.utils.exceptions import AdapterParseError, LMError, LMRateLimitError, LMTimeoutError
 
-from ratchet.errors import InputValidationError, ModelError
+from ratchet.errors import InputValidationError, ModelError, VersionError
 
 __all__ = ["ERROR_TYPES", "LM_FAILURES", "classify_error"]
 
-ERROR_TYPES = ("invalid_request", "timeout", "rate_limit", "lm_error", "parse_error", "internal")
+ERROR_TYPES = ("invalid_request", "timeout", "rate_limit", "lm_error", "parse_error", "version_unavailable",
+               "internal")
 LM_FAILURES = frozenset({"timeout", "rate_limit", "lm_error"})  # a fallback LM may help with these
 
 
@@ -23,6 +24,8 @@ def classify_error(exc: BaseException) -> str:
         return "invalid_request"
     if isinstance(exc, AdapterParseError):
         return "parse_error"
+    if isinstance(exc, VersionError):
+        return "version_unavailable"
     if isinstance(exc, (LMTimeoutError, LM15TimeoutError, asyncio.TimeoutError, TimeoutError)):
         return "timeout"
     if isinstance(exc, (LMRateLimitError, LM15RateLimitError)):

@@ -24,11 +24,13 @@ __all__ = [
     "MODULE_VERSION",
     "REDACTIONS",
     "REQUESTS",
+    "ROUTING_FILE_REPAIRS",
     "ROUTING_RELOAD_ERRORS",
     "ROUTING_VERSION",
     "TELEMETRY_DROPPED",
     "TELEMETRY_SAMPLED",
     "TOKENS",
+    "VERSION_UNAVAILABLE",
     "multiprocess_dir",
     "render_latest",
 ]
@@ -49,7 +51,14 @@ FEEDBACK = Counter("ratchet_feedback_total", "Feedback scores received.", ("sign
 TELEMETRY_SAMPLED = Counter("ratchet_telemetry_sampled_total", "Requests sampled into telemetry.", ("signature",))
 TELEMETRY_DROPPED = Counter("ratchet_telemetry_dropped_total", "Telemetry records dropped (buffer full).")
 REDACTIONS = Counter("ratchet_telemetry_redactions_total", "PII redactions before telemetry, by kind.", ("kind",))
-ROUTING_RELOAD_ERRORS = Counter("ratchet_routing_reload_errors_total", "Unreadable routing states (last kept).")
+ROUTING_RELOAD_ERRORS = Counter("ratchet_routing_reload_errors_total",
+                                "Failed reads of the routing state from the state database (the last verified kept).")
+ROUTING_FILE_REPAIRS = Counter("ratchet_routing_file_repairs_total",
+                               "routing_config.json rewritten because it did not match the state database, by what "
+                               "was found: invalid (edited: no or wrong checksum) or stale.", ("found",))
+VERSION_UNAVAILABLE = Counter("ratchet_version_unavailable_total",
+                              "Requests whose program version could not be loaded (missing or damaged files).",
+                              ("signature", "version", "arm"))
 ROUTING_VERSION = Gauge("ratchet_routing_version", "Version of the routing state a process uses.",
                         multiprocess_mode="livemin")
 EXPERIMENT_SHARE = Gauge("ratchet_experiment_candidate_share", "Candidate traffic share in the routing state.",

@@ -33,12 +33,13 @@ from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
 from ratchet.programs import ProgramRegistry, load_programs
 from ratchet.programs.versions import VersionStore
-from ratchet.routing import ROUTING_FILENAME, RoutingWatcher, choose_arm
+from ratchet.routing import ROUTING_FILENAME, choose_arm
 from ratchet.serve import metrics
 from ratchet.serve.deferred import Deferred
 from ratchet.serve.errors import LM_FAILURES, classify_error
 from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
+from ratchet.serve.state_follower import StateFollower
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
@@ -68,8 +69,6 @@ class Runtime:
         else:  # DSPy is configured by the caller; models built here still cache only as [serve] allows
             self.lms = lms or build_lms(self.settings.lm, cache=serving_caches(self.settings.serve))
         self.versions = VersionStore(home)
-        self.routing = RoutingWatcher(home / ROUTING_FILENAME,
-                                      check_interval_s=self.settings.serve.routing_check_interval_s)
         self.sampler = Sampler.from_settings(self.settings.telemetry)
         self.redactor = Redactor(self.settings.telemetry.redact_patterns)
         telemetry = self.settings.telemetry
@@ -79,6 +78,8 @@ class Runtime:
                                          queue_size=telemetry.queue_size,
                                          flush_interval_s=telemetry.flush_interval_s)
         self.db = db or StateDB.connect(self.settings)
+        self.follower = StateFollower(self.db, self.registry, self.versions, home / ROUTING_FILENAME,
+                                      interval_s=self.settings.serve.routing_check_interval_s)
         self.outcomes = OutcomeRecorder(self.db, flush_interval_s=self.settings.serve.outcome_flush_interval_s)
         # Prices follow the settings' models; models passed in with ``lms`` have unknown cost.
         self._prices: dict[str, TokenPrices | None] = {}
@@ -86,9 +87,8 @@ class Runtime:
             self._prices[self.lms.task.model] = token_prices(self.settings.lm)
             if self.lms.fallback is not None and self.settings.lm.fallback is not None:
                 self._prices[self.lms.fallback.model] = token_prices(self.settings.lm.fallback)
-        self.served = ServedVersions(self.registry, self.versions, self.routing, lm_id=self.lms.model_id,
-                                     adapter=self.lms.adapter_name,
-                                     recheck_s=self.settings.serve.routing_check_interval_s)
+        self.served = ServedVersions(self.registry, self.versions, self.follower, lm_id=self.lms.model_id,
+                                     adapter=self.lms.adapter_name)
         self._unmatched = Deferred(self._match_later, delay_s=2 * self.settings.serve.outcome_flush_interval_s + 0.5)
         self._closed = False
 
@@ -228,11 +228,15 @@ class Runtime:
         report("model")
         self.lms.warm_up()
         report("programs")
-        state = self.routing.current()
+        state = self.follower.current()
         warmed: list[tuple[str, str, str]] = []
         for spec in self.registry:
             for arm, version in self.served.serving_now(spec.name, state):
-                served = self.served.get(spec, version, arm)
+                try:
+                    served = self.served.get(spec, version, arm)
+                except VersionError as exc:  # /ready reports it; the other programs still warm up
+                    log.error("cannot load %s %s for the %s arm: %s", spec.name, version, arm, exc)
+                    continue
                 if self.lms.engine is not None:
                     self._warm_prompt(served)
                 warmed.append((spec.name, arm, version))
@@ -262,6 +266,7 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        self.follower.close()
         self._unmatched.close()
         self.outcomes.close()
         self.telemetry.close()
@@ -277,22 +282,28 @@ class Runtime:
                  ) -> tuple[ServedVersion, str, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
         request_id = request_id or uuid.uuid4().hex
-        state = self.routing.current()
+        state = self.follower.current()
         if self.served.routing_changed(state):
             self.served.publish_routing()
-        route = state.route(signature)
+        route = state.routing.route(signature)
         arm = choose_arm(route, user_id or request_id)
         if route is None:
-            version = self.served.production(signature)
+            version = state.production_of(signature)
         else:
             version = route.candidate_version if arm == "candidate" else route.baseline_version
         try:
             served = self.served.get(spec, version, arm)
         except VersionError as exc:
-            if arm == "baseline":
-                raise
-            log.error("candidate %s of %s cannot be served (%s); serving the baseline", version, signature, exc)
-            served = self.served.get(spec, route.baseline_version, "baseline")
+            if arm == "candidate":
+                log.error("candidate %s of %s cannot be served (%s); serving the baseline", version, signature, exc)
+                metrics.VERSION_UNAVAILABLE.labels(signature, version, arm).inc()
+                version, arm = route.baseline_version, "baseline"
+            try:
+                served = self.served.get(spec, version, arm)
+            except VersionError as missing:  # nothing to serve with: an error result, counted like any other
+                metrics.VERSION_UNAVAILABLE.labels(signature, version, arm).inc()
+                served = self.served.unavailable(spec, version, arm)
+                return served, request_id, inputs if isinstance(inputs, dict) else {}, missing
         try:
             values = spec.schema.validate_inputs(inputs)
         except InputValidationError as exc:

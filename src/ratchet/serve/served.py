@@ -2,26 +2,25 @@
 
 A version is loaded the first time a request (or the warm-up) needs it, per (signature,
 version, arm), together with the Prometheus children its requests update, so the call path
-only looks up a dict. The production pointer of each signature is re-read at most every
-``serve.routing_check_interval_s``; the routing gauges (state version, candidate shares,
-which version serves each arm) are published whenever the routing state changes.
+only looks up a dict. Which versions serve comes from the state follower's snapshot of the
+database; the routing gauges (state version, candidate shares, which version serves each
+arm) are published whenever that snapshot changes.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import dspy
 
-from ratchet.errors import RatchetError
 from ratchet.programs import ProgramRegistry, ProgramSpec
-from ratchet.programs.versions import BASE_VERSION, VersionStore
-from ratchet.routing import Arm, RoutingState, RoutingWatcher
+from ratchet.programs.versions import VersionStore
+from ratchet.routing import Arm
 from ratchet.serve import metrics
+from ratchet.serve.state_follower import ServingState, StateFollower
 
 __all__ = ["ServedVersion", "ServedVersions"]
 
@@ -34,7 +33,7 @@ class ServedVersion:
 
     spec: ProgramSpec
     version: str
-    module: dspy.Module
+    module: dspy.Module | None  # None: the version's files are missing or damaged (requests fail, counted)
     module_name: str
     fingerprint: str
     requests: Any
@@ -46,21 +45,18 @@ class ServedVersion:
 
 
 class ServedVersions:
-    """Loaded versions by (signature, version, arm), the production pointers, and the routing gauges."""
+    """Loaded versions by (signature, version, arm), which of them serve now, and the routing gauges."""
 
-    def __init__(self, registry: ProgramRegistry, versions: VersionStore, routing: RoutingWatcher, *, lm_id: str,
-                 adapter: str, recheck_s: float) -> None:
+    def __init__(self, registry: ProgramRegistry, versions: VersionStore, follower: StateFollower, *, lm_id: str,
+                 adapter: str) -> None:
         self.registry = registry
         self.versions = versions
-        self.routing = routing
+        self.follower = follower
         self.lm_id = lm_id
         self.adapter = adapter
-        self.recheck_s = recheck_s
         self._loaded: dict[tuple[str, str, str], ServedVersion] = {}
         self._lock = threading.Lock()
-        self._production: dict[str, tuple[str, float]] = {}
-        self._errors_seen = 0
-        self._version_seen = -1
+        self._seen: ServingState | None = None
 
     def get(self, spec: ProgramSpec, version: str, arm: Arm) -> ServedVersion:
         """The loaded ``version`` of ``spec`` for ``arm`` (loaded now if needed; ``VersionError`` if it cannot be)."""
@@ -86,44 +82,42 @@ class ServedVersions:
             self.publish_routing()
         return served
 
-    def production(self, signature: str) -> str:
-        """The production version of ``signature`` (re-read at most every ``recheck_s``; the last good one on error)."""
-        cached = self._production.get(signature)
-        now = time.monotonic()
-        if cached is not None and cached[1] > now:
-            return cached[0]
-        try:
-            version = self.versions.production(signature)
-        except RatchetError as exc:
-            log.error("%s; serving %s", exc, BASE_VERSION)
-            version = cached[0] if cached else BASE_VERSION
-        self._production[signature] = (version, now + self.recheck_s)
-        return version
+    def unavailable(self, spec: ProgramSpec, version: str, arm: Arm) -> ServedVersion:
+        """Stands in for a version that cannot be loaded: its requests fail with ``version_unavailable``
+        and are counted under module ``unavailable``."""
+        labels = (spec.name, "unavailable", arm)
+        return ServedVersion(spec=spec, version=version, module=None, module_name="unavailable", fingerprint="",
+                             requests=metrics.REQUESTS.labels(*labels), duration=metrics.DURATION.labels(*labels),
+                             tokens_in=metrics.TOKENS.labels(*labels, "input"),
+                             tokens_out=metrics.TOKENS.labels(*labels, "output"), cost=metrics.COST.labels(*labels),
+                             arm=arm)
 
-    def serving_now(self, signature: str, state: RoutingState) -> list[tuple[Arm, str]]:
+    def production(self, signature: str) -> str:
+        """The production version of ``signature`` as the database said at the last reading."""
+        return self.follower.current().production_of(signature)
+
+    def serving_now(self, signature: str, state: ServingState) -> list[tuple[Arm, str]]:
         """The (arm, version) pairs that take ``signature``'s traffic in ``state``: the baseline, and a candidate
         with a share."""
-        route = state.route(signature)
-        pairs: list[tuple[Arm, str]] = [("baseline", route.baseline_version if route else self.production(signature))]
+        route = state.routing.route(signature)
+        pairs: list[tuple[Arm, str]] = [("baseline", route.baseline_version if route else
+                                         state.production_of(signature))]
         if route is not None and route.candidate_version and route.candidate_share > 0:
             pairs.append(("candidate", route.candidate_version))
         return pairs
 
-    def routing_changed(self, state: RoutingState) -> bool:
-        """Whether ``state`` (or a reload error) is news since the gauges were last published."""
-        return state.version != self._version_seen or self.routing.errors != self._errors_seen
+    def routing_changed(self, state: ServingState) -> bool:
+        """Whether ``state`` is news since the gauges were last published."""
+        return state is not self._seen
 
     def publish_routing(self) -> None:
         """Update the routing gauges: state version, candidate shares, and which versions serve each arm."""
-        state = self.routing.current()
-        if self.routing.errors != self._errors_seen:
-            metrics.ROUTING_RELOAD_ERRORS.inc(self.routing.errors - self._errors_seen)
-            self._errors_seen = self.routing.errors
-        self._version_seen = state.version
+        state = self.follower.current()
+        self._seen = state
         metrics.ROUTING_VERSION.set(state.version)
         current: set[tuple[str, str, str]] = set()
         for signature in self.registry.names():
-            route = state.route(signature)
+            route = state.routing.route(signature)
             metrics.EXPERIMENT_SHARE.labels(signature).set(route.candidate_share if route else 0.0)
             current.update((signature, arm, version) for arm, version in self.serving_now(signature, state))
         for (name, version, arm), served in list(self._loaded.items()):

@@ -168,9 +168,37 @@ def _m002_experiments(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m003_production_pointers(conn: Connection) -> None:
+    """The production version of each signature (compare-and-set by revision) and every change of it."""
+    md = MetaData()
+    Table(
+        "production_pointers", md,
+        Column("signature", String(200), primary_key=True),
+        Column("version", String(200), nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        Column("actor", String(100), nullable=False),
+        Column("reason", Text, nullable=True),
+    )
+    Table(
+        "production_events", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("signature", String(200), nullable=False),
+        Column("at", Float, nullable=False),
+        Column("actor", String(100), nullable=False),
+        Column("from_version", String(200), nullable=True),
+        Column("to_version", String(200), nullable=False),
+        Column("reason", Text, nullable=True),
+        Column("experiment_id", String(200), nullable=True),
+        Index("ix_production_events_signature", "signature", "id"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
+    Migration(3, "production pointers and their history", _m003_production_pointers),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -26,6 +26,8 @@ __all__ = [
     "experiments",
     "feedback",
     "metadata",
+    "production_events",
+    "production_pointers",
     "request_index",
     "schema_migrations",
 ]
@@ -168,4 +170,29 @@ experiment_events = Table(
     Column("reason", Text, nullable=True),
     Column("metrics", Text, nullable=True),  # JSON: per-arm stats and checks at that moment
     Index("ix_experiment_events_experiment", "experiment_id", "id"),
+)
+
+production_pointers = Table(
+    "production_pointers",
+    metadata,
+    Column("signature", String(NAME_LEN), primary_key=True),
+    Column("version", String(NAME_LEN), nullable=False),  # served wherever no experiment routes traffic
+    Column("revision", Integer, nullable=False),  # bumped by every change: compare-and-set
+    Column("updated_at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("reason", Text, nullable=True),
+)
+
+production_events = Table(
+    "production_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("from_version", String(NAME_LEN), nullable=True),
+    Column("to_version", String(NAME_LEN), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("experiment_id", String(NAME_LEN), nullable=True),  # set when a promotion ended an experiment
+    Index("ix_production_events_signature", "signature", "id"),
 )

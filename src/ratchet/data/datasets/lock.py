@@ -9,13 +9,11 @@ same signature in one process blocks).
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from ratchet.data.datasets.layout import LOCK
-from ratchet.store.private import make_private_dir, open_private
+from ratchet.store.filelock import file_lock
 
 __all__ = ["locked"]
 
@@ -23,10 +21,5 @@ __all__ = ["locked"]
 @contextlib.contextmanager
 def locked(sig_dir: Path) -> Iterator[None]:
     """The signature's writer lock (released by the kernel if the process dies). Not re-entrant."""
-    make_private_dir(sig_dir)
-    fd = open_private(sig_dir / LOCK, os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with file_lock(sig_dir / LOCK):
         yield
-    finally:
-        os.close(fd)

@@ -1,0 +1,113 @@
+"""What a serving process obeys: the state database's live experiments and production pointers.
+
+A background thread reads both every ``serve.routing_check_interval_s`` and swaps in a new
+snapshot; the request path only reads the current snapshot (no I/O). When the database
+cannot be read, the last verified snapshot stays and the error is counted. The routing file
+is never obeyed: after each read the follower checks that ``routing_config.json`` matches the
+database and rewrites it when it does not, counting the repair by what it found
+(``ratchet_routing_file_repairs_total{found="invalid"}`` for a missing or wrong checksum — an
+edit; ``found="stale"`` for a valid file behind the database). An alert rule watches ``invalid``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ratchet.programs import ProgramRegistry
+from ratchet.programs.production import ProductionPointers
+from ratchet.programs.versions import BASE_VERSION, VersionStore
+from ratchet.rollout.experiments import ExperimentStore
+from ratchet.rollout.projection import publish_routing, routing_from
+from ratchet.routing import RoutingState
+from ratchet.serve import metrics
+from ratchet.store.db import StateDB
+
+__all__ = ["ServingState", "StateFollower"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServingState:
+    """One verified reading of the database: routes of live experiments, production versions, a version number."""
+
+    routing: RoutingState = field(default_factory=RoutingState)
+    production: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+
+    def production_of(self, signature: str) -> str:
+        return self.production.get(signature, BASE_VERSION)
+
+
+class StateFollower:
+    """Keeps a serving process's view of routing and production in step with the state database."""
+
+    def __init__(self, db: StateDB, registry: ProgramRegistry, versions: VersionStore, routing_path: Path, *,
+                 interval_s: float = 1.0, background: bool = True) -> None:
+        self.experiments = ExperimentStore(db)
+        self.pointers = ProductionPointers(db, versions)
+        self.registry = registry
+        self.routing_path = routing_path
+        self.interval_s = interval_s
+        self.errors = 0
+        self.repairs = 0
+        self.last_error: str | None = None
+        self._state = ServingState()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.refresh()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._run, name="ratchet-state-follower", daemon=True)
+            self._thread.start()
+
+    def current(self) -> ServingState:
+        """The last verified snapshot (never blocks on I/O)."""
+        return self._state
+
+    def refresh(self) -> bool:
+        """Read the database now; True when the snapshot changed. Keeps the last one when the read fails."""
+        with self._lock:
+            try:
+                live = self.experiments.list(statuses=("running", "paused"))
+                rows = self.pointers.all()
+                production = {name: rows.get(name) or self.pointers.versions.projected_production(name)
+                              for name in self.registry.names()}
+                routing = routing_from(live)
+                on_disk, found = publish_routing(self.experiments, self.routing_path)
+            except Exception as exc:  # the database (or the home) is unreachable: serve what was verified last
+                self.errors += 1
+                metrics.ROUTING_RELOAD_ERRORS.inc()
+                if self.last_error != str(exc):
+                    log.error("cannot read routing from the state database (keeping the last verified state): %s",
+                              exc)
+                self.last_error = str(exc)
+                return False
+            self.last_error = None
+            if found in ("invalid", "stale"):
+                self.repairs += 1
+                metrics.ROUTING_FILE_REPAIRS.labels(found).inc()
+                if found == "invalid":
+                    log.warning("%s was edited or damaged (not signed by Ratchet): rewritten from the state database",
+                                self.routing_path)
+            state = ServingState(routing=routing, production=production, version=on_disk.version)
+            changed = (state.routing.signatures, state.production) != (self._state.routing.signatures,
+                                                                      self._state.production)
+            self._state = state if changed or state.version != self._state.version else self._state
+            return changed
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            started = time.monotonic()
+            self.refresh()
+            if time.monotonic() - started > self.interval_s:
+                log.warning("reading routing from the state database took longer than serve.routing_check_interval_s")
