@@ -39,8 +39,8 @@ def controller(tmp_path: Path, state_db_url: str) -> RolloutController:
 
 
 def serve(controller: RolloutController, arm: str, version: str, n: int, *, errors: int = 0, latency_s: float = 0.1,
-          quality: float | None = None) -> None:
-    """Count ``n`` requests of one arm into the state database, as the runtime would."""
+          quality: float | None = None, experiment_id: str = "exp_1") -> None:
+    """Count ``n`` requests of one arm, served within ``experiment_id``, as the runtime would."""
     from ratchet.store.feedback import record_feedback
 
     recorder = OutcomeRecorder(controller.db, flush_interval_s=60)
@@ -49,12 +49,24 @@ def serve(controller: RolloutController, arm: str, version: str, n: int, *, erro
         rid = f"{arm}-{version}-{stamp}-{i}"
         failed = i < errors
         recorder.record(SIG, version, arm, latency_s=latency_s, success=not failed,
-                        error_type="parse_error" if failed else None)
+                        error_type="parse_error" if failed else None, experiment_id=experiment_id)
         recorder.index_request(rid, SIG, version, arm)
     recorder.close()
     if quality is not None:
         for i in range(n):
             record_feedback(controller.db, f"{arm}-{version}-{stamp}-{i}", quality)
+
+
+def test_an_experiment_counts_only_what_it_served(controller: RolloutController) -> None:
+    """Requests of the same versions and arms in the same minute, outside the experiment, do not count."""
+    serve(controller, "baseline", "v1", 50, errors=50, experiment_id="")  # before it started, same minute
+    serve(controller, "candidate", "v2", 50, errors=50, experiment_id="older_exp")  # another experiment
+    exp = controller.start(SIG, "v2", experiment_id="exp_1", baseline="v1")
+    serve(controller, "baseline", "v1", 30)
+    serve(controller, "candidate", "v2", 10)
+    decision = controller.evaluate(controller.store.get(exp.experiment_id))
+    assert decision.metrics["baseline"]["requests"] == 30 and decision.metrics["baseline"]["errors"] == 0
+    assert decision.metrics["candidate"]["requests"] == 10 and decision.action != "rollback"
 
 
 def test_start_publishes_the_route_and_a_snapshot(controller: RolloutController) -> None:

@@ -48,20 +48,20 @@ def _controller(home: Path, url: str) -> RolloutController:
     return RolloutController(settings, load_programs(settings))
 
 
-def _count_candidate_requests(controller: RolloutController, n: int) -> None:
+def _count_candidate_requests(controller: RolloutController, n: int, experiment_id: str) -> None:
     from ratchet.store.outcomes import OutcomeRecorder
 
     recorder = OutcomeRecorder(controller.db, flush_interval_s=60)
     for _ in range(n):
-        recorder.record(SIG, "v1", "candidate", latency_s=0.05, success=True)
-        recorder.record(SIG, "base", "baseline", latency_s=0.05, success=True)
+        recorder.record(SIG, "v1", "candidate", latency_s=0.05, success=True, experiment_id=experiment_id)
+        recorder.record(SIG, "base", "baseline", latency_s=0.05, success=True, experiment_id=experiment_id)
     recorder.close()
 
 
 def _controller_loop(home: str, url: str, experiment_id: str) -> None:
     controller = _controller(Path(home), url)
     while controller.store.get(experiment_id).live:
-        _count_candidate_requests(controller, 2)  # each stage needs its own candidate requests
+        _count_candidate_requests(controller, 2, experiment_id)  # each stage needs its own candidate requests
         controller.check(experiment_id, actor="controller")
 
 

@@ -258,3 +258,29 @@ def test_sqlite_write_transaction_waits_for_the_lock(tmp_path: Path) -> None:
                                                               created_at=1.0))
         assert time.monotonic() - started >= 0.25
         other.close()
+
+
+def test_counters_keep_their_rows_when_they_gain_the_experiment_key(make_db) -> None:
+    """Migration 4 rebuilds the counter tables (SQLite cannot change a primary key): nothing is lost."""
+    db = make_db(auto_migrate=False)
+    migrate(db, MIGRATIONS[:3])
+    with db.begin(write=True) as conn:
+        conn.execute(text("INSERT INTO arm_outcomes (signature, version, arm, minute, requests, errors, latency_sum_s, "
+                          "latency_sumsq, tokens_in, tokens_out, cost_usd) "
+                          "VALUES ('s', 'v1', 'baseline', 100, 7, 1, 0.7, 0.07, 70, 7, 0.5)"))
+        conn.execute(text("INSERT INTO arm_errors (signature, version, arm, minute, error_type, count) "
+                          "VALUES ('s', 'v1', 'baseline', 100, 'parse_error', 1)"))
+        conn.execute(text("INSERT INTO arm_latency_buckets (signature, version, arm, minute, bucket, count) "
+                          "VALUES ('s', 'v1', 'baseline', 100, 3, 7)"))
+    assert migrate(db) == [4]
+    from ratchet.store.outcomes import OutcomeRecorder, read_arm_stats
+
+    old = read_arm_stats(db, "s")[("v1", "baseline")]
+    assert (old.requests, old.errors_by_type, old.tokens_in) == (7, {"parse_error": 1}, 70)
+    recorder = OutcomeRecorder(db, flush_interval_s=60)
+    recorder.record("s", "v1", "baseline", latency_s=0.1, success=True, at=6000.0, experiment_id="exp")
+    recorder.close()
+    assert read_arm_stats(db, "s")[("v1", "baseline")].requests == 8  # all requests of the window
+    assert read_arm_stats(db, "s", experiment_id="exp")[("v1", "baseline")].requests == 1  # only the experiment's
+    with db.begin() as conn:
+        assert inspect(conn).get_pk_constraint("arm_outcomes")["name"] == "pk_arm_outcomes"

@@ -1,7 +1,7 @@
 """The rollout controller: start experiments, decide from per-arm counters, change state, publish routing.
 
-At each check it reads both arms' counters since the experiment started (the
-baseline's from the same window, so the comparison is concurrent), runs the
+At each check it reads both arms' counters of requests served within the experiment
+(the baseline's from the same window, so the comparison is concurrent), runs the
 anytime-valid triggers, and then:
 
 * rolls back when a trigger fires (catastrophe guard, error rate, latency, quality),
@@ -232,7 +232,8 @@ class RolloutController:
     def evaluate(self, experiment: Experiment, now: float | None = None) -> Decision:
         now = time.time() if now is None else now
         stats = read_arm_stats(self.db, experiment.signature, since=experiment.created_at,
-                               versions=[experiment.baseline_version, experiment.candidate_version])
+                               versions=[experiment.baseline_version, experiment.candidate_version],
+                               experiment_id=experiment.experiment_id)
         baseline = stats.get((experiment.baseline_version, "baseline"), ArmStats())
         candidate = stats.get((experiment.candidate_version, "candidate"), ArmStats())
         # Counters are per minute; a stage's own requests are the growth since it began (exact, any length).

@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import dspy
@@ -55,6 +56,14 @@ _FREE_TEXT = ("input", "output", "correction", "error")
 _DAY_S = 86400.0
 
 log = logging.getLogger(__name__)
+
+@dataclass(frozen=True)
+class _Ticket:
+    """Who a request is: its id, and the experiment that routed it ("" outside one: counters are kept apart)."""
+
+    request_id: str
+    experiment_id: str
+
 
 class Runtime:
     """Serve registered programs with routing, metrics, per-arm counters and telemetry."""
@@ -97,9 +106,9 @@ class Runtime:
              user_id: str | None = None) -> CallResult:
         """Serve one request synchronously. Unknown signatures raise; every other failure is in the result."""
         started = time.perf_counter()
-        served, request_id, values, error = self._prepare(signature, inputs, request_id, user_id)
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id)
         if error is not None:
-            return self._finish(served, request_id, values, started, error=error)
+            return self._finish(served, ticket, values, started, error=error)
         prediction, error, fallback = None, None, False
         try:
             with dspy.context(lm=self.lms.task, adapter=self.lms.adapter, track_usage=True):
@@ -113,16 +122,16 @@ class Runtime:
                     prediction, error = served.module(**values), None
             except Exception as exc:
                 error = exc
-        return self._finish(served, request_id, values, started, prediction=prediction, error=error,
+        return self._finish(served, ticket, values, started, prediction=prediction, error=error,
                             fallback=fallback)
 
     async def acall(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
                     user_id: str | None = None, timeout_s: float | None = None) -> CallResult:
         """Serve one request on the event loop; an LM call longer than ``timeout_s`` fails with ``timeout``."""
         started = time.perf_counter()
-        served, request_id, values, error = self._prepare(signature, inputs, request_id, user_id)
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id)
         if error is not None:
-            return self._finish(served, request_id, values, started, error=error)
+            return self._finish(served, ticket, values, started, error=error)
         timeout = timeout_s if timeout_s is not None else self.settings.serve.request_timeout_s
         prediction, error, fallback = None, None, False
         try:
@@ -137,7 +146,7 @@ class Runtime:
                 error = None
             except Exception as exc:
                 error = exc
-        return self._finish(served, request_id, values, started, prediction=prediction, error=error,
+        return self._finish(served, ticket, values, started, prediction=prediction, error=error,
                             fallback=fallback)
 
     def feedback(self, request_id: str, score: float, correction: dict[str, Any] | None = None) -> FeedbackResult:
@@ -279,7 +288,7 @@ class Runtime:
 
     # -- the call path ------------------------------------------------------------------------
     def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None
-                 ) -> tuple[ServedVersion, str, dict[str, Any], BaseException | None]:
+                 ) -> tuple[ServedVersion, _Ticket, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
         request_id = request_id or uuid.uuid4().hex
         state = self.follower.current()
@@ -287,6 +296,7 @@ class Runtime:
             self.served.publish_routing()
         route = state.routing.route(signature)
         arm = choose_arm(route, user_id or request_id)
+        ticket = _Ticket(request_id, (route.experiment_id or "") if route is not None else "")
         if route is None:
             version = state.production_of(signature)
         else:
@@ -303,12 +313,12 @@ class Runtime:
             except VersionError as missing:  # nothing to serve with: an error result, counted like any other
                 metrics.VERSION_UNAVAILABLE.labels(signature, version, arm).inc()
                 served = self.served.unavailable(spec, version, arm)
-                return served, request_id, inputs if isinstance(inputs, dict) else {}, missing
+                return served, ticket, inputs if isinstance(inputs, dict) else {}, missing
         try:
             values = spec.schema.validate_inputs(inputs)
         except InputValidationError as exc:
-            return served, request_id, inputs if isinstance(inputs, dict) else {}, exc
-        return served, request_id, values, None
+            return served, ticket, inputs if isinstance(inputs, dict) else {}, exc
+        return served, ticket, values, None
 
     async def _run_async(self, module: dspy.Module, values: dict[str, Any], lm: dspy.LM, adapter: dspy.Adapter,
                          timeout: float) -> dspy.Prediction:
@@ -320,10 +330,11 @@ class Runtime:
     def _can_fall_back(self, error: BaseException) -> bool:
         return self.lms.fallback is not None and classify_error(error) in LM_FAILURES
 
-    def _finish(self, served: ServedVersion, request_id: str, values: dict[str, Any], started: float, *,
+    def _finish(self, served: ServedVersion, ticket: _Ticket, values: dict[str, Any], started: float, *,
                 prediction: dspy.Prediction | None = None, error: BaseException | None = None,
                 fallback: bool = False) -> CallResult:
         latency_s = time.perf_counter() - started
+        request_id = ticket.request_id
         signature, version, arm = served.spec.name, served.version, served.arm
         model = (self.lms.fallback if fallback else self.lms.task).model
         tokens_in, tokens_out = _usage(prediction)
@@ -346,7 +357,7 @@ class Runtime:
             metrics.FALLBACKS.labels(signature).inc()
         self.outcomes.record(signature, version, arm, latency_s=latency_s, success=error is None,
                              error_type=error_type, tokens_in=tokens_in, tokens_out=tokens_out,
-                             cost_usd=cost or 0.0)
+                             cost_usd=cost or 0.0, experiment_id=ticket.experiment_id)
         self.outcomes.index_request(request_id, signature, version, arm)
 
         sampled = self.sampler.should_sample(signature, request_id)

@@ -195,10 +195,50 @@ def _m003_production_pointers(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m004_counters_per_experiment(conn: Connection) -> None:
+    """Per-arm counters keyed by experiment too, so an experiment counts only what it served.
+
+    The three counter tables are rebuilt with an ``experiment_id`` key column (``""`` for requests
+    served outside any experiment, which is what every existing row becomes): SQLite cannot change
+    a primary key in place. New table, copy, drop, rename — inside the migration's transaction.
+    """
+    specs = {
+        "arm_outcomes": ([("requests", BigInteger), ("errors", BigInteger), ("latency_sum_s", Float),
+                          ("latency_sumsq", Float), ("tokens_in", BigInteger), ("tokens_out", BigInteger),
+                          ("cost_usd", Float)], []),
+        "arm_errors": ([("error_type", String(200)), ("count", BigInteger)], ["error_type"]),
+        "arm_latency_buckets": ([("bucket", Integer), ("count", BigInteger)], ["bucket"]),
+    }
+    postgres = conn.dialect.name == "postgresql"
+    for name, (rest, extra_key) in specs.items():
+        md = MetaData()
+        new = Table(
+            f"{name}_v4", md,
+            Column("signature", String(200), nullable=False),
+            Column("version", String(200), nullable=False),
+            Column("arm", String(64), nullable=False),
+            Column("experiment_id", String(200), nullable=False, server_default=""),
+            Column("minute", BigInteger, nullable=False),
+            *[Column(column, kind, nullable=False) for column, kind in rest],
+            # PostgreSQL's constraint names are unique per schema (renamed below once the old table is gone);
+            # SQLite keeps the name as written.
+            PrimaryKeyConstraint("signature", "version", "arm", "experiment_id", "minute", *extra_key,
+                                 name=f"pk_{name}_v4" if postgres else f"pk_{name}"),
+        )
+        new.create(conn)
+        copied = ["signature", "version", "arm", "minute", *[column for column, _ in rest]]
+        conn.execute(text(f"INSERT INTO {name}_v4 ({', '.join(copied)}) SELECT {', '.join(copied)} FROM {name}"))
+        conn.execute(text(f"DROP TABLE {name}"))
+        conn.execute(text(f"ALTER TABLE {name}_v4 RENAME TO {name}"))
+        if postgres:
+            conn.execute(text(f"ALTER TABLE {name} RENAME CONSTRAINT pk_{name}_v4 TO pk_{name}"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
     Migration(3, "production pointers and their history", _m003_production_pointers),
+    Migration(4, "per-arm counters keyed by experiment", _m004_counters_per_experiment),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

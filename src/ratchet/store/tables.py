@@ -68,6 +68,7 @@ arm_outcomes = Table(
     Column("signature", String(NAME_LEN), nullable=False),
     Column("version", String(NAME_LEN), nullable=False),
     Column("arm", String(ARM_LEN), nullable=False),
+    Column("experiment_id", String(NAME_LEN), nullable=False, server_default=""),  # "" outside experiments
     Column("minute", BigInteger, nullable=False),  # epoch minute of the request: int(t // 60)
     Column("requests", BigInteger, nullable=False, default=0),
     Column("errors", BigInteger, nullable=False, default=0),
@@ -76,7 +77,7 @@ arm_outcomes = Table(
     Column("tokens_in", BigInteger, nullable=False, default=0),
     Column("tokens_out", BigInteger, nullable=False, default=0),
     Column("cost_usd", Float, nullable=False, default=0.0),
-    PrimaryKeyConstraint("signature", "version", "arm", "minute", name="pk_arm_outcomes"),
+    PrimaryKeyConstraint("signature", "version", "arm", "experiment_id", "minute", name="pk_arm_outcomes"),
 )
 
 arm_errors = Table(
@@ -85,10 +86,12 @@ arm_errors = Table(
     Column("signature", String(NAME_LEN), nullable=False),
     Column("version", String(NAME_LEN), nullable=False),
     Column("arm", String(ARM_LEN), nullable=False),
+    Column("experiment_id", String(NAME_LEN), nullable=False, server_default=""),  # "" outside experiments
     Column("minute", BigInteger, nullable=False),
     Column("error_type", String(ERROR_TYPE_LEN), nullable=False),
     Column("count", BigInteger, nullable=False, default=0),
-    PrimaryKeyConstraint("signature", "version", "arm", "minute", "error_type", name="pk_arm_errors"),
+    PrimaryKeyConstraint("signature", "version", "arm", "experiment_id", "minute", "error_type",
+                         name="pk_arm_errors"),
 )
 
 arm_latency_buckets = Table(
@@ -97,10 +100,12 @@ arm_latency_buckets = Table(
     Column("signature", String(NAME_LEN), nullable=False),
     Column("version", String(NAME_LEN), nullable=False),
     Column("arm", String(ARM_LEN), nullable=False),
+    Column("experiment_id", String(NAME_LEN), nullable=False, server_default=""),  # "" outside experiments
     Column("minute", BigInteger, nullable=False),
     Column("bucket", Integer, nullable=False),  # index into outcomes.LATENCY_BUCKET_BOUNDS_S
     Column("count", BigInteger, nullable=False, default=0),
-    PrimaryKeyConstraint("signature", "version", "arm", "minute", "bucket", name="pk_arm_latency_buckets"),
+    PrimaryKeyConstraint("signature", "version", "arm", "experiment_id", "minute", "bucket",
+                         name="pk_arm_latency_buckets"),
 )
 
 request_index = Table(

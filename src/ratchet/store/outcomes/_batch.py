@@ -32,7 +32,7 @@ from ratchet.store.tables import (
 
 __all__ = ["ArmKey", "Batch", "new_row", "upsert_statements", "write_batch"]
 
-ArmKey = tuple[str, str, str, int]  # signature, version, arm, minute
+ArmKey = tuple[str, str, str, str, int]  # signature, version, arm, experiment id ("" outside one), minute
 
 
 def new_row() -> list[Any]:
@@ -45,8 +45,8 @@ class Batch:
     """Increments not written yet: counter rows, error and latency-bucket counts, request-index entries."""
 
     outcomes: dict[ArmKey, list[Any]] = field(default_factory=dict)
-    errors: dict[tuple[str, str, str, int, str], int] = field(default_factory=dict)
-    buckets: dict[tuple[str, str, str, int, int], int] = field(default_factory=dict)
+    errors: dict[tuple[str, str, str, str, int, str], int] = field(default_factory=dict)
+    buckets: dict[tuple[str, str, str, str, int, int], int] = field(default_factory=dict)
     index: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -67,11 +67,11 @@ def upsert_statements(dialect: str) -> dict[str, Insert]:
 def write_batch(db: StateDB, batch: Batch, statements: Mapping[str, Insert]) -> int:
     """Add ``batch`` in one transaction with ``statements`` (``upsert_statements``); returns the rows written."""
     outcomes: dict[ArmKey, dict[str, Any]] = {}
-    for (sig, ver, arm, minute), values in batch.outcomes.items():
-        key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(arm, ARM_LEN), minute)
+    for (sig, ver, arm, experiment, minute), values in batch.outcomes.items():
+        key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(arm, ARM_LEN), clean(experiment, NAME_LEN), minute)
         row = outcomes.get(key)
         if row is None:
-            outcomes[key] = dict(zip(("signature", "version", "arm", "minute"), key, strict=True),
+            outcomes[key] = dict(zip(("signature", "version", "arm", "experiment_id", "minute"), key, strict=True),
                                  **dict(zip(COUNTERS, values, strict=True)))
         else:  # two raw keys that only differed past the column length
             for name, value in zip(COUNTERS, values, strict=True):
@@ -104,13 +104,14 @@ def _merge_counts(counts: Mapping[tuple, int], last: tuple[str, int | None]) -> 
     """Rows (dicts) for a per-arm, per-minute count table whose key ends with ``last`` = (column, text limit)."""
     column, limit = last
     rows: dict[tuple, dict[str, Any]] = {}
-    for (sig, ver, arm, minute, extra), count in counts.items():
+    for (sig, ver, arm, experiment, minute, extra), count in counts.items():
         tail = clean(extra, limit) if limit is not None else int(extra)
-        key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(arm, ARM_LEN), minute, tail)
+        key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(arm, ARM_LEN), clean(experiment, NAME_LEN), minute,
+               tail)
         row = rows.get(key)
         if row is None:
-            rows[key] = {"signature": key[0], "version": key[1], "arm": key[2], "minute": minute, column: tail,
-                         "count": count}
+            rows[key] = {"signature": key[0], "version": key[1], "arm": key[2], "experiment_id": key[3],
+                         "minute": minute, column: tail, "count": count}
         else:
             row["count"] += count
     return rows

@@ -107,16 +107,18 @@ class OutcomeRecorder:
         tokens_out: int = 0,
         cost_usd: float = 0.0,
         at: float | None = None,
+        experiment_id: str = "",
     ) -> None:
-        """Count one request. A negative, NaN or infinite latency or cost counts as 0."""
+        """Count one request (served within ``experiment_id``, if any). A negative, NaN or infinite latency or
+        cost counts as 0."""
         minute = int((time.time() if at is None else at) // 60)
         if not 0.0 <= latency_s < _INF:
             latency_s = 0.0
         if not 0.0 <= cost_usd < _INF:
             cost_usd = 0.0
-        key = (signature, version, arm, minute)
-        bucket_key = (signature, version, arm, minute, bisect_left(LATENCY_BUCKET_BOUNDS_S, latency_s))
-        error_key = None if success else (signature, version, arm, minute, error_type or UNKNOWN_ERROR)
+        key = (signature, version, arm, experiment_id, minute)
+        bucket_key = (*key, bisect_left(LATENCY_BUCKET_BOUNDS_S, latency_s))
+        error_key = None if success else (*key, error_type or UNKNOWN_ERROR)
         with self._lock:
             pending = self._pending
             row = pending.outcomes.get(key)

@@ -66,9 +66,14 @@ def read_arm_stats(
     since: float | None = None,
     until: float | None = None,
     versions: Iterable[str] | None = None,
+    experiment_id: str | None = None,
 ) -> dict[tuple[str, str], ArmStats]:
-    """Each (version, arm) of ``signature`` over ``[since, until)`` (epoch seconds, widened to whole minutes)."""
-    totals = _read(db, signature=signature, since=since, until=until, versions=versions)
+    """Each (version, arm) of ``signature`` over ``[since, until)`` (epoch seconds, widened to whole minutes).
+
+    With ``experiment_id`` only the requests served within that experiment count (quality too: feedback
+    on requests served since ``since``); without it, every request of the window.
+    """
+    totals = _read(db, signature=signature, since=since, until=until, versions=versions, experiment_id=experiment_id)
     return {(version, arm): stats for (_sig, version, arm), stats in totals.items()}
 
 
@@ -76,7 +81,7 @@ def read_totals(
     db: StateDB, signature: str | None = None, since: float | None = None
 ) -> dict[tuple[str, str, str], ArmStats]:
     """Every (signature, version, arm), or those of one signature, since ``since`` (for dashboards)."""
-    return _read(db, signature=signature, since=since, until=None, versions=None)
+    return _read(db, signature=signature, since=since, until=None, versions=None, experiment_id=None)
 
 
 def prune_outcomes(db: StateDB, older_than: float) -> int:
@@ -139,6 +144,7 @@ def _read(
     since: float | None,
     until: float | None,
     versions: Iterable[str] | None,
+    experiment_id: str | None,
 ) -> dict[tuple[str, str, str], ArmStats]:
     version_list = None if versions is None else [str(v) for v in versions]
     sums: dict[tuple[str, str, str], _Sums] = {}
@@ -149,6 +155,8 @@ def _read(
             conditions.append(table.c.signature == signature)
         if version_list is not None:
             conditions.append(table.c.version.in_(version_list))
+        if experiment_id is not None:
+            conditions.append(table.c.experiment_id == experiment_id)
         if since is not None:
             conditions.append(table.c.minute >= math.floor(since / 60))
         if until is not None:
