@@ -4,6 +4,7 @@ from ratchet.config.loading import CONFIG_ENV, CONFIG_FILENAME, find_config_file
 from ratchet.config.secrets import MASK, mask_secrets, mask_url, mask_urls_in_text, url_credentials
 from ratchet.config.settings import (
     DataSettings,
+    DriftSettings,
     GateThresholds,
     LMSettings,
     LocalModelSettings,
@@ -23,6 +24,7 @@ __all__ = [
     "CONFIG_FILENAME",
     "MASK",
     "DataSettings",
+    "DriftSettings",
     "GateThresholds",
     "LMSettings",
     "LocalModelSettings",

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 __all__ = [
     "SECRET_KEYS",
     "DataSettings",
+    "DriftSettings",
     "GateThresholds",
     "LMSettings",
     "LocalModelSettings",
@@ -205,6 +206,23 @@ SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.we
 """Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
 
 
+class DriftSettings(_Section):
+    """`ratchet monitor check-drift`: live inputs and outputs against the production version's training data.
+
+    The defaults are calibrated on Banking77 (``benchmarks/drift_validation.py``, docs/benchmarks.md).
+    """
+
+    window_hours: float = Field(24.0, gt=0, description="live calls of the last this many hours are compared")
+    min_samples: int = Field(100, ge=10, description="live calls (and reference examples) a verdict needs")
+    max_samples: int = Field(2000, ge=10, description="at most the newest this many live calls are compared")
+    psi_threshold: float = Field(0.25, gt=0, description="output label PSI above this (and significant) → drift")
+    similarity_threshold: float = Field(0.35, gt=0, le=1, description="an input whose best Jaccard similarity to "
+                                        "every training input is below this is novel")
+    novelty_margin: float = Field(0.05, ge=0, lt=1, description="novel share above the held-out share by more than "
+                                  "this (at confidence 1 - alpha) → drift")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="error level of the one-sided tests")
+
+
 class MonitorSettings(_Section):
     """Checks and alert channels (seed 001's monitoring_config.json as defaults)."""
 
@@ -232,6 +250,7 @@ class MonitorSettings(_Section):
     experiment_long_running_days: float = Field(7.0, gt=0, description="a live experiment older than this → info")
     dataset_quality_drop_threshold: float = Field(0.10, gt=0, le=1, description="quality drop between versions")
     slo_window_minutes: float = Field(60.0, gt=0, description="live service levels are judged over this window")
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
 class ScheduleSettings(_Section):
