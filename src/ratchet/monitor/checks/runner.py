@@ -13,6 +13,7 @@ from ratchet.errors import RatchetError
 from ratchet.monitor.alerts import Alert, level_rank
 from ratchet.monitor.checks.ab_tests import check_ab_tests
 from ratchet.monitor.checks.datasets import check_dataset_quality
+from ratchet.monitor.checks.drift import check_drift
 from ratchet.monitor.checks.orchestration import check_orchestration
 from ratchet.monitor.checks.slo import check_slo
 from ratchet.monitor.dispatch import AlertDispatcher, Delivery
@@ -25,7 +26,7 @@ __all__ = ["CHECKS", "EXIT_CODES", "CheckRun", "exit_code", "run_checks"]
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("orchestration", "ab_tests", "dataset_quality", "slo")
+CHECKS = ("orchestration", "ab_tests", "dataset_quality", "slo", "drift")
 EXIT_CODES = {None: 0, "info": 0, "warning": 1, "error": 2, "critical": 3}
 """Exit code of a check command by the worst level found."""
 
@@ -107,6 +108,7 @@ def run_checks(
         "ab_tests": lambda: check_ab_tests(settings, db=lazy.db, now=now, since=since),
         "dataset_quality": lambda: check_dataset_quality(settings, signature, registry=lazy.registry),
         "slo": lambda: check_slo(settings, db=lazy.db, now=now),
+        "drift": lambda: check_drift(settings, registry=lazy.registry, now=now, export=dispatcher is not None),
     }
     results = [_run_one(name, runners[name]) for name in names]
     for result in results:  # an event already delivered (a rollback alerted last hour) is not a finding any more
