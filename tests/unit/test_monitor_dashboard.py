@@ -61,6 +61,7 @@ def test_dashboard_has_the_seed_shape(tmp_path: Path) -> None:
     assert dataset["version"].startswith("v") and dataset["versions"] == 2
     assert data["alerts"] == {"last_check": None, "recent_alerts": [], "active": []}
     assert data["slo"]["signatures"][SIG]["all"]["requests"] == 100
+    assert data["drift"] == {"checked_at": None, "window_hours": 24.0, "signatures": {}}  # no drift check yet
     json.dumps(data)  # plain JSON
 
 
@@ -112,7 +113,7 @@ def test_check_commands_exit_with_the_worst_level(project: Settings) -> None:
     assert invoke("check-slo", "--no-dispatch").exit_code == 3
     assert invoke("check-ab-tests").exit_code == 0
     state = json.loads((project.home_dir / "monitoring_state.json").read_text())
-    assert {"orchestration", "ab_tests", "dataset_quality", "slo"} == set(state["checks"])
+    assert {"orchestration", "ab_tests", "dataset_quality", "slo", "drift"} == set(state["checks"])
 
 
 def test_check_dataset_quality_for_one_signature(project: Settings) -> None:
@@ -143,3 +144,32 @@ def test_dashboard_and_status(project: Settings) -> None:
                  "Live service levels", "Alerts", "A/B Test Rolled Back"):
         assert text in shown.stdout, text
     assert json.loads(runner.invoke(app, ["--json"]).stdout)["ab_tests"]["completed"] == 1
+
+
+def test_check_drift_and_the_drift_section(project: Settings) -> None:
+    now_ms = int(time.time() * 1000)
+    unseen = Path(__file__).parent / "data" / "banking77_unseen_intents.jsonl"
+    texts = [json.loads(line)["text"] for line in unseen.read_text().splitlines()][:120]
+    (project.home_dir / "telemetry").mkdir(parents=True)
+    (project.home_dir / "telemetry" / "interactions.jsonl").write_text("".join(
+        json.dumps({"record": "interaction", "module_name": "Predict", "module_version": "base", "signature": SIG,
+                    "input": {"text": text}, "output": {"intent": "card_arrival"}, "timestamp_ms": now_ms - i,
+                    "success": True, "arm": "baseline"}) + "\n" for i, text in enumerate(texts)))
+    result = invoke("check-drift", "--no-dispatch", "--json")
+    assert result.exit_code == 1, result.output
+    out = json.loads(result.stdout)
+    assert {a["title"] for a in out["alerts"]} == {"Output Drift", "Input Drift"}
+    assert out["checks"][0]["summary"]["signatures"][SIG]["reference"]["kind"] == "bundled"
+    assert not (project.home_dir / "metrics").exists()
+    shown = runner.invoke(monitor_cmd.app, ["check-drift"], terminal_width=200)
+    assert shown.exit_code == 1, shown.output
+    for text in ("output, input", "120", "85.0% / 11.2%", "Input Drift", "extract_booking: not enough data: 0",
+                 "bundled train data"):
+        assert text in shown.stdout, text
+    drift = json.loads(invoke("dashboard").stdout)["drift"]
+    assert drift["checked_at"] and drift["signatures"][SIG]["status"] == "drift"
+    assert drift["signatures"][SIG]["output_psi"] > 0.25 and drift["signatures"][SIG]["live_n"] == 120
+    app = typer.Typer()
+    app.command("status")(monitor_cmd.status)
+    status = runner.invoke(app, [], terminal_width=200)
+    assert "Drift" in status.stdout and "output, input" in status.stdout

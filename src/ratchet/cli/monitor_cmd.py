@@ -39,7 +39,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
     state = get_state(ctx)
     settings = state.settings
     registry = None
-    if "dataset_quality" in names:
+    if "dataset_quality" in names or "drift" in names:
         registry = state.registry
         if signature is not None:
             registry.get(signature)  # an unknown name: exit 2 with the registry's message
@@ -55,7 +55,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
 
 @app.command("check-all", epilog=_EXIT_HELP)
 def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
-    """Run every check (orchestration, A/B tests, dataset quality, live SLOs) and send what is due."""
+    """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift) and send what is due."""
     from ratchet.monitor.checks import CHECKS
 
     _run(ctx, list(CHECKS), as_json, no_dispatch)
@@ -88,6 +88,13 @@ def check_dataset_quality(
 def check_slo(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
     """Live success rate, p50/p95/p99 latency, tokens and cost per request, and cost per hour against the thresholds."""
     _run(ctx, ["slo"], as_json, no_dispatch)
+
+
+@app.command("check-drift", epilog=_EXIT_HELP)
+def check_drift(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Live inputs and outputs of each signature against its production version's training data: output label
+    PSI and the share of novel inputs. When dispatching, also writes <home>/metrics/ for Prometheus."""
+    _run(ctx, ["drift"], as_json, no_dispatch)
 
 
 @app.command("dashboard")
@@ -134,6 +141,9 @@ def _print_run(run: Any) -> None:
             outcome = "[green]ok[/]"
         table.add_row(f"[bold]{result.name}[/]", outcome, f"[dim]{result.seconds:.2f} s[/]")
     console.print(table)
+    for result in run.results:
+        if result.name == "drift" and not result.error:
+            _print_drift(result.summary)
     if run.alerts:
         alerts = Table(box=None, pad_edge=False)
         for column in ("level", "alert", "message"):
@@ -240,6 +250,15 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
     elif not slo.get("error"):
         console.print("  [dim]no traffic in the window[/]")
 
+    drift = data.get("drift") or {}
+    console.print(f"\n[bold]Drift[/]  last check {_when(drift.get('checked_at'))} · window "
+                  f"{drift.get('window_hours', 0):g} h", highlight=False)
+    _section_error(drift)
+    if drift.get("signatures"):
+        _print_drift(drift)
+    elif not drift.get("error"):
+        console.print("  [dim]no drift check yet (`ratchet monitor check-drift`)[/]")
+
     alerts = data["alerts"]
     console.print(f"\n[bold]Alerts[/]  last check {_when(alerts.get('last_check'))} · "
                   f"{len(alerts.get('active') or [])} active", highlight=False)
@@ -254,6 +273,42 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
             mark = "" if alert.get("delivered", True) else " [red](not delivered)[/]"
             console.print(f"  [dim]{_when(alert.get('timestamp'))}[/] {_level(alert.get('level'))} "
                           f"{alert.get('title')}{mark}", highlight=False)
+
+
+def _print_drift(drift: dict[str, Any]) -> None:
+    """Per signature: drift found, live calls, output PSI, novel share live vs held-out, the reference (from a
+    check's summary or the dashboard's section: both have these numbers)."""
+    table = Table(box=None, pad_edge=False)
+    table.add_column("signature", no_wrap=True)
+    for column in ("drift", "calls", "output PSI", "novel live / held-out", "reference"):
+        table.add_column(column, overflow="fold")
+    waiting = []
+    for name, sig in (drift.get("signatures") or {}).items():
+        output, inputs = sig.get("output") or {}, sig.get("input") or {}
+        psi = sig.get("output_psi", output.get("psi"))
+        live_share = sig.get("live_novel_share", inputs.get("live_novel_share"))
+        held_share = sig.get("reference_novel_share", inputs.get("reference_novel_share"))
+        status = sig.get("status")
+        if status not in ("ok", "drift"):
+            waiting.append(f"{name}: {sig.get('reason') or status}")
+        shown = (f"[yellow]{', '.join(sig.get('flagged') or [])}[/]" if status == "drift" else
+                 "[green]none[/]" if status == "ok" else "[dim]not enough data[/]")
+        table.add_row(name, shown, str(sig.get("live_n") or 0), "–" if psi is None else f"{psi:.3f}",
+                      "–" if live_share is None else f"{live_share:.1%} / {held_share:.1%}",
+                      _reference(sig.get("reference")))
+    console.print(table)
+    for line in waiting:
+        console.print(f"  [dim]{line}[/]", highlight=False)
+
+
+def _reference(reference: dict[str, Any] | None) -> str:
+    if not reference:
+        return "–"
+    if reference.get("kind") == "production":
+        return f"{reference.get('dataset_version')} (production {reference.get('program_version')})"
+    if reference.get("kind") == "latest_dataset":
+        return f"{reference.get('dataset_version')} (latest dataset)"
+    return "bundled train data"
 
 
 def _section_error(section: dict[str, Any]) -> None:

@@ -8,7 +8,13 @@ Shape (the seed's keys are never renamed; Ratchet adds some)::
      "ab_tests": {"active", "paused", "completed", "rolled_back", + "experiments": [live experiments with traffic]},
      "datasets": {"<signature>": {"version", "examples", "quality", "sources", + "versions", "created"}},
      "alerts": {"last_check", "recent_alerts", + "active": […]},
-     "slo": {"window_minutes", "signatures": {"<signature>": {"all": {…}, "<arm>": {…}}}}}
+     "slo": {"window_minutes", "signatures": {"<signature>": {"all": {…}, "<arm>": {…}}}},
+     "drift": {"checked_at", "window_hours", "signatures": {"<signature>": {"status", "reason", "flagged", "live_n",
+               "output_psi", "psi_threshold", "live_novel_share", "reference_novel_share",
+               "reference": {"kind", "dataset_version", "program_version", "description"}}}}}
+
+The drift section is the last dispatched drift check's (``<home>/metrics/drift.json``): judging
+drift reads the telemetry and the training data, too slow for a dashboard.
 
 A section that cannot be read (an unreachable database) keeps its keys with empty values and
 says why under ``"error"``; the rest of the dashboard is still there.
@@ -26,6 +32,7 @@ from ratchet.errors import RatchetError
 from ratchet.monitor.checks.ab_tests import traffic_split
 from ratchet.monitor.checks.datasets import dataset_signatures
 from ratchet.monitor.checks.slo import service_levels
+from ratchet.monitor.drift import read_snapshot
 from ratchet.monitor.runs import read_runs
 from ratchet.monitor.state import STATE_FILENAME, iso, read_state
 from ratchet.programs.registry import ProgramRegistry
@@ -61,6 +68,9 @@ def build_dashboard(settings: Settings, *, db: StateDB | None = None, registry: 
         "alerts": _section(lambda: _alerts(settings), {"last_check": None, "recent_alerts": [], "active": []}),
         "slo": _section(lambda: _slo(settings, database(), now),
                         {"window_minutes": settings.monitor.slo_window_minutes, "signatures": {}}),
+        "drift": _section(lambda: _drift(settings), {"checked_at": None,
+                                                     "window_hours": settings.monitor.drift.window_hours,
+                                                     "signatures": {}}),
     }
 
 
@@ -147,3 +157,20 @@ def _slo(settings: Settings, db: StateDB, now: float) -> dict[str, Any]:
             "signatures": {sig: {scope: level.to_dict() for scope, level in arms.items()}
                            for sig, arms in levels.items()}}
 
+
+def _drift(settings: Settings) -> dict[str, Any]:
+    snapshot = read_snapshot(settings.home_dir)
+    if snapshot is None:
+        return {"checked_at": None, "window_hours": settings.monitor.drift.window_hours, "signatures": {}}
+    signatures = {}
+    for name, sig in (snapshot.get("signatures") or {}).items():
+        output, inputs, reference = sig.get("output") or {}, sig.get("input") or {}, sig.get("reference") or {}
+        signatures[name] = {"status": sig.get("status"), "reason": sig.get("reason"), "flagged": sig.get("flagged"),
+                            "live_n": sig.get("live_n"), "output_psi": output.get("psi"),
+                            "psi_threshold": output.get("threshold"),
+                            "live_novel_share": inputs.get("live_novel_share"),
+                            "reference_novel_share": inputs.get("reference_novel_share"),
+                            "reference": {k: reference.get(k) for k in ("kind", "dataset_version", "program_version",
+                                                                        "description")} if reference else None}
+    return {"checked_at": snapshot.get("checked_at"), "window_hours": snapshot.get("window_hours"),
+            "signatures": signatures}
