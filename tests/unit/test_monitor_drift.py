@@ -5,6 +5,8 @@ import json
 import math
 import os
 import random
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from ratchet.monitor.drift.stats import (
 from ratchet.programs import ProgramRegistry, load_programs, program
 from ratchet.programs.production import ProductionPointers
 from ratchet.programs.versions import VersionStore
+from ratchet.serve import metrics
 from ratchet.store.db import StateDB
 
 UNSEEN = Path(__file__).parent / "data" / "banking77_unseen_intents.jsonl"
@@ -317,3 +320,27 @@ def test_alerts_resolve_and_metrics_are_written_only_when_dispatching(settings: 
     result = check_drift(settings, registry=registry)
     assert result.scopes == [] and result.summary["signatures"][SIG]["status"] == "not_enough_data"
 
+
+# -- metrics on /metrics ------------------------------------------------------------------------------------------
+
+
+def test_serve_exposes_the_drift_textfile(settings: Settings, registry: ProgramRegistry,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    write_telemetry(settings, intent_calls([{"text": e["text"], "intent": "age_limit"} for e in OTHER[:120]]))
+    check_drift(settings, registry=registry, export=True)
+    directory = settings.home_dir / "metrics"
+    assert oct((directory / TEXTFILE_NAME).stat().st_mode & 0o777) == "0o644"  # no user text: node-exporter may read
+    (directory / "broken.prom").write_text("this is { not the text format\n")
+    (directory / "clash.prom").write_text("# TYPE ratchet_routing_version gauge\nratchet_routing_version 99\n")
+    assert b"ratchet_drift" not in metrics.render_latest()  # no directory configured: nothing added
+    monkeypatch.setenv(metrics.TEXTFILE_DIR_ENV, str(directory))
+    text = metrics.render_latest().decode()
+    assert f'ratchet_drift_flagged{{kind="output",signature="{SIG}"}} 1.0' in text
+    assert text.count("# TYPE ratchet_drift_output_psi gauge") == 1
+    assert text.count("# TYPE ratchet_routing_version gauge") == 1 and "ratchet_routing_version 99" not in text
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed")
+    done = subprocess.run([promtool, "check", "metrics"], input=(directory / TEXTFILE_NAME).read_bytes(),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr

@@ -46,6 +46,7 @@ def serve(
     host = host or settings.serve.host
     port = port or settings.serve.port
     workers = workers or settings.serve.workers
+    _expose_textfiles(settings.home_dir)
     if workers == 1:
         from ratchet.serve.app import create_app
 
@@ -60,6 +61,14 @@ def serve(
         os.environ["RATCHET_CONFIG"] = str(settings.config_file)
     uvicorn.run("ratchet.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
+
+
+def _expose_textfiles(home: Path) -> None:
+    """Let /metrics (in this process and in every worker) include the checks' textfiles, e.g. the drift gauges."""
+    from ratchet.monitor.drift.exposition import METRICS_DIRNAME
+    from ratchet.serve.metrics import TEXTFILE_DIR_ENV
+
+    os.environ.setdefault(TEXTFILE_DIR_ENV, str(home / METRICS_DIRNAME))
 
 
 def loadtest(

@@ -5,13 +5,24 @@ and ``arm`` labels. With several worker processes, set ``PROMETHEUS_MULTIPROC_DI
 before this module is imported (``ratchet serve --workers N`` does) and
 :func:`render_latest` aggregates every worker's samples, so totals are correct.
 Latency is a histogram: p95 is ``histogram_quantile(0.95, rate(...[5m]))``.
+
+Metrics of batch jobs (the drift check runs from cron, not in a serving process) are written
+as Prometheus text files, ``*.prom``, into a directory — node-exporter's textfile-collector
+format; :func:`render_latest` adds them to ``/metrics`` when ``RATCHET_METRICS_TEXTFILE_DIR``
+names that directory (``ratchet serve`` sets it to ``<home>/metrics``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
+from collections.abc import Collection, Iterator
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -29,11 +40,19 @@ __all__ = [
     "ROUTING_VERSION",
     "TELEMETRY_DROPPED",
     "TELEMETRY_SAMPLED",
+    "TEXTFILE_DIR_ENV",
     "TOKENS",
     "VERSION_UNAVAILABLE",
+    "TextfileCollector",
     "multiprocess_dir",
     "render_latest",
+    "textfile_dir",
 ]
+
+log = logging.getLogger(__name__)
+
+TEXTFILE_DIR_ENV = "RATCHET_METRICS_TEXTFILE_DIR"
+_TYPE_LINE = re.compile(rb"^# TYPE (\S+) ", re.MULTILINE)
 
 _REQUEST_LABELS = ("signature", "module", "arm")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -70,12 +89,56 @@ def multiprocess_dir() -> str | None:
     return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 
 
-def render_latest() -> bytes:
-    """The exposition text: this process's registry, or every worker's when in multiprocess mode."""
+def textfile_dir() -> Path | None:
+    """The directory of batch jobs' ``*.prom`` files to expose too, when ``RATCHET_METRICS_TEXTFILE_DIR`` names one."""
+    value = os.environ.get(TEXTFILE_DIR_ENV)
+    return Path(value) if value else None
+
+
+class TextfileCollector:
+    """The metric families of every ``*.prom`` file in a directory, read at each scrape.
+
+    A file that cannot be read or parsed is skipped (and logged): a broken batch job must not break
+    ``/metrics``. Families named in ``skip`` (this process's own) or by an earlier file are left out,
+    so the exposition never declares a family twice.
+    """
+
+    def __init__(self, directory: Path, skip: Collection[str] = ()) -> None:
+        self.directory = Path(directory)
+        self.skip = set(skip)
+
+    def collect(self) -> Iterator[Metric]:
+        seen = set(self.skip)
+        try:
+            paths = sorted(self.directory.glob("*.prom"))
+        except OSError:
+            return
+        for path in paths:
+            try:
+                families = list(text_string_to_metric_families(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as exc:
+                log.warning("metrics textfile %s skipped: %s", path, exc)
+                continue
+            for family in families:
+                if family.name not in seen:
+                    seen.add(family.name)
+                    yield family
+
+
+def render_latest(textfiles: Path | None = None) -> bytes:
+    """The exposition text: this process's registry (every worker's in multiprocess mode), then the textfiles'
+    families (``textfiles``, default :func:`textfile_dir`)."""
     if multiprocess_dir():
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    return generate_latest()
+        body = generate_latest(registry)
+    else:
+        body = generate_latest()
+    directory = textfiles or textfile_dir()
+    if directory is None or not directory.is_dir():
+        return body
+    extra = CollectorRegistry(auto_describe=False)
+    extra.register(TextfileCollector(directory, skip={m.decode() for m in _TYPE_LINE.findall(body)}))
+    return body + generate_latest(extra)
