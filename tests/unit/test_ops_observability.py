@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ratchet.monitor.drift.exposition import FAMILIES as DRIFT_FAMILIES
 from ratchet.serve import metrics
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -21,7 +22,8 @@ SEED_ALERTS = {"DSPyHighErrorRate": ("critical", "5m"), "DSPyHighLatency": ("cri
 
 
 def exported() -> dict[str, set[str]]:
-    """Family name → the series names Prometheus sees, for every metric in ratchet.serve.metrics."""
+    """Family name → the series names Prometheus sees, for every metric in ratchet.serve.metrics and the drift
+    gauges (written by the drift check, exposed by `ratchet serve` from <home>/metrics)."""
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "gauge": ("",), "summary": ("_sum", "_count", "_created")}
     families = {}
@@ -31,6 +33,8 @@ def exported() -> dict[str, set[str]]:
             continue
         for family in collector.describe():
             families[family.name] = {family.name + s for s in suffixes[family.type]}
+    for name in DRIFT_FAMILIES:
+        families[name] = {name}
     return families
 
 
