@@ -144,6 +144,12 @@ def test_input_verdict_needs_the_margin_at_confidence(settings: Settings) -> Non
     assert not judge_input(45, 100, 11, 100, drift).flagged  # 34 points more, but not surely 30
 
 
+def test_a_window_too_small_to_judge_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"max_samples \(50\) is below min_samples \(100\)"):
+        Settings(monitor={"drift": {"max_samples": 50}})
+    assert Settings(monitor={"drift": {"max_samples": 100}}).monitor.drift.max_samples == 100
+
+
 # -- reference --------------------------------------------------------------------------------------------------
 
 

@@ -213,14 +213,21 @@ class DriftSettings(_Section):
     """
 
     window_hours: float = Field(24.0, gt=0, description="live calls of the last this many hours are compared")
-    min_samples: int = Field(100, ge=10, description="live calls (and reference examples) a verdict needs")
+    min_samples: int = Field(100, ge=10, description="live calls a verdict needs")
     max_samples: int = Field(2000, ge=10, description="at most the newest this many live calls are compared")
-    psi_threshold: float = Field(0.25, gt=0, description="output label PSI above this (and significant) → drift")
+    psi_threshold: float = Field(0.4, gt=0, description="output label PSI above this (and significant) → drift")
     similarity_threshold: float = Field(0.35, gt=0, le=1, description="an input whose best Jaccard similarity to "
                                         "every training input is below this is novel")
     novelty_margin: float = Field(0.05, ge=0, lt=1, description="novel share above the held-out share by more than "
                                   "this (at confidence 1 - alpha) → drift")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="error level of the one-sided tests")
+
+    @model_validator(mode="after")
+    def _room_for_a_verdict(self) -> DriftSettings:
+        if self.max_samples < self.min_samples:
+            raise ValueError(f"max_samples ({self.max_samples}) is below min_samples ({self.min_samples}): "
+                             "no window could ever be judged")
+        return self
 
 
 class MonitorSettings(_Section):
