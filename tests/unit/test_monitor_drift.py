@@ -350,3 +350,14 @@ def test_serve_exposes_the_drift_textfile(settings: Settings, registry: ProgramR
     done = subprocess.run([promtool, "check", "metrics"], input=(directory / TEXTFILE_NAME).read_bytes(),
                           capture_output=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_ratchet_serve_points_metrics_at_the_homes_textfiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ratchet.cli.serve_cmds import _expose_textfiles
+
+    monkeypatch.delenv(metrics.TEXTFILE_DIR_ENV, raising=False)
+    _expose_textfiles(tmp_path / "home")
+    assert metrics.textfile_dir() == tmp_path / "home" / "metrics"
+    monkeypatch.setenv(metrics.TEXTFILE_DIR_ENV, "/srv/metrics")  # the operator's choice is kept
+    _expose_textfiles(tmp_path / "home")
+    assert metrics.textfile_dir() == Path("/srv/metrics")
