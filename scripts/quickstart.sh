@@ -54,15 +54,19 @@ EOF
 )
 
 if [ -n "$experiment" ]; then
-    step "5. rollout of $experiment: replayed traffic while the controller decides"
-    ratchet ab monitor --experiment-id "$experiment" --daemon --interval 3 &
-    monitor=$!
+    step "5. rollout of $experiment: replayed traffic while the controller decides (no command from here on)"
+    ratchet controller run --interval 3 > .ratchet/controller.out 2>&1 &
+    controller=$!
+    live() { ratchet ab status --experiment-id "$experiment" --json \
+               | python -c 'import json, sys; sys.exit(json.load(sys.stdin)["status"] not in ("running", "paused"))'; }
     for round in 1 2 3 4 5 6 7 8; do
-        kill -0 "$monitor" 2>/dev/null || break
+        live || break
         ratchet loadtest --signature classify_intent --data "$DATA/test.jsonl" --queries 40 --concurrency 2 \
             --feedback-from-labels --seed "$round" > /dev/null
     done
-    wait "$monitor" || true
+    for _ in $(seq 1 20); do live || break; sleep 1; done
+    kill "$controller" 2>/dev/null || true
+    wait "$controller" || true
     ratchet ab status --experiment-id "$experiment"
     ratchet programs versions classify_intent
 else

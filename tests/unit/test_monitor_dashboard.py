@@ -17,6 +17,7 @@ from ratchet.monitor.dashboard import build_dashboard
 from ratchet.programs import load_programs
 from ratchet.rollout.experiments import ExperimentStore
 from ratchet.store.db import StateDB
+from ratchet.store.leases import CONTROLLER_LEASE, LeaseStore
 
 runner = CliRunner()
 
@@ -33,6 +34,7 @@ def seed_state(settings: Settings) -> StateDB:
         store.transition(exp, kind, actor="t", reason="r",
                          changes={"status": "promoted" if kind == "promote" else "rolled_back"})
     live = store.create(experiment("intent_v2"), actor="t")
+    LeaseStore(db).acquire(CONTROLLER_LEASE, "controller:test", 600)  # a rollout controller is running
     count(db, SIG, "v1", "baseline", 90, at=live.stage_started_at + 61)
     count(db, SIG, "v2", "candidate", 10, at=live.stage_started_at + 61)
     datasets = DatasetStore(settings.home_dir, settings.data, registry=load_programs(settings))
@@ -113,7 +115,7 @@ def test_check_commands_exit_with_the_worst_level(project: Settings) -> None:
     assert invoke("check-slo", "--no-dispatch").exit_code == 3
     assert invoke("check-ab-tests").exit_code == 0
     state = json.loads((project.home_dir / "monitoring_state.json").read_text())
-    assert {"orchestration", "ab_tests", "dataset_quality", "slo", "drift"} == set(state["checks"])
+    assert {"orchestration", "ab_tests", "controller", "dataset_quality", "slo", "drift"} == set(state["checks"])
 
 
 def test_check_dataset_quality_for_one_signature(project: Settings) -> None:

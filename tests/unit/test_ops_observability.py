@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ratchet.loop.supervisor import FAMILIES as CONTROLLER_FAMILIES
 from ratchet.monitor.drift.exposition import FAMILIES as DRIFT_FAMILIES
 from ratchet.serve import metrics
 
@@ -35,6 +36,8 @@ def exported() -> dict[str, set[str]]:
             families[family.name] = {family.name + s for s in suffixes[family.type]}
     for name in DRIFT_FAMILIES:
         families[name] = {name}
+    for name, (kind, _help, _labels) in CONTROLLER_FAMILIES.items():  # written by `ratchet controller`
+        families[name] = {name + s for s in suffixes[kind] if s != "_created"}
     return families
 
 

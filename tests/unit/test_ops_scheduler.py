@@ -44,6 +44,7 @@ def cli() -> typer.Typer:
 
 
 def settings_for(tmp_path: Path, **schedule: object) -> Settings:
+    schedule.setdefault("run_controller", False)  # tests of the controller ask for it
     lines = ['home = "home"', "[schedule]"] + [f"{k} = {json.dumps(v)}" for k, v in schedule.items()]
     (tmp_path / "ratchet.toml").write_text("\n".join(lines) + "\n")
     return load_settings(tmp_path / "ratchet.toml")
@@ -193,3 +194,37 @@ def test_run_job_cli_skips_while_another_run_holds_the_lock(tmp_path: Path) -> N
     assert run["status"] == "skipped" and "another run holds" in run["reason"]
     bad = runner.invoke(cli(), ["--config", config, "schedule", "run-job", "nightly"])
     assert bad.exit_code == 2 and "unknown job 'nightly'" in bad.output
+
+
+def test_schedule_run_keeps_a_controller_running_and_restarts_it(tmp_path: Path) -> None:
+    """The scheduler's controller child takes the lease, comes back after a SIGKILL, and stops with it."""
+    from ratchet.store.db import StateDB
+    from ratchet.store.leases import CONTROLLER_LEASE, LeaseStore
+
+    settings = settings_for(tmp_path, run_controller=True)
+    scheduler = Scheduler(settings, triggers={})
+    scheduler.controller.min_backoff_s = 0.2
+    leases = LeaseStore(StateDB.connect(settings))
+
+    def holder(timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            lease = leases.get(CONTROLLER_LEASE)
+            if lease is not None and lease.held() and str(scheduler.controller.pid or "") in lease.owner:
+                return lease.owner
+            time.sleep(0.2)
+        raise AssertionError(f"no controller took the lease: {leases.get(CONTROLLER_LEASE)}")
+
+    scheduler.start()
+    try:
+        first = holder()
+        os.kill(scheduler.controller.pid, signal.SIGKILL)
+        leases.release(CONTROLLER_LEASE, first)  # a dead holder's lease would also lapse after lease_ttl_s
+        second = holder()
+        assert second != first and scheduler.controller.starts == 2
+    finally:
+        scheduler.stop()
+    assert scheduler.controller.pid is None
+    events = [json.loads(line) for line in (settings.home_dir / "logs" / "schedule.jsonl").read_text().splitlines()]
+    controller_events = [e["event"] for e in events if e.get("process") == "controller"]
+    assert controller_events == ["start", "end", "start", "end"]

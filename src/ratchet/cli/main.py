@@ -12,6 +12,7 @@ from ratchet.cli import (
     ab_cmd,
     collect_cmd,
     config_cmd,
+    controller_cmd,
     data_cmd,
     dataset_cmd,
     monitor_cmd,
@@ -88,6 +89,7 @@ app.command("restore")(restore)
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(programs_cmd.app, name="programs")
 app.add_typer(ab_cmd.app, name="ab")
+app.add_typer(controller_cmd.app, name="controller")
 app.add_typer(dataset_cmd.app, name="dataset")
 app.add_typer(collect_cmd.app, name="collect")
 app.add_typer(data_cmd.app, name="data")

@@ -84,6 +84,12 @@ def check_dataset_quality(
     _run(ctx, ["dataset_quality"], as_json, no_dispatch, signature)
 
 
+@app.command("check-controller", epilog=_EXIT_HELP)
+def check_controller(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Critical when experiments are live and no rollout controller has beaten its lease for 5 minutes."""
+    _run(ctx, ["controller"], as_json, no_dispatch)
+
+
 @app.command("check-slo", epilog=_EXIT_HELP)
 def check_slo(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
     """Live success rate, p50/p95/p99 latency, tokens and cost per request, and cost per hour against the thresholds."""
@@ -194,6 +200,16 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
         line += f" · last improvement {improvement['run_id']}" + (f" (+{percent:g} %)" if percent is not None else "")
     console.print(f"\n[bold]Optimization cycles[/]  {line}", highlight=False)
     _section_error(orch)
+
+    controller = data.get("controller") or {}
+    if controller.get("owner"):
+        beat = f"last heartbeat {controller['heartbeat_age_s']:.0f} s ago"
+        state = f"[green]alive[/] ({controller['owner']}, {beat})" if controller.get("alive") else \
+            f"[bold red]down[/] ({controller['owner']}, {beat})"
+    else:
+        state = "never ran (`ratchet controller run`)"
+    console.print(f"\n[bold]Rollout controller[/]  {state}", highlight=False)
+    _section_error(controller)
 
     ab = data["ab_tests"]
     console.print(f"\n[bold]Experiments[/]  {ab['active']} running · {ab['paused']} paused · {ab['completed']} "

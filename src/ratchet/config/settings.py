@@ -268,6 +268,8 @@ class ScheduleSettings(_Section):
     cleanup_cron: str = "0 3 * * 0"
     timezone: str = "UTC"
     cycle_args: list[str] = Field(default_factory=list, description="extra `ratchet cycle` options")
+    run_controller: bool = Field(True, description="`schedule run` also keeps `ratchet controller run` running "
+                                                   "(and `schedule crontab` runs one pass a minute)")
 
 
 class RetentionSettings(_Section):

@@ -9,6 +9,7 @@ Shape (the seed's keys are never renamed; Ratchet adds some)::
      "datasets": {"<signature>": {"version", "examples", "quality", "sources", + "versions", "created"}},
      "alerts": {"last_check", "recent_alerts", + "active": […]},
      "slo": {"window_minutes", "signatures": {"<signature>": {"all": {…}, "<arm>": {…}}}},
+     "controller": {"alive", "owner", "heartbeat_at", "heartbeat_age_s", "since", "info"},
      "drift": {"checked_at", "window_hours", "signatures": {"<signature>": {"status", "reason", "flagged", "live_n",
                "output_psi", "psi_threshold", "live_novel_share", "reference_novel_share",
                "reference": {"kind", "dataset_version", "program_version", "description"}}}}}
@@ -68,6 +69,7 @@ def build_dashboard(settings: Settings, *, db: StateDB | None = None, registry: 
         "alerts": _section(lambda: _alerts(settings), {"last_check": None, "recent_alerts": [], "active": []}),
         "slo": _section(lambda: _slo(settings, database(), now),
                         {"window_minutes": settings.monitor.slo_window_minutes, "signatures": {}}),
+        "controller": _section(lambda: _controller(database(), now), {"alive": False, "owner": None}),
         "drift": _section(lambda: _drift(settings), {"checked_at": None,
                                                      "window_hours": settings.monitor.drift.window_hours,
                                                      "signatures": {}}),
@@ -156,6 +158,12 @@ def _slo(settings: Settings, db: StateDB, now: float) -> dict[str, Any]:
     return {"window_minutes": window,
             "signatures": {sig: {scope: level.to_dict() for scope, level in arms.items()}
                            for sig, arms in levels.items()}}
+
+
+def _controller(db: StateDB, now: float) -> dict[str, Any]:
+    from ratchet.monitor.checks.controller import controller_status
+
+    return controller_status(db, now)
 
 
 def _drift(settings: Settings) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 
 from ratchet.errors import ConfigError
+from ratchet.ops.supervised import SupervisedProcess
 from ratchet.store.jsonl import append_jsonl
 from ratchet.store.private import make_private_dir, open_private, private_opener
 
@@ -152,6 +153,10 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
         lines.append(f"# {titles[job]}")
         lines.append(f"{getattr(settings.schedule, f'{job}_cron')} cd {cwd} && {base} schedule run-job {job} "
                      f">> {logfile} 2>&1")
+    if settings.schedule.run_controller:
+        logfile = shlex.quote(str(home / "logs" / "controller.log"))
+        lines.append("# the rollout controller, one pass a minute (schedule run keeps one running instead)")
+        lines.append(f"* * * * * cd {cwd} && {base} controller run --once >> {logfile} 2>&1")
     return lines
 
 
@@ -202,6 +207,11 @@ class Scheduler:
         self._active = 0  # run_job calls in progress
         self._idle = threading.Condition()
         self._scheduler: BackgroundScheduler | None = None
+        self.controller: SupervisedProcess | None = None
+        if settings.schedule.run_controller:
+            self.controller = SupervisedProcess(
+                "controller", [*_ratchet_argv(settings), "controller", "run"], self.output_dir / "controller.log",
+                on_event=self._log, stop_grace_s=stop_grace_s)
 
     # -- one run -------------------------------------------------------------------------------
     def run_job(self, job: str) -> JobRun:
@@ -278,6 +288,8 @@ class Scheduler:
         scheduler.add_listener(self._on_not_run, EVENT_JOB_MAX_INSTANCES | EVENT_JOB_MISSED)
         self._scheduler = scheduler
         scheduler.start()
+        if self.controller is not None:
+            self.controller.start()
 
     def next_runs(self) -> dict[str, datetime | None]:
         """When each job runs next (after ``start``)."""
@@ -289,6 +301,8 @@ class Scheduler:
         """Stop scheduling; children still running get SIGTERM (SIGKILL after ``stop_grace_s``) and their runs
         are logged before this returns. Idempotent."""
         self._stopping.set()
+        if self.controller is not None:
+            self.controller.stop()
         scheduler, self._scheduler = self._scheduler, None
         if scheduler is not None and scheduler.running:
             scheduler.shutdown(wait=False)

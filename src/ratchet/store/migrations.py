@@ -234,11 +234,27 @@ def _m004_counters_per_experiment(conn: Connection) -> None:
             conn.execute(text(f"ALTER TABLE {name} RENAME CONSTRAINT pk_{name}_v4 TO pk_{name}"))
 
 
+def _m005_leases(conn: Connection) -> None:
+    """Named leases with a heartbeat: which process may act (the rollout controller), and whether it lives."""
+    md = MetaData()
+    Table(
+        "leases", md,
+        Column("name", String(200), primary_key=True),
+        Column("owner", String(200), nullable=False),
+        Column("acquired_at", Float, nullable=False),
+        Column("expires_at", Float, nullable=False),
+        Column("heartbeat_at", Float, nullable=False),
+        Column("info", Text, nullable=True),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
     Migration(3, "production pointers and their history", _m003_production_pointers),
     Migration(4, "per-arm counters keyed by experiment", _m004_counters_per_experiment),
+    Migration(5, "leases with heartbeats", _m005_leases),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -25,6 +25,7 @@ __all__ = [
     "experiment_events",
     "experiments",
     "feedback",
+    "leases",
     "metadata",
     "production_events",
     "production_pointers",
@@ -200,4 +201,15 @@ production_events = Table(
     Column("reason", Text, nullable=True),
     Column("experiment_id", String(NAME_LEN), nullable=True),  # set when a promotion ended an experiment
     Index("ix_production_events_signature", "signature", "id"),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(NAME_LEN), primary_key=True),  # what the lease is for, e.g. "controller"
+    Column("owner", String(NAME_LEN), nullable=False),  # host:pid of the holder
+    Column("acquired_at", Float, nullable=False),  # when the current owner took it
+    Column("expires_at", Float, nullable=False),  # another process may take it after this
+    Column("heartbeat_at", Float, nullable=False),  # the holder's last sign of life
+    Column("info", Text, nullable=True),  # JSON: what the holder last did
 )
