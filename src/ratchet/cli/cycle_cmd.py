@@ -29,6 +29,8 @@ def cycle(
     strict: bool = typer.Option(True, "--strict/--no-strict", help="failed quality gates stop a signature"),
     dry_run: bool = typer.Option(False, "--dry-run", help="no dataset version, no program version, no rollout"),
     seed: int = typer.Option(0, "--seed"),
+    trigger: str | None = typer.Option(None, "--trigger", help="why this cycle runs (the controller's live "
+                                                                "triggers set it; recorded in the summary)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Collect, validate, gate, version, optimize, evaluate and decide — for each signature."""
@@ -39,7 +41,7 @@ def cycle(
         signatures=[s.strip() for s in signatures.split(",") if s.strip()] if signatures else None,
         git_target=git_target, synthetic_target=synthetic_target, telemetry_target=telemetry_target, trials=trials,
         optimizer=optimizer, min_improvement=min_improvement, output_dir=output_dir, repo_path=repo_path,
-        since_days=since_days, strict=strict, dry_run=dry_run, seed=seed,
+        since_days=since_days, strict=strict, dry_run=dry_run, seed=seed, trigger=trigger,
     )
     with progress_bar(enabled=not as_json) as progress:
         tasks: dict[str, Any] = {}

@@ -20,6 +20,7 @@ from rich.table import Table
 from ratchet.cli.output import console, err_console, print_json
 from ratchet.cli.state import get_state
 from ratchet.monitor.alerts import level_rank
+from ratchet.monitor.state import iso
 
 app = typer.Typer(help="Monitoring: checks with alerts on every channel, and the dashboard. "
                   "Check commands exit 0 (nothing or info), 1 (warning), 2 (error), 3 (critical).",
@@ -198,8 +199,26 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
     if improvement:
         percent = improvement.get("improvement_percent")
         line += f" · last improvement {improvement['run_id']}" + (f" (+{percent:g} %)" if percent is not None else "")
+    if orch.get("last_trigger"):
+        line += f" · started by: {orch['last_trigger']}"
     console.print(f"\n[bold]Optimization cycles[/]  {line}", highlight=False)
     _section_error(orch)
+    triggers = data.get("triggers") or {}
+    if triggers.get("evaluated_at"):
+        evaluated = _when(iso(triggers["evaluated_at"]))
+        table = Table(box=None, pad_edge=False, title=f"live triggers (evaluated {evaluated})", title_justify="left")
+        for column in ("signature", "trigger", "why"):
+            table.add_column(column, overflow="fold")
+        for name, verdict in (triggers.get("signatures") or {}).items():
+            state = ("[bold yellow]started a cycle[/]" if name in (triggers.get("launched") or {}) else
+                     "[yellow]held[/]" if verdict.get("blocked") else "quiet")
+            numbers = verdict.get("numbers") or {}
+            why = verdict.get("reason") or (f"{numbers.get('new_feedback', 0)} new feedback of "
+                                            f"{numbers.get('feedback_volume_threshold')}; no degradation")
+            if verdict.get("blocked"):
+                why += f" — held: {verdict['blocked']}"
+            table.add_row(name, state, why)
+        console.print(table)
 
     controller = data.get("controller") or {}
     if controller.get("owner"):

@@ -23,6 +23,7 @@ __all__ = [
     "GateThresholds",
     "LMSettings",
     "LocalModelSettings",
+    "LoopSettings",
     "ModelSettings",
     "MonitorSettings",
     "RetentionSettings",
@@ -32,6 +33,7 @@ __all__ = [
     "Settings",
     "TelemetrySettings",
     "ThresholdSettings",
+    "TriggerSettings",
 ]
 
 AdapterName = Literal["auto", "completion", "chat", "json"]
@@ -260,6 +262,44 @@ class MonitorSettings(_Section):
     drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
+class TriggerSettings(_Section):
+    """When a signature is re-optimized by itself (seed 003's OptimizationConfig names and defaults)."""
+
+    enable_automatic_optimization: bool = Field(True, description="the controller starts cycles when a trigger "
+                                                                  "fires (the monthly cron runs regardless)")
+    performance_degradation_threshold: float = Field(
+        0.15, gt=0, lt=1, description="relative drop of production's success rate or feedback quality against its "
+                                      "own trailing baseline (lower confidence bound) that starts a cycle")
+    feedback_volume_threshold: int = Field(50, ge=1, description="new feedback on a signature's requests since its "
+                                                                 "last cycle that starts one")
+    optimization_interval_hours: float = Field(24.0, gt=0, description="never start a cycle of a signature more "
+                                                                       "often than this")
+
+
+class LoopSettings(TriggerSettings):
+    """The self-driving loop: live triggers (per signature overridable) and the deploy rule's confidence."""
+
+    min_confidence_for_deployment: float = Field(
+        0.8, gt=0.5, lt=1, description="confidence level of the deploy rule's paired interval (seed 003: 0.8)")
+    trigger_check_interval_s: float = Field(60.0, gt=0, description="how often the controller evaluates triggers")
+    degradation_window_minutes: float = Field(60.0, gt=0, description="recent traffic judged for degradation")
+    baseline_window_hours: float = Field(168.0, gt=0, description="the trailing baseline it is compared with "
+                                                                  "(before the recent window)")
+    min_degradation_requests: int = Field(30, ge=1, description="requests (or feedback scores) each window needs "
+                                                                "before degradation is judged")
+    signatures: dict[str, TriggerSettings] = Field(default_factory=dict,
+                                                   description="per-signature trigger overrides")
+
+    def for_signature(self, signature: str) -> TriggerSettings:
+        """The trigger settings of ``signature``: the ``[loop]`` values, with its ``[loop.signatures.<name>]`` keys over
+        them."""
+        values = {name: getattr(self, name) for name in TriggerSettings.model_fields}
+        own = self.signatures.get(signature)
+        if own is not None:
+            values.update({name: getattr(own, name) for name in own.model_fields_set})
+        return TriggerSettings(**values)
+
+
 class ScheduleSettings(_Section):
     """`ratchet schedule run`: when the monthly cycle, the hourly checks and the weekly cleanup run."""
 
@@ -320,6 +360,7 @@ class Settings(BaseSettings):
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    loop: LoopSettings = Field(default_factory=LoopSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
 

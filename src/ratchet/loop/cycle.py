@@ -61,6 +61,7 @@ class CycleOptions:
     min_examples: int = 30
     seed: int = 0
     start_experiment: bool = True
+    trigger: str | None = None  # why this cycle runs, when a live trigger started it (recorded in the summary)
     timeouts: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_TIMEOUTS))
 
 
@@ -93,6 +94,7 @@ def run_cycle(settings: Settings, registry: ProgramRegistry, options: CycleOptio
         "output_dir": str(run_dir), "dry_run": options.dry_run,
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()},
         "signatures": {}, "success": False, "improvement_percent": None, "errors": [],
+        "trigger": options.trigger,
     }
     summary_path = run_dir / "orchestration_summary.json"
     atomic_write_json(summary_path, summary)

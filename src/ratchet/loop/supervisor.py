@@ -10,6 +10,12 @@ controller visible (``ratchet status``, ``ratchet monitor check-controller``, an
 ``RatchetControllerDown`` alert rule over the metrics this process writes to
 ``<home>/metrics/ratchet_controller.prom``).
 
+Every ``loop.trigger_check_interval_s`` the acting controller also evaluates the live triggers
+(:mod:`ratchet.loop.triggers`) and starts a cycle for each signature whose trigger fires — in a
+child process, under the scheduler's cycle lock (never beside the monthly run), with the reason
+passed to the run's summary. The last evaluation is in ``<home>/metrics/triggers.json``
+(``ratchet status`` shows it).
+
 All state lives in the database: a controller killed at any point and started again continues
 from there (a decision is applied with compare-and-set, so nothing happens twice).
 """
@@ -20,6 +26,7 @@ import logging
 import threading
 import time
 from collections import Counter as Tally
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +35,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from ratchet.config import Settings
 from ratchet.loop.rollouts import rollout_controller
+from ratchet.loop.triggers import TriggerVerdict, evaluate_triggers
 from ratchet.monitor.alerts import Alert
 from ratchet.monitor.dispatch import AlertDispatcher
+from ratchet.monitor.loop_state import write_trigger_snapshot
 from ratchet.monitor.results import CheckResult
+from ratchet.ops.scheduler import Scheduler, ratchet_argv
 from ratchet.programs import ProgramRegistry
 from ratchet.rollout import Decision, RolloutController
 from ratchet.rollout.controller import default_actor
@@ -54,17 +64,20 @@ class Tick:
     leader: bool
     decisions: dict[str, Decision] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    triggers: dict[str, TriggerVerdict] = field(default_factory=dict)  # when they were evaluated this pass
 
     def to_dict(self) -> dict[str, Any]:
         return {"leader": self.leader, "decisions": {k: d.to_dict() for k, d in self.decisions.items()},
-                "errors": self.errors}
+                "errors": self.errors, "triggers": {k: v.to_dict() for k, v in self.triggers.items()}}
 
 
 class Supervisor:
     """Checks every live experiment, on one process at a time, until stopped."""
 
     def __init__(self, settings: Settings, registry: ProgramRegistry, *, owner: str | None = None,
-                 interval_s: float | None = None, controller: RolloutController | None = None) -> None:
+                 interval_s: float | None = None, controller: RolloutController | None = None,
+                 cycle_command: Callable[[str, str], list[str]] | None = None) -> None:
+        """``cycle_command(signature, reason)`` replaces the ``ratchet cycle`` a trigger starts (tests)."""
         self.settings = settings
         self.controller = controller or rollout_controller(settings, registry)
         self.leases = LeaseStore(self.controller.db)
@@ -77,6 +90,10 @@ class Supervisor:
         self.failures: Tally[str] = Tally()  # consecutive failures per experiment
         self.leader = False
         self.last_tick: float | None = None
+        self.last_trigger_check = 0.0
+        self.cycles: dict[str, threading.Thread] = {}  # signature → the thread waiting on its triggered cycle
+        self.registry = registry
+        self.cycle_command = cycle_command or self._cycle_argv
 
     def tick(self) -> Tick:
         """Renew the lease and, when it is ours, check every live experiment once (never raises)."""
@@ -101,6 +118,8 @@ class Supervisor:
                 live = []
             for experiment in live:
                 self._check(experiment.experiment_id, result)
+            if time.time() - self.last_trigger_check >= self.settings.loop.trigger_check_interval_s:
+                self._triggers(result)
         self.last_tick = time.time()
         if self.leader or was_leader:  # the acting controller's heartbeat; a standby writes nothing
             self._write_metrics()
@@ -138,6 +157,52 @@ class Supervisor:
         result.decisions[experiment_id] = decision
         if decision.action != "hold":
             log.info("controller: %s %s: %s", experiment_id, decision.action, decision.reason)
+
+    def _triggers(self, result: Tick) -> None:
+        """Evaluate the live triggers and start a cycle for every signature whose trigger fires."""
+        self.last_trigger_check = time.time()
+        try:
+            verdicts = evaluate_triggers(self.settings, self.registry, self.controller.db)
+        except Exception as exc:
+            self.errors["triggers"] += 1
+            result.errors["triggers"] = f"{type(exc).__name__}: {exc}"
+            log.exception("controller: evaluating the triggers failed")
+            return
+        launched = {}
+        for name, verdict in verdicts.items():
+            running = self.cycles.get(name)
+            if verdict.fire and running is not None and running.is_alive():
+                verdict.fire, verdict.blocked = False, "its triggered cycle is still running"
+            if verdict.fire:
+                launched[name] = verdict.reason
+                self.cycles[name] = self._start_cycle(name, verdict.reason)
+        result.triggers = verdicts
+        write_trigger_snapshot(self.settings.home_dir, {k: v.to_dict() for k, v in verdicts.items()}, launched,
+                               self.last_trigger_check)
+
+    def _cycle_argv(self, signature: str, reason: str) -> list[str]:
+        return [*ratchet_argv(self.settings), "cycle", "--signatures", signature, "--trigger", reason,
+                *self.settings.schedule.cycle_args]
+
+    def _start_cycle(self, signature: str, reason: str) -> threading.Thread:
+        """Run the cycle as the scheduler would (its lock: never beside another cycle; logged) in a thread."""
+        log.warning("controller: starting a cycle of %s: %s", signature, reason)
+        self._announce(signature, reason)
+        scheduler = Scheduler(self.settings, commands={"cycle": self.cycle_command(signature, reason)}, triggers={})
+        thread = threading.Thread(target=scheduler.run_job, args=("cycle",), name=f"ratchet-cycle-{signature}",
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _announce(self, signature: str, reason: str) -> None:
+        alert = Alert(level="info", title="Re-optimization Triggered",
+                      message=f"A cycle of {signature} started by itself: {reason}",
+                      details={"signature": signature, "reason": reason, "controller": self.owner},
+                      condition=f"loop/triggered/{signature}/{int(time.time())}")
+        try:
+            AlertDispatcher.from_settings(self.settings).dispatch([CheckResult(name="loop", events=[alert])])
+        except Exception:
+            log.exception("controller: could not announce the cycle of %s", signature)
 
     def _alert(self, experiment_id: str, message: str) -> None:
         alert = Alert(level="error", title="Rollout Controller Cannot Check Experiment",

@@ -10,6 +10,8 @@ Shape (the seed's keys are never renamed; Ratchet adds some)::
      "alerts": {"last_check", "recent_alerts", + "active": […]},
      "slo": {"window_minutes", "signatures": {"<signature>": {"all": {…}, "<arm>": {…}}}},
      "controller": {"alive", "owner", "heartbeat_at", "heartbeat_age_s", "since", "info"},
+     "triggers": {"evaluated_at", "launched": {"<signature>": reason}, "signatures": {"<signature>": {"fire",
+                  "kind", "reason", "blocked", "numbers"}}},
      "drift": {"checked_at", "window_hours", "signatures": {"<signature>": {"status", "reason", "flagged", "live_n",
                "output_psi", "psi_threshold", "live_novel_share", "reference_novel_share",
                "reference": {"kind", "dataset_version", "program_version", "description"}}}}}
@@ -34,6 +36,7 @@ from ratchet.monitor.checks.ab_tests import traffic_split
 from ratchet.monitor.checks.datasets import dataset_signatures
 from ratchet.monitor.checks.slo import service_levels
 from ratchet.monitor.drift import read_snapshot
+from ratchet.monitor.loop_state import read_trigger_snapshot
 from ratchet.monitor.runs import read_runs
 from ratchet.monitor.state import STATE_FILENAME, iso, read_state
 from ratchet.programs.registry import ProgramRegistry
@@ -70,6 +73,9 @@ def build_dashboard(settings: Settings, *, db: StateDB | None = None, registry: 
         "slo": _section(lambda: _slo(settings, database(), now),
                         {"window_minutes": settings.monitor.slo_window_minutes, "signatures": {}}),
         "controller": _section(lambda: _controller(database(), now), {"alive": False, "owner": None}),
+        "triggers": _section(lambda: read_trigger_snapshot(settings.home_dir) or {"evaluated_at": None,
+                                                                                   "signatures": {}, "launched": {}},
+                             {"evaluated_at": None, "signatures": {}, "launched": {}}),
         "drift": _section(lambda: _drift(settings), {"checked_at": None,
                                                      "window_hours": settings.monitor.drift.window_hours,
                                                      "signatures": {}}),
@@ -97,6 +103,7 @@ def _orchestration(settings: Settings, now: float) -> dict[str, Any]:
         "last_success": (success.data.get("finished_at") or success.data.get("started_at")) if success else None,
         "consecutive_failures": history.consecutive_failures(now),
         "last_status": newest.status(now) if newest else None,
+        "last_trigger": newest.data.get("trigger") if newest else None,
         "runs": len(history.runs),
         "unreadable_runs": len(history.unreadable),
         "last_improvement": None if deployed is None else {

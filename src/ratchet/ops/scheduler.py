@@ -56,6 +56,7 @@ __all__ = [
     "job_commands",
     "job_lock",
     "job_triggers",
+    "ratchet_argv",
     "schedule_log_path",
 ]
 
@@ -89,7 +90,7 @@ def schedule_log_path(settings: Settings) -> Path:
     return settings.home_dir / "logs" / "schedule.jsonl"
 
 
-def _ratchet_argv(settings: Settings, executable: str | None = None) -> list[str]:
+def ratchet_argv(settings: Settings, executable: str | None = None) -> list[str]:
     argv = [executable or sys.executable, "-m", "ratchet"]
     if settings.config_file is not None:
         argv += ["--config", str(Path(settings.config_file).resolve())]
@@ -98,7 +99,7 @@ def _ratchet_argv(settings: Settings, executable: str | None = None) -> list[str
 
 def job_commands(settings: Settings, *, executable: str | None = None) -> dict[str, list[str]]:
     """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``."""
-    base = _ratchet_argv(settings, executable)
+    base = ratchet_argv(settings, executable)
     return {
         "cycle": [*base, "cycle", *settings.schedule.cycle_args],
         "checks": [*base, "monitor", "check-all"],
@@ -134,7 +135,7 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
     same log), output appended to ``<home>/logs/<job>.log``."""
     job_triggers(settings)  # validate first
     home = settings.home_dir.resolve()
-    base = " ".join(shlex.quote(part) for part in _ratchet_argv(settings, executable))
+    base = " ".join(shlex.quote(part) for part in ratchet_argv(settings, executable))
     cwd = shlex.quote(str(Path.cwd()))
     source = settings.config_file.resolve() if settings.config_file else "RATCHET_* environment variables"
     lines = [
@@ -210,7 +211,7 @@ class Scheduler:
         self.controller: SupervisedProcess | None = None
         if settings.schedule.run_controller:
             self.controller = SupervisedProcess(
-                "controller", [*_ratchet_argv(settings), "controller", "run"], self.output_dir / "controller.log",
+                "controller", [*ratchet_argv(settings), "controller", "run"], self.output_dir / "controller.log",
                 on_event=self._log, stop_grace_s=stop_grace_s)
 
     # -- one run -------------------------------------------------------------------------------

@@ -6,13 +6,13 @@ import json
 import time
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ratchet.store.db import StateDB
-from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback
+from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback, request_index
 
-__all__ = ["prune_feedback", "record_feedback"]
+__all__ = ["count_feedback", "prune_feedback", "record_feedback"]
 
 
 def record_feedback(db: StateDB, request_id: str, score: float, correction: dict[str, Any] | None = None,
@@ -30,6 +30,16 @@ def record_feedback(db: StateDB, request_id: str, score: float, correction: dict
     )
     with db.begin(write=True) as conn:
         conn.execute(statement)
+
+
+def count_feedback(db: StateDB, signature: str, *, since: float) -> dict[str, int]:
+    """Feedback received since ``since`` on requests of ``signature``: ``{"feedback": n, "corrections": m}``."""
+    joined = feedback.join(request_index, feedback.c.request_id == request_index.c.request_id)
+    query = (select(func.count(), func.count(feedback.c.correction)).select_from(joined)
+             .where(request_index.c.signature == signature, feedback.c.created_at >= since))
+    with db.begin() as conn:
+        total, corrections = conn.execute(query).one()
+    return {"feedback": int(total or 0), "corrections": int(corrections or 0)}
 
 
 def prune_feedback(db: StateDB, older_than: float) -> int:
