@@ -249,12 +249,38 @@ def _m005_leases(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m007_canary_runs(conn: Connection) -> None:
+    """Canary runs: one row per version scored on a signature's probe set, with every probe's score.
+
+    Number 7 depends only on migrations 1–5 (it creates a new table and touches nothing else).
+    """
+    md = MetaData()
+    Table(
+        "canary_runs", md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("pass_id", String(64), nullable=False),
+        Column("signature", String(200), nullable=False),
+        Column("version", String(200), nullable=False),
+        Column("at", Float, nullable=False),
+        Column("probe_set", String(64), nullable=False),
+        Column("n", Integer, nullable=False),
+        Column("score", Float, nullable=False),
+        Column("errors", Integer, nullable=False),
+        Column("parse_failures", Integer, nullable=False),
+        Column("seconds", Float, nullable=False),
+        Column("scores", Text, nullable=False),
+        Index("ix_canary_runs_signature_version_at", "signature", "version", "at"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
     Migration(3, "production pointers and their history", _m003_production_pointers),
     Migration(4, "per-arm counters keyed by experiment", _m004_counters_per_experiment),
     Migration(5, "leases with heartbeats", _m005_leases),
+    Migration(7, "canary runs", _m007_canary_runs),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -21,6 +21,7 @@ __all__ = [
     "arm_errors",
     "arm_latency_buckets",
     "arm_outcomes",
+    "canary_runs",
     "clean",
     "experiment_events",
     "experiments",
@@ -212,4 +213,22 @@ leases = Table(
     Column("expires_at", Float, nullable=False),  # another process may take it after this
     Column("heartbeat_at", Float, nullable=False),  # the holder's last sign of life
     Column("info", Text, nullable=True),  # JSON: what the holder last did
+)
+
+canary_runs = Table(
+    "canary_runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pass_id", String(64), nullable=False),  # the versions of a signature scored together share it
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("version", String(NAME_LEN), nullable=False),
+    Column("at", Float, nullable=False),  # when the run finished (epoch seconds)
+    Column("probe_set", String(64), nullable=False),  # fingerprint of the probes: runs pair only on the same set
+    Column("n", Integer, nullable=False),  # probes scored
+    Column("score", Float, nullable=False),  # mean metric over them (a failed probe scores 0)
+    Column("errors", Integer, nullable=False),  # probes whose call or metric failed (not parse failures)
+    Column("parse_failures", Integer, nullable=False),  # probes whose completion could not be parsed
+    Column("seconds", Float, nullable=False),  # wall time of the run
+    Column("scores", Text, nullable=False),  # JSON object: probe id → score, what paired comparisons read
+    Index("ix_canary_runs_signature_version_at", "signature", "version", "at"),
 )
