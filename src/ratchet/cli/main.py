@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from ratchet.cli import (
     ab_cmd,
+    canary_cmd,
     collect_cmd,
     config_cmd,
     controller_cmd,
@@ -95,6 +96,7 @@ app.add_typer(collect_cmd.app, name="collect")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(monitor_cmd.app, name="monitor")
+app.add_typer(canary_cmd.app, name="canary")
 app.command("status")(monitor_cmd.status)
 
 

@@ -40,7 +40,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
     state = get_state(ctx)
     settings = state.settings
     registry = None
-    if "dataset_quality" in names or "drift" in names:
+    if {"dataset_quality", "drift", "canary"} & set(names):
         registry = state.registry
         if signature is not None:
             registry.get(signature)  # an unknown name: exit 2 with the registry's message
@@ -56,7 +56,8 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
 
 @app.command("check-all", epilog=_EXIT_HELP)
 def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
-    """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift) and send what is due."""
+    """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift, canaries) and send what is
+    due."""
     from ratchet.monitor.checks import CHECKS
 
     _run(ctx, list(CHECKS), as_json, no_dispatch)
@@ -102,6 +103,13 @@ def check_drift(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _
     """Live inputs and outputs of each signature against its production version's training data: output label
     PSI and the share of novel inputs. When dispatching, also writes <home>/metrics/ for Prometheus."""
     _run(ctx, ["drift"], as_json, no_dispatch)
+
+
+@app.command("check-canary", epilog=_EXIT_HELP)
+def check_canary(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Production's canary score against its own trailing runs (from what `ratchet canary run` and the controller
+    stored; runs no model), and canaries that stopped running."""
+    _run(ctx, ["canary"], as_json, no_dispatch)
 
 
 @app.command("dashboard")
@@ -151,6 +159,8 @@ def _print_run(run: Any) -> None:
     for result in run.results:
         if result.name == "drift" and not result.error:
             _print_drift(result.summary)
+        if result.name == "canary" and not result.error:
+            _print_canary(result.summary)
     if run.alerts:
         alerts = Table(box=None, pad_edge=False)
         for column in ("level", "alert", "message"):
@@ -334,6 +344,12 @@ def _print_drift(drift: dict[str, Any]) -> None:
     console.print(table)
     for line in waiting:
         console.print(f"  [dim]{line}[/]", highlight=False)
+
+
+def _print_canary(summary: dict[str, Any]) -> None:
+    from ratchet.cli.canary_cmd import print_degradation
+
+    print_degradation(summary.get("signatures") or {})
 
 
 def _reference(reference: dict[str, Any] | None) -> str:

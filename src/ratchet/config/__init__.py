@@ -3,6 +3,7 @@
 from ratchet.config.loading import CONFIG_ENV, CONFIG_FILENAME, find_config_file, load_settings
 from ratchet.config.secrets import MASK, mask_secrets, mask_url, mask_urls_in_text, url_credentials
 from ratchet.config.settings import (
+    CanarySettings,
     DataSettings,
     DriftSettings,
     GateThresholds,
@@ -23,6 +24,7 @@ __all__ = [
     "CONFIG_ENV",
     "CONFIG_FILENAME",
     "MASK",
+    "CanarySettings",
     "DataSettings",
     "DriftSettings",
     "GateThresholds",

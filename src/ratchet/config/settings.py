@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 __all__ = [
     "SECRET_KEYS",
+    "CanarySettings",
     "DataSettings",
     "DriftSettings",
     "GateThresholds",
@@ -232,6 +233,29 @@ class DriftSettings(_Section):
         return self
 
 
+class CanarySettings(_Section):
+    """Canaries: a fixed probe set per signature, scored on production and every live candidate.
+
+    ``ratchet canary run`` (and the controller, every ``interval_minutes``) scores the versions;
+    the rollout trigger and the degradation signal judge the scores.
+    """
+
+    enabled: bool = Field(True, description="run canaries when due (the controller's periodic run)")
+    interval_minutes: float = Field(30.0, gt=0, description="a signature's versions are scored again after this")
+    probes: int = Field(100, ge=5, le=10_000, description="probes sampled for a new probe set")
+    seed: int = Field(0, description="seed of the probe sample")
+    probe_files: dict[str, Path] = Field(default_factory=dict, description="per signature: your own probe file "
+                                         "(labelled examples, .jsonl/.json/.csv) instead of a sample")
+    max_candidate_drop: float = Field(0.05, gt=0, le=1, description="rollout trigger: the candidate scores more "
+                                      "than this below its baseline on the same probes (and significantly)")
+    max_production_drop: float = Field(0.05, gt=0, le=1, description="degradation: production scores more than "
+                                       "this below its own trailing runs (and significantly)")
+    trailing_runs: int = Field(6, ge=2, le=100, description="production's latest run is compared with the "
+                               "per-probe mean of at most this many earlier runs")
+    min_probes: int = Field(20, ge=5, description="a comparison needs at least this many probes scored by both")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="error level of the paired tests")
+
+
 class MonitorSettings(_Section):
     """Checks and alert channels (seed 001's monitoring_config.json as defaults)."""
 
@@ -260,6 +284,7 @@ class MonitorSettings(_Section):
     dataset_quality_drop_threshold: float = Field(0.10, gt=0, le=1, description="quality drop between versions")
     slo_window_minutes: float = Field(60.0, gt=0, description="live service levels are judged over this window")
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    canary: CanarySettings = Field(default_factory=CanarySettings)
 
 
 class TriggerSettings(_Section):

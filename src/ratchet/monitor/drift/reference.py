@@ -30,7 +30,7 @@ from ratchet.programs.production import ProductionPointers
 from ratchet.programs.registry import ProgramSpec
 from ratchet.programs.versions import BASE_VERSION, VersionStore
 
-__all__ = ["HOLDOUT_SALT", "MIN_HELDOUT", "Reference", "load_reference"]
+__all__ = ["HOLDOUT_SALT", "MIN_HELDOUT", "Reference", "load_reference", "production_dataset", "production_version"]
 
 MIN_HELDOUT = 20
 HOLDOUT_SALT = "ratchet-drift-holdout"
@@ -70,8 +70,8 @@ def load_reference(spec: ProgramSpec, *, pointers: ProductionPointers, datasets:
                    ) -> tuple[Reference | None, list[str]]:
     """The reference of ``spec`` (None when it has no training data anywhere) and why fallbacks were taken."""
     notes: list[str] = []
-    production = _production(spec.name, pointers, notes)
-    dataset = _production_dataset(spec.name, production, pointers.versions, notes)
+    production = production_version(spec.name, pointers, notes)
+    dataset = production_dataset(spec.name, production, pointers.versions, notes)
     if dataset is not None:
         found = _from_dataset(spec, datasets, dataset, "production", production, notes)
         if found is not None:
@@ -90,7 +90,8 @@ def load_reference(spec: ProgramSpec, *, pointers: ProductionPointers, datasets:
     return _bundled(spec, production, notes), notes
 
 
-def _production(signature: str, pointers: ProductionPointers, notes: list[str]) -> str:
+def production_version(signature: str, pointers: ProductionPointers, notes: list[str]) -> str:
+    """The production version (``base`` when the pointer cannot be read; ``notes`` says why)."""
     try:
         return pointers.get(signature)
     except (RatchetError, SQLAlchemyError) as exc:
@@ -98,7 +99,8 @@ def _production(signature: str, pointers: ProductionPointers, notes: list[str]) 
         return BASE_VERSION
 
 
-def _production_dataset(signature: str, production: str, versions: VersionStore, notes: list[str]) -> str | None:
+def production_dataset(signature: str, production: str, versions: VersionStore, notes: list[str]) -> str | None:
+    """The dataset version ``production`` was trained on (None for ``base`` or when it names none)."""
     if production == BASE_VERSION:
         return None
     try:
