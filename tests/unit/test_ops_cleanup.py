@@ -19,10 +19,11 @@ from ratchet.data.records import ExampleRecord
 from ratchet.lm.cache import dspy_cache_dir, dspy_cache_lock_path
 from ratchet.ops.cleanup import run_cleanup
 from ratchet.programs import load_programs
+from ratchet.store.canaries import CanaryRun, record_canary_runs
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
-from ratchet.store.tables import arm_errors, arm_latency_buckets, arm_outcomes, feedback, request_index
+from ratchet.store.tables import arm_errors, arm_latency_buckets, arm_outcomes, canary_runs, feedback, request_index
 
 DAY = 86400.0
 NOW = time.time()
@@ -53,7 +54,7 @@ def tree(root: Path) -> dict[str, str]:
 def rows(db: StateDB) -> dict[str, int]:
     with db.begin() as conn:
         return {t.name: conn.execute(select(func.count()).select_from(t)).scalar_one()
-                for t in (request_index, feedback, arm_outcomes, arm_errors, arm_latency_buckets)}
+                for t in (request_index, feedback, arm_outcomes, arm_errors, arm_latency_buckets, canary_runs)}
 
 
 def age_all(directory: Path, days: float) -> None:
@@ -134,6 +135,8 @@ def make_home(tmp_path: Path):
             recorder.index_request(f"req-{days}", SIG, "base", "baseline", at=at)
     for days in (10, 1):
         record_feedback(db, f"req-{days}", 1.0, at=NOW - days * DAY)
+    record_canary_runs(db, [CanaryRun(SIG, "base", NOW - days * DAY, "p1", 1, 1.0, scores={"a": 1.0})
+                            for days in (120, 95, 1)])  # retention.canary_days defaults to 90
     return settings, registry, db, versions
 
 
@@ -146,7 +149,7 @@ def test_dry_run_then_cleanup(tmp_path: Path) -> None:
     assert tree(home) == before_tree and rows(db) == before_rows  # nothing changed
     counts = {step.name: step.count for step in dry.steps}
     assert counts == {"telemetry": 3, "datasets": 2, "dataset_temp": 1, "runs": 2, "alerts": 1, "dspy_cache": 1,
-                      "request_index": 2, "feedback": 1, "counters": 5}
+                      "request_index": 2, "feedback": 1, "counters": 5, "canary_runs": 2}
     assert dry.step("dspy_cache").items == ["cache/dspy"] and dry.step("dspy_cache").bytes > 0
     assert dry.step("telemetry").bytes == 185 and dry.step("alerts").bytes > 0 and dry.step("runs").bytes > 0
     assert dry.step("datasets").items == [f"{SIG}/{v}" for v in versions[:2]]
@@ -170,6 +173,7 @@ def test_dry_run_then_cleanup(tmp_path: Path) -> None:
     after = rows(db)
     assert after["request_index"] == 1 and after["feedback"] == 1
     assert after["arm_outcomes"] == 1 and after["arm_errors"] == 0 and after["arm_latency_buckets"] == 1
+    assert after["canary_runs"] == 1
 
     again = run_cleanup(settings, registry, db=db, now=NOW)
     assert all(step.count == 0 for step in again.steps)

@@ -346,6 +346,8 @@ class RetentionSettings(_Section):
         7.0, gt=0, description="request-index and feedback rows (experiment quality) are deleted after this; "
                                "at least serve.request_index_days")
     counters_days: float = Field(400.0, gt=0, description="per-arm per-minute counters")
+    canary_days: float = Field(90.0, gt=0, description="canary runs (production's degradation reads only its last "
+                                                       "monitor.canary.trailing_runs)")
     dspy_cache_days: float = Field(30.0, gt=0, description="DSPy's disk cache of optimization and evaluation "
                                                         "(<home>/cache/dspy), removed when unused this long")
 

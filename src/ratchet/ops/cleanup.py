@@ -16,6 +16,7 @@ dspy_cache          DSPy's disk cache ``cache/dspy`` (optimization, eval),   ``r
 request index       rows matching feedback to arms, older than N days        ``retention.request_index_days``
 feedback            feedback rows older than the same N days                 ``retention.request_index_days``
 counters            per-arm per-minute counter rows older than N days        ``retention.counters_days``
+canary runs         canary run rows older than N days                        ``retention.canary_days``
 ==================  =======================================================  ===============================
 
 ``dry_run=True`` reports the same counts and bytes without changing anything. One failing
@@ -43,10 +44,18 @@ from ratchet.data.datasets import DatasetStore
 from ratchet.errors import RatchetError
 from ratchet.lm.cache import dspy_cache_dir, dspy_cache_lock_path, unused_dspy_cache
 from ratchet.programs.registry import NAME_PATTERN, REGISTRY, ProgramRegistry
+from ratchet.store.canaries import prune_canary_runs
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import prune_feedback
 from ratchet.store.outcomes import prune_outcomes, prune_request_index
-from ratchet.store.tables import arm_errors, arm_latency_buckets, arm_outcomes, feedback, request_index
+from ratchet.store.tables import (
+    arm_errors,
+    arm_latency_buckets,
+    arm_outcomes,
+    canary_runs,
+    feedback,
+    request_index,
+)
 from ratchet.telemetry.writer import ACTIVE_NAME, iter_log_files
 
 if TYPE_CHECKING:
@@ -120,6 +129,7 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
     telemetry_days = settings.telemetry.max_age_days
     index_cutoff = now - retention.request_index_days * _DAY_S
     counters_cutoff = now - retention.counters_days * _DAY_S
+    canary_cutoff = now - retention.canary_days * _DAY_S
     opened: list[StateDB] = []
 
     def state_db() -> StateDB:
@@ -151,6 +161,8 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
          lambda step: _rows(step, state_db(), "feedback", index_cutoff, dry_run)),
         (CleanupStep("counters", "pruned", f"per-minute counter rows older than {retention.counters_days:g} days"),
          lambda step: _rows(step, state_db(), "counters", counters_cutoff, dry_run)),
+        (CleanupStep("canary_runs", "pruned", f"canary run rows older than {retention.canary_days:g} days"),
+         lambda step: _rows(step, state_db(), "canary_runs", canary_cutoff, dry_run)),
     ]
     report = CleanupReport(home=str(home), dry_run=dry_run)
     try:
@@ -339,13 +351,16 @@ def _last_used(directory: Path, home: Path) -> float:
 
 def _rows(step: CleanupStep, db: StateDB, what: str, cutoff: float, dry_run: bool) -> None:
     if not dry_run:
-        prune = {"request_index": prune_request_index, "feedback": prune_feedback, "counters": prune_outcomes}[what]
+        prune = {"request_index": prune_request_index, "feedback": prune_feedback, "counters": prune_outcomes,
+                 "canary_runs": prune_canary_runs}[what]
         step.count = prune(db, cutoff)
         return
     if what == "counters":  # the conditions of prune_outcomes
         minute = math.floor(cutoff / 60)
         queries = [select(func.count()).select_from(t).where(t.c.minute < minute)
                    for t in (arm_outcomes, arm_errors, arm_latency_buckets)]
+    elif what == "canary_runs":  # the condition of prune_canary_runs
+        queries = [select(func.count()).select_from(canary_runs).where(canary_runs.c.at < cutoff)]
     else:  # the conditions of prune_request_index and prune_feedback
         table = request_index if what == "request_index" else feedback
         queries = [select(func.count()).select_from(table).where(table.c.created_at < cutoff)]
