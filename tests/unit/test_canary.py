@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ratchet.cli.main import app
 from ratchet.config import Settings
 from ratchet.data.datasets import DatasetStore
+from ratchet.errors import ModelNotAvailableError
 from ratchet.evaluation import fewshot_program
 from ratchet.lm.adapter import CompletionAdapter
 from ratchet.lm.setup import LMBundle
@@ -247,3 +248,16 @@ def test_a_signature_without_any_probe_source_is_skipped_not_failed(env, lms) ->
     assert skipped.status == "no_probes" and "no dataset test split and no bundled test data" in skipped.reason
     assert not probe_path(settings.home_dir, "classify_commit").exists()
     assert sorted(report.ran) == ["classify_intent", "extract_booking"]
+
+
+def test_a_model_that_cannot_run_is_reported_per_signature(env, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings, registry, db = env
+
+    def unavailable(*args: object, **kwargs: object) -> LMBundle:
+        raise ModelNotAvailableError("llama.cpp crashed in its self-test")
+
+    monkeypatch.setattr(runner_module, "build_lms", unavailable)
+    report = run_canaries(settings, registry, db=db, signatures=[SIG])
+    assert report.signatures[SIG].status == "error" and report.ran == [] and report.textfile is None
+    assert report.signatures[SIG].reason == "the model is not available: llama.cpp crashed in its self-test"
+    assert canary_history(db, SIG, None, limit=1) == []

@@ -156,7 +156,12 @@ def run_canaries(settings: Settings, registry: ProgramRegistry, *, db: StateDB, 
         if not force and outcome.next_due > now:
             outcome.status = "not_due"
             continue
-        _run_pass(spec, outcome, versions, models(), on_progress)
+        try:
+            bundle = models()
+        except RatchetError as exc:  # e.g. the embedded model cannot run here, or an API key is missing
+            outcome.status, outcome.reason = "error", f"the model is not available: {exc}"
+            continue
+        _run_pass(spec, outcome, versions, bundle, on_progress)
         record_canary_runs(db, [v.run for v in outcome.versions if v.run is not None])
         outcome.status = "ran"
         outcome.next_due = time.time() + canary.interval_minutes * 60
