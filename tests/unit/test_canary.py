@@ -261,3 +261,19 @@ def test_a_model_that_cannot_run_is_reported_per_signature(env, monkeypatch: pyt
     assert report.signatures[SIG].status == "error" and report.ran == [] and report.textfile is None
     assert report.signatures[SIG].reason == "the model is not available: llama.cpp crashed in its self-test"
     assert canary_history(db, SIG, None, limit=1) == []
+
+
+def test_the_controller_runs_the_canaries_when_due(env, lms) -> None:
+    """The supervising controller starts a canary pass in its own thread; its scores reach the database."""
+    from ratchet.loop.supervisor import Supervisor
+
+    settings, registry, db = env
+    bundle, _ = lms
+    supervisor = Supervisor(settings, registry, owner="controller:a", lms=bundle)
+    assert supervisor.tick().leader
+    supervisor.canary_thread.join(timeout=120)
+    production = canary_history(db, SIG, "base", limit=10)
+    assert production and production[0].n == 30 and supervisor.errors["canary"] == 0
+    supervisor.tick()  # not due again within the interval: the pass is skipped at once
+    supervisor.canary_thread.join(timeout=60)
+    assert len(canary_history(db, SIG, "base", limit=10)) == 1

@@ -29,6 +29,7 @@ SIG = "classify_intent"
 @pytest.fixture
 def settings(tmp_path: Path, state_db_url: str) -> Settings:
     settings = Settings(home=tmp_path / "home", database_url=state_db_url)
+    settings.monitor.canary.enabled = False  # canary passes run the model: test_canary_wiring covers them
     settings.rollout.min_stage_minutes = 0
     settings.rollout.min_stage_requests = 5
     settings.rollout.stages = [20, 50, 100]

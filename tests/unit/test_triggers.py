@@ -28,6 +28,7 @@ SIG = "classify_intent"
 @pytest.fixture
 def settings(tmp_path: Path, state_db_url: str) -> Settings:
     settings = Settings(home=tmp_path / "home", database_url=state_db_url)
+    settings.monitor.canary.enabled = False  # canary passes run the model: test_canary_wiring covers them
     settings.loop.feedback_volume_threshold = 20
     settings.loop.min_degradation_requests = 30
     return settings
@@ -131,3 +132,24 @@ def test_the_controller_starts_a_cycle_with_the_reason_under_the_cycle_lock(sett
     alerts = [json.loads(p.read_text()) for p in (settings.home_dir / "alerts").glob("alert_info_*.json")]
     assert any(a["title"] == "Re-optimization Triggered" for a in alerts)
     assert supervisor.tick().triggers == {}  # evaluated again only after loop.trigger_check_interval_s
+
+
+def test_a_canary_drop_of_production_fires_the_degradation_trigger(settings) -> None:
+    """No feedback, no errors: the canary probes alone show production got worse (e.g. the model changed)."""
+    from ratchet.store.canaries import CanaryRun, record_canary_runs
+
+    settings.monitor.canary.trailing_runs = 3
+    registry = load_programs(settings)
+    db = StateDB.connect(settings)
+
+    def run(scores: list[float], at: float) -> CanaryRun:
+        keyed = {f"probe{i:03d}": s for i, s in enumerate(scores)}
+        return CanaryRun(signature=SIG, version="base", at=at, probe_set="p1", n=len(scores),
+                         score=sum(scores) / len(scores), scores=keyed, pass_id=f"p{at}")
+
+    steady = [1.0] * 45 + [0.0] * 5
+    record_canary_runs(db, [run(steady, 100.0), run(steady, 200.0), run(steady, 300.0)])
+    assert not evaluate_triggers(settings, registry, db)[SIG].fire
+    record_canary_runs(db, [run([1.0] * 20 + [0.0] * 30, 400.0)])
+    verdict = evaluate_triggers(settings, registry, db)[SIG]
+    assert verdict.fire and verdict.kind == "degradation" and "canary score dropped" in verdict.reason

@@ -16,6 +16,10 @@ child process, under the scheduler's cycle lock (never beside the monthly run), 
 passed to the run's summary. The last evaluation is in ``<home>/metrics/triggers.json``
 (``ratchet status`` shows it).
 
+Each tick it also starts the canary pass when one is due (:mod:`ratchet.monitor.canary`, in its
+own thread): production and every live candidate scored on their fixed probes, which the
+rollout's canary trigger and the degradation trigger read.
+
 All state lives in the database: a controller killed at any point and started again continues
 from there (a decision is applied with compare-and-set, so nothing happens twice).
 """
@@ -34,9 +38,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from ratchet.config import Settings
+from ratchet.lm.setup import LMBundle
 from ratchet.loop.rollouts import rollout_controller
 from ratchet.loop.triggers import TriggerVerdict, evaluate_triggers
 from ratchet.monitor.alerts import Alert
+from ratchet.monitor.canary import run_canaries
 from ratchet.monitor.dispatch import AlertDispatcher
 from ratchet.monitor.loop_state import write_trigger_snapshot
 from ratchet.monitor.results import CheckResult
@@ -76,8 +82,9 @@ class Supervisor:
 
     def __init__(self, settings: Settings, registry: ProgramRegistry, *, owner: str | None = None,
                  interval_s: float | None = None, controller: RolloutController | None = None,
-                 cycle_command: Callable[[str, str], list[str]] | None = None) -> None:
-        """``cycle_command(signature, reason)`` replaces the ``ratchet cycle`` a trigger starts (tests)."""
+                 cycle_command: Callable[[str, str], list[str]] | None = None, lms: LMBundle | None = None) -> None:
+        """``cycle_command(signature, reason)`` replaces the ``ratchet cycle`` a trigger starts, ``lms`` the models
+        the canaries run on (default: the configured ones, built when a pass is due)."""
         self.settings = settings
         self.controller = controller or rollout_controller(settings, registry)
         self.leases = LeaseStore(self.controller.db)
@@ -92,6 +99,8 @@ class Supervisor:
         self.last_tick: float | None = None
         self.last_trigger_check = 0.0
         self.cycles: dict[str, threading.Thread] = {}  # signature → the thread waiting on its triggered cycle
+        self.canary_thread: threading.Thread | None = None
+        self.lms = lms
         self.registry = registry
         self.cycle_command = cycle_command or self._cycle_argv
 
@@ -120,6 +129,7 @@ class Supervisor:
                 self._check(experiment.experiment_id, result)
             if time.time() - self.last_trigger_check >= self.settings.loop.trigger_check_interval_s:
                 self._triggers(result)
+            self._canaries()
         self.last_tick = time.time()
         if self.leader or was_leader:  # the acting controller's heartbeat; a standby writes nothing
             self._write_metrics()
@@ -179,6 +189,22 @@ class Supervisor:
         result.triggers = verdicts
         write_trigger_snapshot(self.settings.home_dir, {k: v.to_dict() for k, v in verdicts.items()}, launched,
                                self.last_trigger_check)
+
+    def _canaries(self) -> None:
+        """Score production and live candidates on their canary probes when due, in a thread of its own (a pass
+        runs the model: it must not delay the experiment checks)."""
+        if not self.settings.monitor.canary.enabled or (self.canary_thread and self.canary_thread.is_alive()):
+            return
+
+        def run() -> None:
+            try:
+                run_canaries(self.settings, self.registry, db=self.controller.db, lms=self.lms)
+            except Exception:
+                self.errors["canary"] += 1
+                log.exception("controller: the canary pass failed")
+
+        self.canary_thread = threading.Thread(target=run, name="ratchet-canaries", daemon=True)
+        self.canary_thread.start()
 
     def _cycle_argv(self, signature: str, reason: str) -> list[str]:
         return [*ratchet_argv(self.settings), "cycle", "--signatures", signature, "--trigger", reason,

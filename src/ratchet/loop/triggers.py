@@ -2,7 +2,8 @@
 
 Per signature, with ``[loop]`` (and ``[loop.signatures.<name>]`` overrides):
 
-- **degradation**: production's success rate, or its mean feedback score, over the last
+- **degradation**: production's canary score (its fixed probes, when canaries run) dropped
+  against its own trailing runs, or its success rate or mean feedback score over the last
   ``degradation_window_minutes`` dropped by more than ``performance_degradation_threshold`` (relative)
   against its own trailing baseline (the ``baseline_window_hours`` before) — judged on the one-sided
   95 % lower confidence bound of the drop, never on the point estimate, and only with
@@ -27,6 +28,7 @@ from scipy import stats as scipy_stats
 
 from ratchet.config import Settings
 from ratchet.config.settings import TriggerSettings
+from ratchet.monitor.canary.degradation import production_degradation
 from ratchet.monitor.drift.stats import excess_lower_bound
 from ratchet.monitor.runs import read_runs
 from ratchet.programs import ProgramRegistry
@@ -136,6 +138,13 @@ def _degradation(verdict: TriggerVerdict, settings: Settings, db: StateDB, confi
             verdict.reason = (f"degradation: production {production}'s success rate fell to "
                               f"{1 - recent.error_rate:.1%} from {base_success:.1%} (drop ≥ {drop_low:.1%} at 95 %, "
                               f"more than {threshold:.0%} of the baseline)")
+            return
+    canary = production_degradation(db, verdict.signature, production, settings.monitor.canary)
+    if canary.judged:
+        verdict.numbers["canary"] = canary.to_dict()
+        if canary.degraded:
+            verdict.fire, verdict.kind = True, "degradation"
+            verdict.reason = f"degradation: production {production}'s canary score dropped: {canary.message}"
             return
     quality_n = (recent.quality_count, trailing.quality_count)
     if min(quality_n) >= minimum and trailing.quality_mean:
