@@ -284,3 +284,28 @@ def test_counters_keep_their_rows_when_they_gain_the_experiment_key(make_db) -> 
     assert read_arm_stats(db, "s", experiment_id="exp")[("v1", "baseline")].requests == 1  # only the experiment's
     with db.begin() as conn:
         assert inspect(conn).get_pk_constraint("arm_outcomes")["name"] == "pk_arm_outcomes"
+
+
+def test_shadow_is_live_after_migration_6_even_when_7_came_first(make_db) -> None:
+    """Databases made before shadow existed already have migration 7: 6 then applies on its own, and the
+    one-live-experiment-per-signature index counts shadow as live."""
+    from sqlalchemy.exc import IntegrityError
+
+    db = make_db(auto_migrate=False)
+    migrate(db, [m for m in MIGRATIONS if m.version != 6])
+    assert migrate(db) == [6]
+
+    def insert(experiment_id: str, status: str) -> None:
+        with db.begin(write=True) as conn:
+            conn.execute(text(
+                "INSERT INTO experiments (experiment_id, signature, baseline_version, candidate_version, status, "
+                "stages, stage_index, stage_started_at, stage_start_requests, paused_seconds, min_stage_minutes, "
+                "min_stage_requests, salt, config, created_at, updated_at, revision) VALUES "
+                f"('{experiment_id}', 's', 'v1', 'v2', '{status}', '[10]', 0, 0, 0, 0, 0, 1, 'x', '{{}}', 0, 0, 1)"))
+
+    insert("old", "rolled_back")
+    insert("shadowed", "shadow")
+    with pytest.raises(IntegrityError):
+        insert("second", "running")
+    with db.begin() as conn:
+        assert inspect(conn).has_table("shadow_agreement")

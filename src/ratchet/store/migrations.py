@@ -249,6 +249,27 @@ def _m005_leases(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m006_shadow(conn: Connection) -> None:
+    """Shadow experiments: ``shadow`` becomes a live status (at most one live experiment per signature still
+    holds), and the shadow arm's agreement with production is counted per minute."""
+    conn.execute(text("DROP INDEX ux_experiments_one_live_per_signature"))
+    md = MetaData()
+    experiments = Table("experiments", md, Column("signature", String(200)), Column("status", String(32)))
+    live = ["shadow", "running", "paused"]
+    Index("ux_experiments_one_live_per_signature", experiments.c.signature, unique=True,
+          sqlite_where=experiments.c.status.in_(live), postgresql_where=experiments.c.status.in_(live)).create(conn)
+    Table(
+        "shadow_agreement", md,
+        Column("signature", String(200), nullable=False),
+        Column("version", String(200), nullable=False),
+        Column("experiment_id", String(200), nullable=False),
+        Column("minute", BigInteger, nullable=False),
+        Column("compared", BigInteger, nullable=False),
+        Column("agreed", BigInteger, nullable=False),
+        PrimaryKeyConstraint("signature", "version", "experiment_id", "minute", name="pk_shadow_agreement"),
+    ).create(conn)
+
+
 def _m007_canary_runs(conn: Connection) -> None:
     """Canary runs: one row per version scored on a signature's probe set, with every probe's score.
 
@@ -280,6 +301,7 @@ MIGRATIONS: list[Migration] = [
     Migration(3, "production pointers and their history", _m003_production_pointers),
     Migration(4, "per-arm counters keyed by experiment", _m004_counters_per_experiment),
     Migration(5, "leases with heartbeats", _m005_leases),
+    Migration(6, "shadow experiments and their agreement counters", _m006_shadow),
     Migration(7, "canary runs", _m007_canary_runs),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""

@@ -32,6 +32,7 @@ __all__ = [
     "production_pointers",
     "request_index",
     "schema_migrations",
+    "shadow_agreement",
 ]
 
 NAME_LEN = 200
@@ -110,6 +111,18 @@ arm_latency_buckets = Table(
                          name="pk_arm_latency_buckets"),
 )
 
+shadow_agreement = Table(
+    "shadow_agreement",
+    metadata,
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("version", String(NAME_LEN), nullable=False),  # the candidate run in shadow
+    Column("experiment_id", String(NAME_LEN), nullable=False),
+    Column("minute", BigInteger, nullable=False),
+    Column("compared", BigInteger, nullable=False, default=0),  # shadow calls where both versions answered
+    Column("agreed", BigInteger, nullable=False, default=0),  # ...with the same outputs
+    PrimaryKeyConstraint("signature", "version", "experiment_id", "minute", name="pk_shadow_agreement"),
+)
+
 request_index = Table(
     "request_index",
     metadata,
@@ -138,7 +151,7 @@ experiments = Table(
     Column("signature", String(NAME_LEN), nullable=False),
     Column("baseline_version", String(NAME_LEN), nullable=False),
     Column("candidate_version", String(NAME_LEN), nullable=False),
-    Column("status", String(32), nullable=False),  # running | paused | promoted | rolled_back
+    Column("status", String(32), nullable=False),  # shadow | running | paused | promoted | rolled_back
     Column("stages", Text, nullable=False),  # JSON list of candidate traffic percents
     Column("stage_index", Integer, nullable=False),
     Column("stage_started_at", Float, nullable=False),
@@ -159,8 +172,8 @@ experiments = Table(
     Index("ix_experiments_signature", "signature"),
 )
 Index("ux_experiments_one_live_per_signature", experiments.c.signature, unique=True,
-      sqlite_where=experiments.c.status.in_(["running", "paused"]),
-      postgresql_where=experiments.c.status.in_(["running", "paused"]))
+      sqlite_where=experiments.c.status.in_(["shadow", "running", "paused"]),
+      postgresql_where=experiments.c.status.in_(["shadow", "running", "paused"]))
 
 experiment_events = Table(
     "experiment_events",

@@ -28,11 +28,13 @@ from ratchet.store.tables import (
     arm_latency_buckets,
     arm_outcomes,
     request_index,
+    shadow_agreement,
 )
 
-__all__ = ["ArmKey", "Batch", "new_row", "upsert_statements", "write_batch"]
+__all__ = ["AgreementKey", "ArmKey", "Batch", "new_row", "upsert_statements", "write_batch"]
 
 ArmKey = tuple[str, str, str, str, int]  # signature, version, arm, experiment id ("" outside one), minute
+AgreementKey = tuple[str, str, str, int]  # signature, candidate version, experiment id, minute
 
 
 def new_row() -> list[Any]:
@@ -48,9 +50,10 @@ class Batch:
     errors: dict[tuple[str, str, str, str, int, str], int] = field(default_factory=dict)
     buckets: dict[tuple[str, str, str, str, int, int], int] = field(default_factory=dict)
     index: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
+    agreement: dict[AgreementKey, list[int]] = field(default_factory=dict)  # [compared, agreed]
 
     def __len__(self) -> int:
-        return len(self.outcomes) + len(self.errors) + len(self.buckets) + len(self.index)
+        return len(self.outcomes) + len(self.errors) + len(self.buckets) + len(self.index) + len(self.agreement)
 
 
 def upsert_statements(dialect: str) -> dict[str, Insert]:
@@ -61,6 +64,7 @@ def upsert_statements(dialect: str) -> dict[str, Insert]:
         "errors": _increment(insert, arm_errors, ("count",)),
         "buckets": _increment(insert, arm_latency_buckets, ("count",)),
         "index": insert(request_index).on_conflict_do_nothing(index_elements=[request_index.c.request_id]),
+        "agreement": _increment(insert, shadow_agreement, ("compared", "agreed")),
     }
 
 
@@ -84,12 +88,20 @@ def write_batch(db: StateDB, batch: Batch, statements: Mapping[str, Insert]) -> 
         index.setdefault(rid, {"request_id": rid, "signature": clean(sig, NAME_LEN),
                                "version": clean(ver, NAME_LEN), "arm": clean(arm, ARM_LEN),
                                "created_at": float(created)})
+    agreement: dict[AgreementKey, dict[str, Any]] = {}
+    for (sig, ver, experiment, minute), (compared, agreed) in batch.agreement.items():
+        key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(experiment, NAME_LEN), minute)
+        row = agreement.setdefault(key, {"signature": key[0], "version": key[1], "experiment_id": key[2],
+                                         "minute": minute, "compared": 0, "agreed": 0})
+        row["compared"] += compared
+        row["agreed"] += agreed
     # Sorted keys: concurrent flushers lock rows in the same order, so they never deadlock.
     work = [
         (statements["outcomes"], [outcomes[k] for k in sorted(outcomes)]),
         (statements["errors"], [errors[k] for k in sorted(errors)]),
         (statements["buckets"], [buckets[k] for k in sorted(buckets)]),
         (statements["index"], [index[k] for k in sorted(index)]),
+        (statements["agreement"], [agreement[k] for k in sorted(agreement)]),
     ]
     written = 0
     with db.begin(write=True) as conn:

@@ -140,6 +140,15 @@ class OutcomeRecorder:
         if full and not self._wake.is_set():
             self._wake.set()
 
+    def compare(self, signature: str, version: str, experiment_id: str, *, agreed: bool,
+                at: float | None = None) -> None:
+        """Count one shadow call of candidate ``version`` whose answer was compared with production's."""
+        key = (signature, version, experiment_id, int((time.time() if at is None else at) // 60))
+        with self._lock:
+            counts = self._pending.agreement.setdefault(key, [0, 0])
+            counts[0] += 1
+            counts[1] += int(agreed)
+
     def index_request(self, request_id: str, signature: str, version: str, arm: str, at: float | None = None) -> None:
         """Remember which arm served ``request_id`` (for feedback that arrives later). The first entry wins."""
         created = time.time() if at is None else at
@@ -260,6 +269,10 @@ class OutcomeRecorder:
             for target, counts in ((pending.errors, batch.errors), (pending.buckets, batch.buckets)):
                 for key, count in counts.items():
                     target[key] = target.get(key, 0) + count
+            for key, (compared, agreed) in batch.agreement.items():
+                counts = pending.agreement.setdefault(key, [0, 0])
+                counts[0] += compared
+                counts[1] += agreed
             pending.index.update(batch.index)  # the batch holds the earlier entries: first wins
 
     def _failed(self, exc: Exception) -> None:

@@ -19,9 +19,16 @@ from sqlalchemy import ColumnElement, Table, delete, func, select
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes._columns import COUNTERS
 from ratchet.store.outcomes.histogram import latency_quantile
-from ratchet.store.tables import arm_errors, arm_latency_buckets, arm_outcomes, feedback, request_index
+from ratchet.store.tables import (
+    arm_errors,
+    arm_latency_buckets,
+    arm_outcomes,
+    feedback,
+    request_index,
+    shadow_agreement,
+)
 
-__all__ = ["ArmStats", "prune_outcomes", "read_arm_stats", "read_totals"]
+__all__ = ["Agreement", "ArmStats", "prune_outcomes", "read_agreement", "read_arm_stats", "read_totals"]
 
 _INT_COUNTERS = frozenset({"requests", "errors", "tokens_in", "tokens_out"})
 
@@ -77,6 +84,28 @@ def read_arm_stats(
     return {(version, arm): stats for (_sig, version, arm), stats in totals.items()}
 
 
+@dataclass(frozen=True)
+class Agreement:
+    """How often a candidate run in shadow answered what production answered (calls where both answered)."""
+
+    compared: int = 0
+    agreed: int = 0
+
+    @property
+    def rate(self) -> float | None:
+        return self.agreed / self.compared if self.compared else None
+
+
+def read_agreement(db: StateDB, signature: str, version: str, experiment_id: str) -> Agreement:
+    """The shadow agreement of candidate ``version`` within ``experiment_id``."""
+    a = shadow_agreement.c
+    query = select(func.sum(a.compared), func.sum(a.agreed)).where(
+        a.signature == signature, a.version == version, a.experiment_id == experiment_id)
+    with db.begin() as conn:
+        compared, agreed = conn.execute(query).one()
+    return Agreement(int(compared or 0), int(agreed or 0))
+
+
 def read_totals(
     db: StateDB, signature: str | None = None, since: float | None = None
 ) -> dict[tuple[str, str, str], ArmStats]:
@@ -89,7 +118,7 @@ def prune_outcomes(db: StateDB, older_than: float) -> int:
     cutoff = math.floor(older_than / 60)
     deleted = 0
     with db.begin(write=True) as conn:
-        for table in (arm_outcomes, arm_errors, arm_latency_buckets):
+        for table in (arm_outcomes, arm_errors, arm_latency_buckets, shadow_agreement):
             deleted += conn.execute(delete(table).where(table.c.minute < cutoff)).rowcount
     return deleted
 
