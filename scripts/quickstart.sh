@@ -5,7 +5,7 @@
 #   2. the embedded model answering (predict, eval)
 #   3. production traffic: Banking77 messages replayed through the runtime, with feedback from labels
 #   4. the monthly cycle on classify_intent: collect → validate → gate → version → optimize → evaluate → decide
-#   5. the rollout: traffic again while the controller moves the candidate through short stages
+#   5. the rollout: traffic again while the controller moves the candidate from shadow through short stages
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -23,6 +23,11 @@ export RATCHET_TELEMETRY__SAMPLING_RATE=1.0
 export RATCHET_ROLLOUT__STAGES='[20, 50, 100]'
 export RATCHET_ROLLOUT__MIN_STAGE_MINUTES=0.25
 export RATCHET_ROLLOUT__MIN_STAGE_REQUESTS=15
+# The candidate first answers in shadow (every request, its answers compared with production's, never returned).
+export RATCHET_ROLLOUT__SHADOW_SHARE=1.0
+export RATCHET_ROLLOUT__SHADOW_MIN_MINUTES=0.25
+export RATCHET_ROLLOUT__SHADOW_MIN_REQUESTS=15
+export RATCHET_ROLLOUT__MAX_SHADOW_CALLS_PER_MINUTE=600
 
 step() { printf '\n\033[1;36m== %s ==\033[0m\n' "$*"; }
 started=$(date +%s)
@@ -58,8 +63,8 @@ if [ -n "$experiment" ]; then
     ratchet controller run --interval 3 > .ratchet/controller.out 2>&1 &
     controller=$!
     live() { ratchet ab status --experiment-id "$experiment" --json \
-               | python -c 'import json, sys; sys.exit(json.load(sys.stdin)["status"] not in ("running", "paused"))'; }
-    for round in 1 2 3 4 5 6 7 8; do
+               | python -c 'import json, sys; sys.exit(json.load(sys.stdin)["status"] not in ("shadow", "running", "paused"))'; }
+    for round in $(seq 1 12); do
         live || break
         ratchet loadtest --signature classify_intent --data "$DATA/test.jsonl" --queries 40 --concurrency 2 \
             --feedback-from-labels --seed "$round" > /dev/null

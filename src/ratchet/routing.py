@@ -13,7 +13,8 @@ This module is the contract between the rollout controller (which writes
           "candidate_share": 0.25,                 # 0..1 of request keys sent to the candidate
           "salt": "exp-intent-v4",                 # one salt per experiment
           "experiment_id": "exp-intent-v4",
-          "state": "running"                       # informational: running, paused, rolled_back, promoted
+          "state": "running",                      # informational: shadow, running, paused, rolled_back, promoted
+          "shadow_share": 0.0                      # in shadow: 0..1 of request keys the candidate also answers
         }
       },
       "checksum": "<sha256 of the canonical JSON of everything else>"
@@ -21,7 +22,9 @@ This module is the contract between the rollout controller (which writes
 
 A request goes to the candidate when ``stable_bucket(salt, key) < share × 10000``,
 where the key is the user id when given, else the request id. The rule is
-monotone: raising the share only adds keys to the candidate. Traffic follows
+monotone: raising the share only adds keys to the candidate. In shadow (``candidate_share``
+0) a request whose ``stable_bucket(salt + ":shadow", key) < shadow_share × 10000`` is answered
+by the baseline and also run on the candidate, whose answer is compared and dropped. Traffic follows
 ``candidate_share`` alone; the state field never changes routing (a paused
 experiment keeps its current split; a rollback writes share 0).
 """
@@ -52,11 +55,12 @@ __all__ = [
     "choose_arm",
     "read_routing",
     "routing_lock_path",
+    "shadows",
     "write_routing",
 ]
 
 ROUTING_FILENAME = "routing_config.json"
-Arm = Literal["baseline", "candidate"]
+Arm = Literal["baseline", "candidate", "shadow"]  # shadow: the candidate answering unseen
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,13 @@ class SignatureRoute:
     salt: str = ""
     experiment_id: str | None = None
     state: str = "none"
+    shadow_share: float = 0.0
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.candidate_share <= 1.0:
-            raise ValueError(f"candidate_share must be between 0 and 1, got {self.candidate_share}")
+        for name in ("candidate_share", "shadow_share"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be between 0 and 1, got {value}")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SignatureRoute:
@@ -81,9 +88,10 @@ class SignatureRoute:
         candidate = data.get("candidate_version")
         if candidate is not None and not isinstance(candidate, str):
             raise ValueError("candidate_version must be a string or null")
-        share = data.get("candidate_share", 0.0)
-        if isinstance(share, bool) or not isinstance(share, (int, float)):
-            raise ValueError("candidate_share must be a number")
+        share, shadow = data.get("candidate_share", 0.0), data.get("shadow_share", 0.0)
+        for name, value in (("candidate_share", share), ("shadow_share", shadow)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number")
         return cls(
             baseline_version=data["baseline_version"],
             candidate_version=candidate,
@@ -91,6 +99,7 @@ class SignatureRoute:
             salt=str(data.get("salt") or ""),
             experiment_id=data.get("experiment_id"),
             state=str(data.get("state") or "none"),
+            shadow_share=float(shadow),
         )
 
 
@@ -155,6 +164,13 @@ def choose_arm(route: SignatureRoute | None, key: str) -> Arm:
     if route.candidate_share >= 1.0:
         return "candidate"
     return "candidate" if stable_bucket(route.salt, key) < route.candidate_share * BUCKETS else "baseline"
+
+
+def shadows(route: SignatureRoute | None, key: str) -> bool:
+    """Whether the request with ``key`` also runs on the candidate in shadow (its answer unseen)."""
+    if route is None or not route.candidate_version or route.shadow_share <= 0.0:
+        return False
+    return route.shadow_share >= 1.0 or stable_bucket(f"{route.salt}:shadow", key) < route.shadow_share * BUCKETS
 
 
 def read_routing(path: Path) -> RoutingState:

@@ -1,8 +1,10 @@
 """End to end: a real `ratchet serve` on the embedded model, load-test traffic with feedback from labels,
-and the rollout controller rolling a broken candidate back and promoting a better one."""
+and the rollout controller rolling a broken candidate back (in its first stage, and in shadow before any
+user saw it) and promoting a better one."""
 
 from __future__ import annotations
 
+import json
 import time
 import typing
 from pathlib import Path
@@ -35,6 +37,10 @@ routing_check_interval_s = 0.5
 stages = [20, 50, 100]
 min_stage_minutes = 0.0
 min_stage_requests = 10
+start_in_shadow = false
+shadow_share = 1.0
+shadow_min_requests = 20
+max_shadow_calls_per_minute = 600
 """
 
 
@@ -60,7 +66,8 @@ def workspace(tmp_path_factory, ratchet_server):
                "broken": broken, "examples": examples}
 
 
-def drive(workspace, experiment_id: str, *, rounds: int = 12, per_round: int = 20) -> tuple[str, list[str]]:
+def drive(workspace, experiment_id: str, *, rounds: int = 12, per_round: int = 20,
+          served: list | None = None) -> tuple[str, list[str]]:
     """Send traffic (with feedback from labels) and let the controller decide after each burst."""
     controller = rollout_controller(workspace["settings"], workspace["registry"])
     actions: list[str] = []
@@ -71,7 +78,9 @@ def drive(workspace, experiment_id: str, *, rounds: int = 12, per_round: int = 2
         report = run_http(workspace["url"], workspace["spec"], batch, queries=len(batch), concurrency=2,
                           feedback_from_labels=True)
         assert report.error_count == 0, report.to_dict()
-        time.sleep(0.6)  # counters flushed (0.2 s) by the server
+        if served is not None:
+            served.extend(report.versions)  # the versions that answered users
+        time.sleep(1.5 if served is not None else 0.6)  # counters flushed (0.2 s); shadow calls finish
         decision = controller.check(experiment_id, actor="test-monitor")
         actions.append(decision.action)
         experiment = controller.store.get(experiment_id)
@@ -93,6 +102,25 @@ def test_a_broken_candidate_is_rolled_back_automatically(workspace) -> None:
     assert route is None  # the experiment ended: production serves everything
     alerts = list((workspace["settings"].home_dir / "alerts").glob("alert_warning_*.json"))
     assert alerts, "a rollback writes an alert file"
+
+
+def test_a_broken_candidate_is_rolled_back_in_shadow_before_anyone_sees_it(workspace) -> None:
+    controller = rollout_controller(workspace["settings"], workspace["registry"])
+    controller.start("classify_intent", workspace["broken"], experiment_id="broken_shadow",
+                     baseline=workspace["good"], shadow=True)
+    time.sleep(2)  # the server follows the database every 0.5 s: the previous test's routing is gone
+    served: list = []
+    status, actions = drive(workspace, "broken_shadow", served=served)
+    assert status == "rolled_back", actions
+    experiment = controller.store.get("broken_shadow")
+    assert experiment.reason.startswith("agreement trigger"), experiment.reason
+    assert [e.kind for e in controller.store.events("broken_shadow")] == ["start", "rollback"]  # never a stage
+    assert served and workspace["broken"] not in served  # no user was answered by it
+    alert = next(a for a in map(json.loads, map(Path.read_text, (workspace["settings"].home_dir / "alerts").glob(
+        "alert_warning_*.json"))) if a["details"].get("experiment_id") == "broken_shadow")
+    assert alert["details"]["final_traffic_percent"] == 0
+    rollback = controller.store.events("broken_shadow")[-1].metrics["metrics"]
+    assert rollback["shadow"]["requests"] >= 20 and rollback["agreement"]["rate"] < 0.5
 
 
 def test_a_better_candidate_is_promoted(workspace) -> None:

@@ -233,3 +233,15 @@ def test_cli_reads_the_home_telemetry_by_default(logs: Path, tmp_path: Path) -> 
     (tmp_path / "ratchet.toml").write_text(f'home = "{tmp_path / "empty"}"\n')
     empty = runner.invoke(cli(), ["collect", "telemetry", "-o", "out4"])
     assert empty.exit_code == 2 and "no telemetry logs in" in empty.stderr
+
+
+def test_a_shadow_answer_is_never_a_label(tmp_path: Path, registry) -> None:
+    """The feedback on a request judged production's answer; the candidate's unseen answer to it is not labelled."""
+    path = write(tmp_path / "t" / "interactions.jsonl", [
+        call("r1", "Where is my card?", at=1_000, arm="shadow", output={"intent": "pin_blocked"}, module_version="v4"),
+        call("r1", "Where is my card?", at=1_000),
+        feedback("r1", 1.0, at=2_000),
+    ])
+    report = collect([path], registry, tmp_path / "out")
+    assert [e.values["intent"] for e in read_batch(tmp_path / "out" / "classify_intent.jsonl")] == ["card_arrival"]
+    assert report.skipped["shadow_call"] == 1

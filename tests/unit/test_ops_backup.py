@@ -71,7 +71,7 @@ def build_home(settings: Settings) -> None:
     versions.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")
     versions.save(spec, fewshot_program(spec, 4), lm="m", adapter="a")
     controller = RolloutController(settings, registry)
-    controller.start(SIG, "v2", experiment_id="exp_1", baseline="v1")
+    controller.start(SIG, "v2", experiment_id="exp_1", baseline="v1", shadow=False)
     controller.pause("exp_1", reason="backup test")
     controller.db.dispose()
     (settings.home_dir / "monitoring_state.json").write_text('{"active": {}}\n')

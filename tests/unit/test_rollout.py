@@ -30,6 +30,7 @@ def controller(tmp_path: Path, state_db_url: str) -> RolloutController:
     settings = Settings(home=tmp_path / "home", database_url=state_db_url)
     settings.rollout.min_stage_minutes = 0
     settings.rollout.min_stage_requests = 30
+    settings.rollout.start_in_shadow = False  # the traffic stages (shadow: test_shadow.py)
     registry = load_programs(settings)
     spec = registry.get(SIG)
     store = VersionStore(settings.home_dir)

@@ -38,6 +38,7 @@ def make_runtime(tmp_path: Path) -> Iterator:
         settings.telemetry.sampling_rate = sampling
         settings.serve.routing_check_interval_s = 0.05
         settings.serve.request_timeout_s = 0.5
+        settings.rollout.start_in_shadow = False
         lm, _ = scripted(responder, **engine_kwargs)
         bundle = LMBundle.for_lm(lm, CompletionAdapter(), fallback=fallback)
         runtime = Runtime(settings, lms=bundle)

@@ -32,6 +32,7 @@ def _settings(home: Path, url: str) -> Settings:
     settings = Settings(home=home, database_url=url)
     settings.rollout.min_stage_minutes = 0
     settings.rollout.min_stage_requests = 1
+    settings.rollout.start_in_shadow = False
     return settings
 
 

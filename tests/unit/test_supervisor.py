@@ -33,6 +33,7 @@ def settings(tmp_path: Path, state_db_url: str) -> Settings:
     settings.rollout.min_stage_minutes = 0
     settings.rollout.min_stage_requests = 5
     settings.rollout.stages = [20, 50, 100]
+    settings.rollout.start_in_shadow = False
     spec = load_programs(settings).get(SIG)
     VersionStore(settings.home_dir).save(spec, fewshot_program(spec, 2), lm="m", adapter="a")  # v1
     return settings
@@ -108,6 +109,7 @@ def test_a_real_controller_finishes_a_rollout_alone_and_survives_kill_9(settings
     config = tmp_path / "ratchet.toml"
     config.write_text(f'home = "{settings.home_dir}"\ndatabase_url = "{settings.database_url}"\n'
                       "[rollout]\nstages = [20, 50, 100]\nmin_stage_minutes = 0\nmin_stage_requests = 5\n"
+                      "start_in_shadow = false\n"
                       "lease_ttl_s = 2\n")
     controller = RolloutController(settings, load_programs(settings))
     controller.start(SIG, "v1", experiment_id="exp_1")

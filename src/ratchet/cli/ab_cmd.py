@@ -16,6 +16,12 @@ app = typer.Typer(help="Gradual A/B rollouts with automatic rollback.", no_args_
 ExperimentOpt = typer.Option(..., "--experiment-id", help="the experiment")
 
 
+def _live() -> tuple[str, ...]:
+    from ratchet.rollout.experiments import LIVE
+
+    return LIVE
+
+
 def _controller(ctx: typer.Context):
     from ratchet.loop.rollouts import rollout_controller
 
@@ -46,17 +52,22 @@ def start(
     stages: str | None = typer.Option(None, "--stages", help="e.g. 10,25,50,75,100 (default from config)"),
     min_stage_minutes: float | None = typer.Option(None, "--min-stage-minutes", min=0),
     min_stage_requests: int | None = typer.Option(None, "--min-stage-requests", min=1),
+    shadow: bool | None = typer.Option(None, "--shadow/--no-shadow",
+                                       help="begin in shadow: the candidate answers unseen first "
+                                            "(default: rollout.start_in_shadow)"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Start an experiment: the candidate gets the first stage's share of traffic at once."""
+    """Start an experiment: in shadow, or with the first stage's share of traffic at once."""
     exp = _controller(ctx).start(signature, candidate, experiment_id=experiment_id, baseline=baseline,
                                  stages=_stages(stages), min_stage_minutes=min_stage_minutes,
-                                 min_stage_requests=min_stage_requests)
+                                 min_stage_requests=min_stage_requests, shadow=shadow)
     if as_json:
         print_json(exp.to_dict())
         return
+    now = (f"now in shadow on {exp.shadow_share:.0%} of requests" if exp.status == "shadow"
+           else f"now {exp.stage_percent} %")
     console.print(f"started [bold]{exp.experiment_id}[/]: {exp.signature} {exp.baseline_version} → "
-                  f"{exp.candidate_version}, stages {exp.stages} (now {exp.stage_percent} %), "
+                  f"{exp.candidate_version}, stages {exp.stages} ({now}), "
                   f"each ≥ {exp.min_stage_minutes:g} min and ≥ {exp.min_stage_requests} candidate requests")
 
 
@@ -133,7 +144,7 @@ def status(ctx: typer.Context, experiment_id: str | None = typer.Option(None, "-
     """An experiment's state, stage progress, per-arm metrics, trigger checks and events."""
     controller = _controller(ctx)
     experiments = ([controller.store.get(experiment_id)] if experiment_id
-                   else controller.store.list(statuses=("running", "paused")))
+                   else controller.store.list(statuses=_live()))
     out = []
     for exp in experiments:
         decision = controller.evaluate(exp) if exp.live else None
@@ -166,21 +177,27 @@ def list_experiments(ctx: typer.Context, signature: str | None = typer.Option(No
 
 
 def _print_status(item: dict[str, Any]) -> None:
+    shadow = (f" · shadow on {item['shadow_share']:.0%} of requests" if item["status"] == "shadow" else "")
     console.print(f"[bold]{item['experiment_id']}[/] {item['signature']}: {item['baseline_version']} → "
                   f"{item['candidate_version']} · [bold]{item['status']}[/] · candidate traffic "
-                  f"{item['candidate_share']:.0%} · stages {item['stages']}")
+                  f"{item['candidate_share']:.0%}{shadow} · stages {item['stages']}")
     decision = item.get("decision")
     if decision:
         m = decision["metrics"]
         table = Table(box=None)
         for column in ("arm", "requests", "error rate", "mean latency", "p95 latency", "quality (n)"):
             table.add_column(column, justify="right")
-        for arm in ("baseline", "candidate"):
+        for arm in ("baseline", "candidate", "shadow"):
+            if arm not in m:
+                continue
             a = m[arm]
             quality = "–" if a["quality_mean"] is None else f"{a['quality_mean']:.3f} ({a['quality_count']})"
             table.add_row(arm, str(a["requests"]), f"{a['error_rate']:.1%}", f"{a['latency_mean_ms']:.0f} ms",
                           f"{a['latency_p95_ms']:.0f} ms", quality)
         console.print(table)
+        if "agreement" in m and m["agreement"]["rate"] is not None:
+            console.print(f"  shadow agreement with production: {m['agreement']['rate']:.1%} of "
+                          f"{m['agreement']['compared']} calls both answered")
         for check in decision["checks"]:
             mark = "[red]FIRED[/]" if check["fired"] else "ok"
             console.print(f"  {check['trigger']}: {mark} — {check['message']}", highlight=False)

@@ -241,7 +241,8 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
     _section_error(controller)
 
     ab = data["ab_tests"]
-    console.print(f"\n[bold]Experiments[/]  {ab['active']} running · {ab['paused']} paused · {ab['completed']} "
+    console.print(f"\n[bold]Experiments[/]  {ab.get('shadow', 0)} in shadow · {ab['active']} running · "
+                  f"{ab['paused']} paused · {ab['completed']} "
                   f"promoted · {ab['rolled_back']} rolled back", highlight=False)
     _section_error(ab)
     if ab.get("experiments"):
@@ -254,7 +255,8 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
             observed = traffic["observed_percent"]
             table.add_row(exp["experiment_id"], exp["signature"],
                           f"{exp['baseline_version']} → {exp['candidate_version']}", exp["status"],
-                          f"{exp['stage']}/{len(exp['stages'])}", f"{traffic['configured_percent']:g} %",
+                          "shadow" if exp["status"] == "shadow" else f"{exp['stage']}/{len(exp['stages'])}",
+                          f"{traffic['configured_percent']:g} %",
                           "–" if observed is None else f"{observed:g} %",
                           f"{traffic['baseline_requests']}/{traffic['candidate_requests']}")
         console.print(table)

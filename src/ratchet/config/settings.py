@@ -178,6 +178,16 @@ class RolloutSettings(_Section):
     catastrophe_window: int = Field(20, ge=4, description="roll back at once if most of these first requests fail")
     check_interval_s: float = Field(30.0, gt=0, description="how often `ab monitor --daemon` looks")
     lease_ttl_s: float = Field(90.0, gt=0, description="a monitor's claim on an experiment expires after this")
+    start_in_shadow: bool = Field(True, description="experiments (the cycle's and `ab start`'s) begin in shadow: "
+                                                    "the candidate answers unseen before it serves anyone")
+    shadow_share: float = Field(0.25, gt=0, le=1, description="share of production requests the candidate also "
+                                                             "answers in shadow (its answers are never returned)")
+    shadow_min_requests: int = Field(50, ge=1, description="shadow calls needed before the first traffic stage")
+    shadow_min_minutes: float = Field(15.0, ge=0, description="minutes in shadow before the first traffic stage")
+    max_shadow_calls_per_minute: int = Field(60, ge=1, description="cap per serving process (shadow calls cost LM "
+                                                                    "calls); requests over it are not shadowed")
+    min_agreement: float = Field(0.5, ge=0, le=1, description="roll back in shadow when the candidate clearly "
+                                                              "agrees with production less often than this")
 
     @field_validator("stages")
     @classmethod

@@ -50,6 +50,7 @@ from ratchet.ops.scheduler import Scheduler, ratchet_argv
 from ratchet.programs import ProgramRegistry
 from ratchet.rollout import Decision, RolloutController
 from ratchet.rollout.controller import default_actor
+from ratchet.rollout.experiments import LIVE
 from ratchet.store.atomic import atomic_write_bytes
 from ratchet.store.leases import CONTROLLER_LEASE, LeaseStore
 from ratchet.store.private import SHARED_FILE
@@ -120,7 +121,7 @@ class Supervisor:
         result = Tick(leader=self.leader)
         if self.leader:
             try:
-                live = self.controller.store.list(statuses=("running", "paused"))
+                live = self.controller.store.list(statuses=LIVE)
             except Exception as exc:
                 self.errors["tick"] += 1
                 result.errors[""] = f"{type(exc).__name__}: {exc}"

@@ -5,7 +5,8 @@ Shape (the seed's keys are never renamed; Ratchet adds some)::
     {"timestamp": "…",
      "orchestration": {"last_run", "last_success", "consecutive_failures", + "last_status", "runs", "unreadable_runs",
                        "last_improvement"},
-     "ab_tests": {"active", "paused", "completed", "rolled_back", + "experiments": [live experiments with traffic]},
+     "ab_tests": {"active", "shadow", "paused", "completed", "rolled_back",
+                  + "experiments": [live experiments with traffic]},
      "datasets": {"<signature>": {"version", "examples", "quality", "sources", + "versions", "created"}},
      "alerts": {"last_check", "recent_alerts", + "active": […]},
      "slo": {"window_minutes", "signatures": {"<signature>": {"all": {…}, "<arm>": {…}}}},
@@ -67,7 +68,8 @@ def build_dashboard(settings: Settings, *, db: StateDB | None = None, registry: 
         "orchestration": _section(lambda: _orchestration(settings, now),
                                   {"last_run": None, "last_success": None, "consecutive_failures": 0}),
         "ab_tests": _section(lambda: _ab_tests(database()),
-                             {"active": 0, "paused": 0, "completed": 0, "rolled_back": 0, "experiments": []}),
+                             {"active": 0, "shadow": 0, "paused": 0, "completed": 0, "rolled_back": 0,
+                              "experiments": []}),
         "datasets": _section(lambda: _datasets(settings, registry), {}),
         "alerts": _section(lambda: _alerts(settings), {"last_check": None, "recent_alerts": [], "active": []}),
         "slo": _section(lambda: _slo(settings, database(), now),
@@ -117,7 +119,7 @@ def _ab_tests(db: StateDB) -> dict[str, Any]:
 
     experiments = ExperimentStore(db).list()
     counts = {status: sum(1 for e in experiments if e.status == status)
-              for status in ("running", "paused", "promoted", "rolled_back")}
+              for status in ("shadow", "running", "paused", "promoted", "rolled_back")}
     live = []
     for exp in experiments:
         if exp.live:
@@ -125,7 +127,8 @@ def _ab_tests(db: StateDB) -> dict[str, Any]:
                          "baseline_version": exp.baseline_version, "candidate_version": exp.candidate_version,
                          "stage": exp.stage_index + 1, "stages": exp.stages, "stage_percent": exp.stage_percent,
                          "started": iso(exp.created_at), "traffic": traffic_split(db, exp).to_dict()})
-    return {"active": counts["running"], "paused": counts["paused"], "completed": counts["promoted"],
+    return {"active": counts["running"], "shadow": counts["shadow"], "paused": counts["paused"],
+            "completed": counts["promoted"],
             "rolled_back": counts["rolled_back"], "experiments": live}
 
 

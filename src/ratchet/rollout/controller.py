@@ -2,9 +2,11 @@
 
 At each check it reads both arms' counters of requests served within the experiment
 (the baseline's from the same window, so the comparison is concurrent), runs the
-anytime-valid triggers, and then:
+anytime-valid triggers (:mod:`ratchet.rollout.decision`), and then:
 
-* rolls back when a trigger fires (catastrophe guard, error rate, latency, quality),
+* rolls back when a trigger fires (catastrophe guard, error rate, latency, quality — or, in
+  shadow, agreement with production —, and the canary trigger),
+* moves a shadow experiment to its first traffic stage when the shadow stage passed,
 * advances when the stage has lasted its minimum time and served its minimum
   candidate requests (paused time does not count),
 * promotes when the next stage would be 100 % (or the last stage is done),
@@ -25,7 +27,6 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,92 +35,22 @@ from ratchet.errors import ConcurrentChangeError, ExperimentError, UnknownVersio
 from ratchet.programs.production import ANY, ProductionChange, ProductionPointers
 from ratchet.programs.registry import NAME_PATTERN, ProgramRegistry
 from ratchet.programs.versions import VersionStore
-from ratchet.rollout.experiments import Experiment, ExperimentStore
+from ratchet.rollout.canary import experiment_canary_check
+from ratchet.rollout.decision import Decision, decide, decide_shadow
+from ratchet.rollout.experiments import LIVE, Experiment, ExperimentStore
 from ratchet.rollout.projection import publish_routing
-from ratchet.rollout.sequential import (
-    Check,
-    catastrophe_check,
-    error_rate_check,
-    latency_check,
-    quality_check,
-)
 from ratchet.routing import ROUTING_FILENAME, RoutingState
 from ratchet.store.atomic import atomic_write_json
 from ratchet.store.db import StateDB
-from ratchet.store.outcomes import ArmStats, read_arm_stats
+from ratchet.store.outcomes import ArmStats, read_agreement, read_arm_stats
 
-__all__ = ["Decision", "RolloutController", "decide", "default_actor"]
+__all__ = ["Decision", "RolloutController", "decide", "decide_shadow", "default_actor"]
 
 log = logging.getLogger(__name__)
 
 
 def default_actor(kind: str = "daemon") -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class Decision:
-    """What the controller concluded at one check."""
-
-    action: str  # hold | advance | promote | rollback
-    reason: str
-    checks: list[Check] = field(default_factory=list)
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"action": self.action, "reason": self.reason, "checks": [c.to_dict() for c in self.checks],
-                "metrics": self.metrics}
-
-
-def _arm_summary(stats: ArmStats) -> dict[str, Any]:
-    return {"requests": stats.requests, "errors": stats.errors, "error_rate": round(stats.error_rate, 4),
-            "errors_by_type": stats.errors_by_type, "latency_mean_ms": round(stats.latency_mean_s * 1000, 1),
-            "latency_p95_ms": round(stats.latency_p95_s * 1000, 1), "quality_count": stats.quality_count,
-            "quality_mean": None if stats.quality_mean is None else round(stats.quality_mean, 4)}
-
-
-def decide(experiment: Experiment, baseline: ArmStats, candidate: ArmStats, stage_candidate_requests: int,
-           now: float) -> Decision:
-    """The controller's decision for an experiment given its arms' cumulative stats (pure: no I/O)."""
-    cfg = experiment.config
-    # ``alpha`` bounds the chance of any false rollback over the whole experiment: the three statistical
-    # triggers share it (Bonferroni), each testing at alpha / 3.
-    alpha = float(cfg.get("alpha", 0.05)) / 3
-    checks = [
-        catastrophe_check(candidate.errors, candidate.requests, window=int(cfg.get("catastrophe_window", 20))),
-        error_rate_check(candidate.errors, candidate.requests, baseline.errors, baseline.requests,
-                         threshold=float(cfg.get("max_error_rate_increase", 0.05)), alpha=alpha),
-        latency_check(candidate.latency_mean_s, candidate.latency_std_s ** 2, candidate.requests,
-                      baseline.latency_mean_s, baseline.latency_std_s ** 2, baseline.requests,
-                      threshold_s=float(cfg.get("max_latency_increase_ms", 500.0)) / 1000, alpha=alpha),
-        quality_check(candidate.quality_mean, (candidate.quality_std or 0.0) ** 2, candidate.quality_count,
-                      baseline.quality_mean, (baseline.quality_std or 0.0) ** 2, baseline.quality_count,
-                      floor=float(cfg.get("min_quality", 0.70)), alpha=alpha),
-    ]
-    elapsed = experiment.stage_elapsed(now)
-    metrics = {"baseline": _arm_summary(baseline), "candidate": _arm_summary(candidate),
-               "stage_percent": experiment.stage_percent, "stage_elapsed_s": round(elapsed, 1),
-               "stage_candidate_requests": stage_candidate_requests}
-    fired = [c for c in checks if c.fired]
-    if fired:
-        return Decision("rollback", f"{fired[0].trigger} trigger: {fired[0].message}", checks, metrics)
-    if experiment.status != "running":
-        return Decision("hold", "paused: holding traffic at the current split (triggers still apply)", checks, metrics)
-    needed_s = experiment.min_stage_minutes * 60
-    if elapsed < needed_s or stage_candidate_requests < experiment.min_stage_requests:
-        return Decision("hold", (f"stage {experiment.stage_index + 1}/{len(experiment.stages)} "
-                                 f"({experiment.stage_percent} %): {elapsed / 60:.1f} of "
-                                 f"{experiment.min_stage_minutes:g} min, {stage_candidate_requests} of "
-                                 f"{experiment.min_stage_requests} candidate requests"), checks, metrics)
-    last = experiment.stage_index + 1 >= len(experiment.stages)
-    if last or experiment.stages[experiment.stage_index + 1] >= 100:
-        return Decision("promote", (f"all stages passed (last: {experiment.stage_percent} % for "
-                                    f"{elapsed / 60:.1f} min, {stage_candidate_requests} candidate requests) "
-                                    "with no trigger"), checks, metrics)
-    nxt = experiment.stages[experiment.stage_index + 1]
-    return Decision("advance", (f"stage {experiment.stage_percent} % done ({elapsed / 60:.1f} min, "
-                                f"{stage_candidate_requests} candidate requests, no trigger): moving to {nxt} %"),
-                    checks, metrics)
 
 
 class RolloutController:
@@ -140,8 +71,10 @@ class RolloutController:
     # -- operator commands --------------------------------------------------------------------
     def start(self, signature: str, candidate: str, *, experiment_id: str, baseline: str | None = None,
               stages: list[int] | None = None, min_stage_minutes: float | None = None,
-              min_stage_requests: int | None = None, actor: str = "operator") -> Experiment:
-        """Start an experiment at its first stage and publish its route."""
+              min_stage_requests: int | None = None, shadow: bool | None = None,
+              actor: str = "operator") -> Experiment:
+        """Start an experiment — in shadow (``shadow``, default ``rollout.start_in_shadow``) or at its first
+        stage — and publish its route."""
         spec = self.registry.get(signature)
         if not NAME_PATTERN.match(experiment_id):
             raise ExperimentError(f"invalid experiment id {experiment_id!r}: letters, digits and underscores")
@@ -157,14 +90,17 @@ class RolloutController:
         stages = list(stages or cfg.stages)
         if not stages or any(not 0 < s <= 100 for s in stages) or stages != sorted(set(stages)):
             raise ExperimentError(f"stages must be increasing percents in 1..100, got {stages}")
+        shadow = cfg.start_in_shadow if shadow is None else shadow
         experiment = Experiment(
             experiment_id=experiment_id, signature=spec.name, baseline_version=baseline,
-            candidate_version=candidate, status="running", stages=stages, stage_index=0, stage_started_at=0.0,
+            candidate_version=candidate, status="shadow" if shadow else "running", stages=stages, stage_index=0,
+            stage_started_at=0.0,
             min_stage_minutes=cfg.min_stage_minutes if min_stage_minutes is None else min_stage_minutes,
             min_stage_requests=cfg.min_stage_requests if min_stage_requests is None else min_stage_requests,
             salt=experiment_id,
             config={**{k: getattr(cfg, k) for k in ("max_error_rate_increase", "max_latency_increase_ms",
-                                                    "min_quality", "alpha", "catastrophe_window")},
+                                                    "min_quality", "alpha", "catastrophe_window", "shadow_share",
+                                                    "shadow_min_requests", "shadow_min_minutes", "min_agreement")},
                     "production_at_start": production},
         )
         experiment = self.store.create(experiment, actor=actor)
@@ -217,16 +153,18 @@ class RolloutController:
                  metrics: dict[str, Any] | None = None, seen: Experiment | None = None) -> Experiment:
         """Send all traffic back to the baseline (within the serving processes' reload interval)."""
         exp = seen or self.store.get(experiment_id)
-        changed = self.store.transition(exp, "rollback", actor=actor,
-                                        changes={"status": "rolled_back", "reason": reason, "paused_at": None},
-                                        reason=reason, metrics=metrics or self._metrics(exp))
+        changes: dict[str, Any] = {"status": "rolled_back", "reason": reason, "paused_at": None}
+        if exp.status == "shadow":  # remembered: it never served anyone
+            changes["config"] = {**exp.config, "rolled_back_in": "shadow"}
+        changed = self.store.transition(exp, "rollback", actor=actor, changes=changes, reason=reason,
+                                        metrics=metrics or self._metrics(exp))
         self._finish(changed)
         return changed
 
     def rollback_all(self, *, reason: str, actor: str = "operator") -> list[Experiment]:
         """Emergency: roll back every live experiment."""
         return [self.rollback(e.experiment_id, reason=reason, actor=actor)
-                for e in self.store.list(statuses=("running", "paused"))]
+                for e in self.store.list(statuses=LIVE)]
 
     # -- the automatic decision ------------------------------------------------------------------
     def evaluate(self, experiment: Experiment, now: float | None = None) -> Decision:
@@ -235,10 +173,16 @@ class RolloutController:
                                versions=[experiment.baseline_version, experiment.candidate_version],
                                experiment_id=experiment.experiment_id)
         baseline = stats.get((experiment.baseline_version, "baseline"), ArmStats())
+        canary = [experiment_canary_check(self.db, experiment, self.settings.monitor.canary)]
+        if experiment.status == "shadow":
+            shadow = stats.get((experiment.candidate_version, "shadow"), ArmStats())
+            agreement = read_agreement(self.db, experiment.signature, experiment.candidate_version,
+                                       experiment.experiment_id)
+            return decide_shadow(experiment, baseline, shadow, agreement, now, canary)
         candidate = stats.get((experiment.candidate_version, "candidate"), ArmStats())
         # Counters are per minute; a stage's own requests are the growth since it began (exact, any length).
         stage_requests = max(0, candidate.requests - experiment.stage_start_requests)
-        return decide(experiment, baseline, candidate, stage_requests, now)
+        return decide(experiment, baseline, candidate, stage_requests, now, canary)
 
     def check(self, experiment_id: str, *, actor: str | None = None, now: float | None = None) -> Decision:
         """Decide for one experiment and apply the decision; returns it (``hold`` changes nothing).
@@ -265,15 +209,21 @@ class RolloutController:
             elif decision.action == "promote":
                 self.promote(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics, seen=exp)
             elif decision.action == "advance":
-                counted = decision.metrics["candidate"]["requests"]
-                self.store.transition(exp, "advance", actor=actor,
-                                      changes={"stage_index": exp.stage_index + 1, "stage_started_at": time.time(),
-                                               "stage_start_requests": counted, "paused_seconds": 0.0},
+                self.store.transition(exp, "advance", actor=actor, changes=self._next_stage(exp, decision),
                                       reason=decision.reason, metrics=metrics)
                 self.publish()
         except ConcurrentChangeError as exc:
             return Decision("hold", f"changed by someone else meanwhile, nothing done: {exc}")
         return decision
+
+    @staticmethod
+    def _next_stage(exp: Experiment, decision: Decision) -> dict[str, Any]:
+        """The changes that move ``exp`` on: from shadow to its first stage, or to its next stage."""
+        if exp.status == "shadow":  # no candidate request was served yet: the first stage counts from 0
+            return {"status": "running", "stage_index": 0, "stage_started_at": time.time(),
+                    "stage_start_requests": 0, "paused_seconds": 0.0}
+        return {"stage_index": exp.stage_index + 1, "stage_started_at": time.time(),
+                "stage_start_requests": decision.metrics["candidate"]["requests"], "paused_seconds": 0.0}
 
     # -- publishing ---------------------------------------------------------------------------
     def publish(self) -> RoutingState:

@@ -2,13 +2,16 @@
 
 State machine::
 
+    start ──▶ shadow ──advance──▶ running(stage 0)      (an experiment may start in shadow, or at once:)
     start ──▶ running(stage k) ──advance──▶ running(stage k+1) ──…──▶ promoted
                  │   ▲                                                   ▲
            pause │   │ resume                                            │ promote (last stage, or by hand)
                  ▼   │                                                   │
                paused ───────────────────────────────────────────────────┘
-       running / paused ──rollback (a trigger, or by hand)──▶ rolled_back
+       shadow / running / paused ──rollback (a trigger, or by hand)──▶ rolled_back
 
+In ``shadow`` the candidate serves nobody: it also answers a share of production's
+requests (``config["shadow_share"]``), its answers are compared and dropped.
 ``promoted`` and ``rolled_back`` are final. Every change is one transaction that
 compares-and-sets the experiment's ``revision`` and appends an event (time,
 actor, reason, the per-arm metrics of that moment), so two monitors or an
@@ -33,14 +36,14 @@ from ratchet.store.tables import experiment_events, experiments
 
 __all__ = ["FINAL", "LIVE", "TRANSITIONS", "Experiment", "ExperimentEvent", "ExperimentStore"]
 
-LIVE = ("running", "paused")
+LIVE = ("shadow", "running", "paused")
 FINAL = ("promoted", "rolled_back")
 TRANSITIONS: dict[str, tuple[str, ...]] = {  # kind → statuses it may start from
-    "advance": ("running",),
+    "advance": ("shadow", "running"),
     "pause": ("running",),
     "resume": ("paused",),
-    "promote": ("running", "paused"),
-    "rollback": ("running", "paused"),
+    "promote": LIVE,
+    "rollback": LIVE,
 }
 
 
@@ -86,7 +89,21 @@ class Experiment:
             return 0.0
         if self.status == "promoted":
             return 1.0
+        if self.status == "shadow":
+            return 0.0
         return self.stage_percent / 100.0
+
+    @property
+    def final_traffic_percent(self) -> int:
+        """The candidate's traffic percent now, or when it was rolled back: 0 in shadow (it served nobody)."""
+        if self.status == "shadow" or self.config.get("rolled_back_in") == "shadow":
+            return 0
+        return self.stage_percent
+
+    @property
+    def shadow_share(self) -> float:
+        """The share of production's requests the candidate also answers, unseen (only in shadow)."""
+        return float(self.config.get("shadow_share", 0.0)) if self.status == "shadow" else 0.0
 
     def stage_elapsed(self, now: float) -> float:
         """Seconds spent in the current stage, not counting paused time."""
@@ -98,6 +115,7 @@ class Experiment:
         out.pop("lease_owner")
         out.pop("lease_expires_at")
         out["candidate_share"] = self.candidate_share
+        out["shadow_share"] = self.shadow_share
         return out
 
     @classmethod
@@ -147,7 +165,9 @@ class ExperimentStore:
                         experiments.c.experiment_id == experiment.experiment_id)).first() is not None:
                     raise ExperimentError(f"experiment '{experiment.experiment_id}' already exists")
                 conn.execute(insert(experiments).values(**experiment.to_row()))
-                reason = f"started at {experiment.stage_percent} % candidate traffic"
+                reason = (f"started in shadow: the candidate also answers {experiment.shadow_share:.0%} of "
+                          "requests, unseen" if experiment.status == "shadow"
+                          else f"started at {experiment.stage_percent} % candidate traffic")
                 self._event(conn, experiment, actor=actor, kind="start", from_status=None, from_stage=None,
                             reason=reason, metrics=metrics, at=now)
         except IntegrityError:

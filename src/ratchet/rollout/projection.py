@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ratchet.errors import DataError
-from ratchet.rollout.experiments import Experiment, ExperimentStore
+from ratchet.rollout.experiments import LIVE, Experiment, ExperimentStore
 from ratchet.routing import RoutingState, SignatureRoute, read_routing, routing_lock_path, write_routing
 from ratchet.store.filelock import file_lock
 
@@ -25,7 +25,8 @@ def route_of(experiment: Experiment) -> SignatureRoute:
     """The route a live experiment gives its signature."""
     return SignatureRoute(baseline_version=experiment.baseline_version, candidate_version=experiment.candidate_version,
                           candidate_share=experiment.candidate_share, salt=experiment.salt,
-                          experiment_id=experiment.experiment_id, state=experiment.status)
+                          experiment_id=experiment.experiment_id, state=experiment.status,
+                          shadow_share=experiment.shadow_share)
 
 
 def routing_from(live: Iterable[Experiment]) -> RoutingState:
@@ -41,7 +42,7 @@ def publish_routing(store: ExperimentStore, path: Path) -> tuple[RoutingState, s
     ``invalid`` (unreadable, unsigned or a wrong checksum: someone edited it).
     """
     with file_lock(routing_lock_path(path)):
-        wanted = routing_from(store.list(statuses=("running", "paused")))
+        wanted = routing_from(store.list(statuses=LIVE))
         found = "stale"
         try:
             current: RoutingState | None = read_routing(path)

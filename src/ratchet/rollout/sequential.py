@@ -8,7 +8,7 @@ Robbins' mixture): for an estimate θ̂ with variance V and mixing scale τ,
 and θ̂ ± h covers the true θ at every sample size simultaneously with probability
 ≥ 1 − α. A trigger fires only when the regression is both statistically real and
 larger than the product threshold: ``LCB(Δ) > 0 and Δ̂ > threshold`` (error rate,
-latency) or ``UCB(quality) < floor`` (quality). See docs/rollout-statistics in the
+latency) or ``UCB(quality) < floor`` (quality; likewise agreement in shadow). See docs/rollout-statistics in the
 shared reference notes for the simulations behind these choices.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "Check",
+    "agreement_check",
     "catastrophe_check",
     "cs_halfwidth",
     "error_rate_check",
@@ -38,7 +39,7 @@ def cs_halfwidth(variance: float, tau: float, alpha: float) -> float:
 class Check:
     """One guardrail's verdict, with the numbers behind it."""
 
-    trigger: str  # error_rate | latency | quality | catastrophe
+    trigger: str  # error_rate | latency | quality | catastrophe | agreement | canary
     fired: bool
     estimate: float
     low: float
@@ -115,3 +116,19 @@ def catastrophe_check(errors_c: int, n_c: int, *, window: int = 20) -> Check:
     message = (f"candidate failed {errors_c} of {n_c} requests ({rate:.0%}); "
                f"trigger: most of its first {window} requests")
     return Check("catastrophe", fired, rate, rate, rate, 0.5, n_c, 0, message)
+
+
+def agreement_check(agreed: int, compared: int, *, min_agreement: float = 0.5, tau: float = 0.1,
+                    alpha: float = 0.05, min_n: int = 20) -> Check:
+    """How often a candidate in shadow answers what production answers: fires when even the upper end of the
+    anytime-valid interval is below ``min_agreement`` (it disagrees far more than a better program would)."""
+    if compared < min_n:
+        return Check("agreement", False, 0.0, 0.0, 1.0, min_agreement, compared, compared,
+                     f"waiting for shadow calls both versions answered ({compared}; need {min_n})")
+    rate = agreed / compared
+    p = (agreed + 1) / (compared + 2)  # a variance floor at 0 % and 100 %
+    h = cs_halfwidth(p * (1 - p) / compared, tau, alpha)
+    fired = rate + h < min_agreement
+    message = (f"agrees with production on {rate:.0%} of {compared} shadow calls (anytime-valid {1 - alpha:.0%} "
+               f"interval {max(0.0, rate - h):.0%} to {min(1.0, rate + h):.0%}; trigger: below {min_agreement:.0%})")
+    return Check("agreement", fired, rate, rate - h, rate + h, min_agreement, compared, compared, message)

@@ -52,6 +52,7 @@ class LoadReport:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     errors: Counter[str] = field(default_factory=Counter)
     arms: Counter[str] = field(default_factory=Counter)
+    versions: Counter[str] = field(default_factory=Counter)  # program versions that answered
     feedback_sent: int = 0
     scores: list[float] = field(default_factory=list, repr=False)
 
@@ -83,6 +84,7 @@ class LoadReport:
             "error_rate": round(self.error_count / self.completed, 4) if self.completed else 0.0,
             "errors_by_type": dict(self.errors),
             "arms": dict(self.arms),
+            "versions": dict(self.versions),
             "feedback_sent": self.feedback_sent,
             "mean_score": round(statistics.fmean(self.scores), 4) if self.scores else None,
         }
@@ -137,6 +139,7 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
         with lock:
             report.latencies_ms.append(result.latency_ms)
             report.arms[result.arm] += 1
+            report.versions[result.version] += 1
             if not result.success:
                 report.errors[result.error_type or "internal"] += 1
             if score is not None:
@@ -185,6 +188,7 @@ async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Ex
                 report.latencies_ms.append((time.perf_counter() - started) * 1000)
                 if isinstance(payload, dict) and payload.get("arm"):
                     report.arms[payload["arm"]] += 1
+                    report.versions[str(payload.get("version"))] += 1
                 if response.status_code != 200:
                     kind = payload.get("error_type") or payload.get("error") if isinstance(payload, dict) else None
                     report.errors[str(kind or f"http_{response.status_code}")] += 1

@@ -38,6 +38,9 @@ __all__ = [
     "ROUTING_FILE_REPAIRS",
     "ROUTING_RELOAD_ERRORS",
     "ROUTING_VERSION",
+    "SHADOW_CALLS",
+    "SHADOW_DURATION",
+    "SHADOW_SKIPPED",
     "TELEMETRY_DROPPED",
     "TELEMETRY_SAMPLED",
     "TEXTFILE_DIR_ENV",
@@ -80,6 +83,15 @@ VERSION_UNAVAILABLE = Counter("ratchet_version_unavailable_total",
                               ("signature", "version", "arm"))
 ROUTING_VERSION = Gauge("ratchet_routing_version", "Version of the routing state a process uses.",
                         multiprocess_mode="livemin")
+SHADOW_CALLS = Counter("ratchet_shadow_calls_total",
+                       "Candidate calls in shadow (answers never returned), by outcome: agree, disagree (with "
+                       "production's answer), error (the candidate failed), unpaired (production failed).",
+                       ("signature", "version", "outcome"))
+SHADOW_SKIPPED = Counter("ratchet_shadow_skipped_total",
+                         "Requests chosen for shadow but not run, by reason: rate_limit "
+                         "(rollout.max_shadow_calls_per_minute) or queue_full.", ("signature", "reason"))
+SHADOW_DURATION = Histogram("ratchet_shadow_duration_seconds", "Latency of candidate calls in shadow.",
+                            ("signature",), buckets=LATENCY_BUCKETS)
 EXPERIMENT_SHARE = Gauge("ratchet_experiment_candidate_share", "Candidate traffic share in the routing state.",
                          ("signature",), multiprocess_mode="livemax")
 

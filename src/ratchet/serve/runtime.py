@@ -12,7 +12,10 @@ deterministic bucketing from the routing state, run that program version on the
 configured LM (falling back to ``[lm.fallback]`` when the LM fails), then update
 the Prometheus metrics and the per-arm counters, and hand a PII-redacted copy of
 sampled calls to the telemetry writer. Nothing after the program call blocks on
-I/O: counters are batched, telemetry is written by a background thread.
+I/O: counters are batched, telemetry is written by a background thread. When a
+candidate is in shadow and the request was chosen for it, the request is then
+offered to the shadow runner (:mod:`ratchet.serve.shadow`), which runs the candidate
+on the same inputs in the background and counts it apart (arm ``shadow``).
 """
 
 from __future__ import annotations
@@ -34,18 +37,18 @@ from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
 from ratchet.programs import ProgramRegistry, load_programs
 from ratchet.programs.versions import VersionStore
-from ratchet.routing import ROUTING_FILENAME, choose_arm
+from ratchet.routing import ROUTING_FILENAME, choose_arm, shadows
 from ratchet.serve import metrics
-from ratchet.serve.deferred import Deferred
 from ratchet.serve.errors import LM_FAILURES, classify_error
+from ratchet.serve.feedback import FeedbackIntake
 from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
+from ratchet.serve.shadow import ShadowJob, ShadowRunner, outputs_agree
 from ratchet.serve.state_follower import StateFollower
 from ratchet.store.db import StateDB
-from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
-from ratchet.telemetry.records import FeedbackRecord, InteractionLog
+from ratchet.telemetry.records import InteractionLog
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
@@ -53,16 +56,17 @@ from ratchet.telemetry.writer import TelemetryWriter
 __all__ = ["Runtime"]
 
 _FREE_TEXT = ("input", "output", "correction", "error")
-_DAY_S = 86400.0
 
 log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class _Ticket:
-    """Who a request is: its id, and the experiment that routed it ("" outside one: counters are kept apart)."""
+    """Who a request is: its id, the experiment that routed it ("" outside one: counters are kept apart), and the
+    candidate that also answers it in shadow (None: not shadowed)."""
 
     request_id: str
     experiment_id: str
+    shadow_version: str | None = None
 
 
 class Runtime:
@@ -98,7 +102,10 @@ class Runtime:
                 self._prices[self.lms.fallback.model] = token_prices(self.settings.lm.fallback)
         self.served = ServedVersions(self.registry, self.versions, self.follower, lm_id=self.lms.model_id,
                                      adapter=self.lms.adapter_name)
-        self._unmatched = Deferred(self._match_later, delay_s=2 * self.settings.serve.outcome_flush_interval_s + 0.5)
+        self._feedback = FeedbackIntake(self.settings, self.registry, self.db, self.outcomes, self.sampler,
+                                        self._submit_telemetry)
+        self.shadow = ShadowRunner(self._run_shadow,
+                                   max_per_minute=self.settings.rollout.max_shadow_calls_per_minute)
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------------
@@ -122,8 +129,10 @@ class Runtime:
                     prediction, error = served.module(**values), None
             except Exception as exc:
                 error = exc
-        return self._finish(served, ticket, values, started, prediction=prediction, error=error,
-                            fallback=fallback)
+        result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
+                              fallback=fallback)
+        self._offer_shadow(served, ticket, values, result)
+        return result
 
     async def acall(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
                     user_id: str | None = None, timeout_s: float | None = None) -> CallResult:
@@ -146,76 +155,15 @@ class Runtime:
                 error = None
             except Exception as exc:
                 error = exc
-        return self._finish(served, ticket, values, started, prediction=prediction, error=error,
-                            fallback=fallback)
+        result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
+                              fallback=fallback)
+        self._offer_shadow(served, ticket, values, result)
+        return result
 
     def feedback(self, request_id: str, score: float, correction: dict[str, Any] | None = None) -> FeedbackResult:
-        """Attach a 0–1 quality score (and optionally corrected outputs) to a served request.
-
-        The score is stored by request id and matched to the arm that served the
-        request when quality is read, so any worker may receive it. When the request
-        was sampled it also goes to telemetry (if another worker served it and has not
-        flushed its request index yet, that match is retried a few seconds later).
-        Feedback on a request served more than ``serve.request_index_days`` ago is not
-        accepted: nothing is stored or counted (``accepted=False`` with the reason).
-        """
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= float(score) <= 1.0:
-            raise InputValidationError(f"score must be a number between 0 and 1, got {score!r}", field="score")
-        if not isinstance(request_id, str) or not request_id:
-            raise InputValidationError("request_id must be a non-empty string", field="request_id")
-        found = self.outcomes.find(request_id)
-        known = found[:3] if found is not None else None
-        signature, version, arm = known if known else (None, None, None)
-        if found is not None and (late := self._feedback_too_late(found.served_at)) is not None:
-            return FeedbackResult(request_id=request_id, accepted=False, matched=True, signature=signature,
-                                  arm=arm, version=version, reason=late)
-        if correction is not None:
-            if not isinstance(correction, dict):
-                raise InputValidationError("correction must be an object of output fields", field="correction")
-            if signature is not None and signature in self.registry:
-                correction = self.registry.get(signature).schema.validate_outputs(correction)
-        record_feedback(self.db, request_id, float(score), correction)
-        sampled = False
-        if known is not None:
-            sampled = self._feedback_matched(known, request_id, float(score), correction)
-        else:  # served by another worker that has not flushed its request index yet: look again later
-            self._unmatched.schedule((request_id, float(score), correction, time.time()))
-        return FeedbackResult(request_id=request_id, accepted=True, matched=known is not None,
-                              signature=signature, arm=arm, version=version, sampled=sampled)
-
-    def _feedback_too_late(self, served_at: float) -> str | None:
-        """Why feedback on a request served at ``served_at`` is refused, or None while its window is open."""
-        window_days = self.settings.serve.request_index_days
-        age_days = (time.time() - served_at) / _DAY_S
-        if age_days <= window_days:
-            return None
-        return (f"the request was served {age_days:.1f} days ago; feedback is accepted for "
-                f"{window_days:g} days (serve.request_index_days)")
-
-    def _feedback_matched(self, known: tuple[str, str, str], request_id: str, score: float,
-                          correction: dict[str, Any] | None, at: float | None = None) -> bool:
-        """Count feedback for its arm and, when the request was sampled, log it to telemetry."""
-        signature, _version, arm = known
-        metrics.FEEDBACK.labels(signature, arm).inc()
-        if not self.sampler.should_sample(signature, request_id):
-            return False
-        record = FeedbackRecord(request_id=request_id, signature=signature, score=score, correction=correction,
-                                timestamp_ms=int((at or time.time()) * 1000))
-        self._submit_telemetry(record.to_dict())
-        return True
-
-    def _match_later(self, item: tuple[str, float, dict[str, Any] | None, float]) -> None:
-        request_id, score, correction, at = item
-        known = self.outcomes.lookup(request_id)
-        if known is None:
-            return  # never served (or pruned): the score is stored, it just matches no request
-        if correction is not None and known[0] in self.registry:
-            try:
-                correction = self.registry.get(known[0]).schema.validate_outputs(correction)
-            except InputValidationError as exc:
-                log.warning("feedback for %s: correction dropped from telemetry: %s", request_id, exc)
-                correction = None
-        self._feedback_matched(known, request_id, score, correction, at)
+        """Attach a 0–1 quality score (and optionally corrected outputs) to a served request
+        (:meth:`ratchet.serve.feedback.FeedbackIntake.receive`)."""
+        return self._feedback.receive(request_id, score, correction)
 
     def instrument(self, module: dspy.Module, *, signature: str, metric: Callable[..., Any] | None = None
                    ) -> Callable[..., dspy.Prediction]:
@@ -266,7 +214,8 @@ class Runtime:
         return self.lms.engine is None or self.lms.engine.loaded
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Write buffered counters and telemetry now."""
+        """Finish queued shadow calls, then write buffered counters and telemetry now."""
+        self.shadow.join(timeout)
         self.outcomes.flush()
         self.telemetry.flush(timeout)
 
@@ -275,8 +224,9 @@ class Runtime:
         if self._closed:
             return
         self._closed = True
+        self.shadow.close()
         self.follower.close()
-        self._unmatched.close()
+        self._feedback.close()
         self.outcomes.close()
         self.telemetry.close()
 
@@ -295,11 +245,14 @@ class Runtime:
         if self.served.routing_changed(state):
             self.served.publish_routing()
         route = state.routing.route(signature)
-        arm = choose_arm(route, user_id or request_id)
-        ticket = _Ticket(request_id, (route.experiment_id or "") if route is not None else "")
+        key = user_id or request_id
+        arm = choose_arm(route, key)
         if route is None:
+            ticket = _Ticket(request_id, "")
             version = state.production_of(signature)
         else:
+            shadow = route.candidate_version if arm == "baseline" and shadows(route, key) else None
+            ticket = _Ticket(request_id, route.experiment_id or "", shadow)
             version = route.candidate_version if arm == "candidate" else route.baseline_version
         try:
             served = self.served.get(spec, version, arm)
@@ -378,6 +331,57 @@ class Runtime:
             error=None if error is None else str(error), sampled=sampled, fallback_used=fallback, model=model,
             exception=error,
         )
+
+    # -- shadow calls ---------------------------------------------------------------------------
+    def _offer_shadow(self, served: ServedVersion, ticket: _Ticket, values: dict[str, Any],
+                      result: CallResult) -> None:
+        """Hand a request chosen for shadow to the runner (not when its inputs were invalid: nothing to compare)."""
+        if ticket.shadow_version is None or result.error_type in ("invalid_request", "version_unavailable"):
+            return
+        self.shadow.offer(ShadowJob(spec=served.spec, version=ticket.shadow_version,
+                                    experiment_id=ticket.experiment_id, request_id=ticket.request_id,
+                                    values=values, answered=result.outputs if result.success else None))
+
+    def _run_shadow(self, job: ShadowJob) -> None:
+        """Run the candidate on a served request's inputs (on the shadow runner's thread); count, compare, log."""
+        signature = job.spec.name
+        started = time.perf_counter()
+        prediction, error, served = None, None, None
+        try:
+            served = self.served.get(job.spec, job.version, "candidate")  # the module the candidate will serve
+            with dspy.context(lm=self.lms.task, adapter=self.lms.adapter, track_usage=True):
+                prediction = served.module(**job.values)
+        except Exception as exc:
+            error = exc
+        latency_s = time.perf_counter() - started
+        tokens_in, tokens_out = _usage(prediction)
+        prices = self._prices.get(self.lms.task.model)
+        cost = prices.cost(tokens_in, tokens_out) if prices is not None and prediction is not None else None
+        error_type = classify_error(error) if error is not None else None
+        self.outcomes.record(signature, job.version, "shadow", latency_s=latency_s, success=error is None,
+                             error_type=error_type, tokens_in=tokens_in, tokens_out=tokens_out,
+                             cost_usd=cost or 0.0, experiment_id=job.experiment_id)
+        metrics.SHADOW_DURATION.labels(signature).observe(latency_s)
+        outputs = {name: prediction.get(name) for name in job.spec.schema.output_names} if prediction else None
+        if outputs is None:
+            outcome = "error"
+        elif job.answered is None:
+            outcome = "unpaired"
+        else:
+            agreed = outputs_agree(job.answered, outputs)
+            self.outcomes.compare(signature, job.version, job.experiment_id, agreed=agreed)
+            outcome = "agree" if agreed else "disagree"
+        metrics.SHADOW_CALLS.labels(signature, job.version, outcome).inc()
+        if self.sampler.should_sample(signature, job.request_id):
+            record = InteractionLog(
+                module_name=served.module_name if served else "unavailable", module_version=job.version,
+                signature=signature, input=job.values, output=outputs, timestamp_ms=int(time.time() * 1000),
+                latency_ms=round(latency_s * 1000, 3), tokens=tokens_in + tokens_out, tokens_in=tokens_in,
+                tokens_out=tokens_out, cost_usd=cost, model=self.lms.task.model, success=error is None,
+                error=None if error is None else str(error)[:500], request_id=job.request_id, arm="shadow",
+                program_fingerprint=served.fingerprint if served else None, error_type=error_type,
+            )
+            self._submit_telemetry(record.to_dict())
 
     def _submit_telemetry(self, record: dict[str, Any]) -> None:
         """Redact PII in the free-text parts first, then buffer; nothing unredacted is ever queued or written.

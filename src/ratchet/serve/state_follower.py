@@ -20,7 +20,7 @@ from pathlib import Path
 from ratchet.programs import ProgramRegistry
 from ratchet.programs.production import ProductionPointers
 from ratchet.programs.versions import BASE_VERSION, VersionStore
-from ratchet.rollout.experiments import ExperimentStore
+from ratchet.rollout.experiments import LIVE, ExperimentStore
 from ratchet.rollout.projection import publish_routing, routing_from
 from ratchet.routing import RoutingState
 from ratchet.serve import metrics
@@ -73,7 +73,7 @@ class StateFollower:
         """Read the database now; True when the snapshot changed. Keeps the last one when the read fails."""
         with self._lock:
             try:
-                live = self.experiments.list(statuses=("running", "paused"))
+                live = self.experiments.list(statuses=LIVE)
                 rows = self.pointers.all()
                 production = {name: rows.get(name) or self.pointers.versions.projected_production(name)
                               for name in self.registry.names()}

@@ -22,8 +22,8 @@ __all__ = [
     "parse_record",
 ]
 
-Arm = Literal["baseline", "candidate"]
-ARMS: tuple[str, ...] = ("baseline", "candidate")
+Arm = Literal["baseline", "candidate", "shadow"]  # shadow: a candidate answering unseen (never a label)
+ARMS: tuple[str, ...] = ("baseline", "candidate", "shadow")
 
 
 def _where(name: str, kind: str) -> str:

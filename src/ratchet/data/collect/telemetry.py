@@ -186,6 +186,9 @@ class TelemetryCollector(Collector):
         if self.signature is not None and call.signature != self.signature:
             report.skip("other_signature")
             return
+        if call.arm == "shadow":  # a candidate's unseen answer: the feedback on this request judged production's
+            report.skip("shadow_call")
+            return
         spec = self._spec(call.signature, specs, report)
         if spec is None:
             report.skip("unregistered_signature")

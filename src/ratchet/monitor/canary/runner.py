@@ -37,7 +37,7 @@ from ratchet.programs.production import ProductionPointers
 from ratchet.programs.registry import ProgramRegistry, ProgramSpec
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout.canary import canary_check
-from ratchet.rollout.experiments import Experiment, ExperimentStore
+from ratchet.rollout.experiments import LIVE, Experiment, ExperimentStore
 from ratchet.rollout.sequential import Check
 from ratchet.store.canaries import CanaryRun, last_canary_runs, record_canary_runs
 from ratchet.store.db import StateDB
@@ -123,7 +123,7 @@ def run_canaries(settings: Settings, registry: ProgramRegistry, *, db: StateDB, 
     pointers = ProductionPointers(db, versions)
     datasets = DatasetStore(settings.home_dir, settings.data, registry=registry)
     live: dict[str, list[Experiment]] = {}
-    for exp in ExperimentStore(db).list(statuses=("running", "paused")):
+    for exp in ExperimentStore(db).list(statuses=LIVE):
         live.setdefault(exp.signature, []).append(exp)
     specs = [registry.get(name) for name in signatures] if signatures is not None else list(registry)
     files = {name: settings.resolve(path) for name, path in canary.probe_files.items()}

@@ -83,7 +83,7 @@ def check_ab_tests(settings: Settings, *, db: StateDB | None = None, now: float 
     db = db or StateDB.connect(settings)
     experiments = ExperimentStore(db).list()
     result = CheckResult(NAME, scopes=[NAME])
-    counts = dict.fromkeys(("running", "paused", "promoted", "rolled_back"), 0)
+    counts = dict.fromkeys(("shadow", "running", "paused", "promoted", "rolled_back"), 0)
     for exp in experiments:
         counts[exp.status] = counts.get(exp.status, 0) + 1
     result.summary = {"experiments": len(experiments), **counts}
@@ -130,7 +130,7 @@ def rollback_alert(exp: Experiment) -> Alert:
     """The one-time alert of a rollback (seed 001's shape)."""
     return Alert("warning", "A/B Test Rolled Back", f"Experiment {exp.experiment_id} was rolled back",
                  {"experiment_id": exp.experiment_id, "signature": exp.signature, "reason": exp.reason,
-                  "final_traffic_percent": exp.stage_percent, "baseline_version": exp.baseline_version,
+                  "final_traffic_percent": exp.final_traffic_percent, "baseline_version": exp.baseline_version,
                   "candidate_version": exp.candidate_version, "rolled_back_at": iso(exp.ended_at or exp.updated_at)},
                  condition=f"{NAME}/rolled_back/{exp.experiment_id}")
 
