@@ -186,7 +186,7 @@ class RolloutSettings(_Section):
     shadow_min_minutes: float = Field(15.0, ge=0, description="minutes in shadow before the first traffic stage")
     max_shadow_calls_per_minute: int = Field(60, ge=1, description="cap per serving process (shadow calls cost LM "
                                                                     "calls); requests over it are not shadowed")
-    min_agreement: float = Field(0.5, ge=0, le=1, description="roll back in shadow when the candidate clearly "
+    min_agreement: float = Field(0.3, ge=0, le=1, description="roll back in shadow when the candidate clearly "
                                                               "agrees with production less often than this")
 
     @field_validator("stages")

@@ -121,7 +121,7 @@ def decide_shadow(experiment: Experiment, baseline: ArmStats, shadow: ArmStats, 
     alpha = _alpha(experiment)
     checks = [
         *_guardrails(experiment, baseline, shadow, alpha),
-        agreement_check(agreement.agreed, agreement.compared, min_agreement=float(cfg.get("min_agreement", 0.5)),
+        agreement_check(agreement.agreed, agreement.compared, min_agreement=float(cfg.get("min_agreement", 0.3)),
                         alpha=alpha),
         *extra_checks,
     ]

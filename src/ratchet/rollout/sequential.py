@@ -118,7 +118,7 @@ def catastrophe_check(errors_c: int, n_c: int, *, window: int = 20) -> Check:
     return Check("catastrophe", fired, rate, rate, rate, 0.5, n_c, 0, message)
 
 
-def agreement_check(agreed: int, compared: int, *, min_agreement: float = 0.5, tau: float = 0.1,
+def agreement_check(agreed: int, compared: int, *, min_agreement: float = 0.3, tau: float = 0.1,
                     alpha: float = 0.05, min_n: int = 20) -> Check:
     """How often a candidate in shadow answers what production answers: fires when even the upper end of the
     anytime-valid interval is below ``min_agreement`` (it disagrees far more than a better program would)."""
