@@ -35,9 +35,10 @@ def write_run(settings: Settings, run_id: str, *, success: bool | None, started:
     return path
 
 
-def experiment(experiment_id: str, signature: str = SIG, stage_index: int = 0) -> Experiment:
+def experiment(experiment_id: str, signature: str = SIG, stage_index: int = 0, status: str = "running"
+               ) -> Experiment:
     return Experiment(experiment_id=experiment_id, signature=signature, baseline_version="v1",
-                      candidate_version="v2", status="running", stages=[10, 25, 50, 75, 100],
+                      candidate_version="v2", status=status, stages=[10, 25, 50, 75, 100],
                       stage_index=stage_index, stage_started_at=0.0, min_stage_minutes=60, min_stage_requests=100,
                       salt=experiment_id)
 

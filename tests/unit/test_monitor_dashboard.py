@@ -176,3 +176,22 @@ def test_check_drift_and_the_drift_section(project: Settings) -> None:
     app.command("status")(monitor_cmd.status)
     status = runner.invoke(app, [], terminal_width=200)
     assert "Drift" in status.stdout and "output, input" in status.stdout
+
+
+def test_status_shows_the_newest_canary_run_of_each_version_and_experiments_in_shadow(project: Settings) -> None:
+    from ratchet.store.canaries import CanaryRun, record_canary_runs
+
+    db = StateDB.connect(project)
+    record_canary_runs(db, [CanaryRun(SIG, "v1", time.time() - 600, "p1", 40, 0.7, errors=1),
+                            CanaryRun(SIG, "v1", time.time() - 60, "p1", 40, 0.825, parse_failures=2),
+                            CanaryRun(SIG, "v2", time.time() - 60, "p1", 40, 0.9)])
+    store = ExperimentStore(db)
+    store.create(experiment("intent_v2", status="shadow"), actor="t")
+    data = json.loads(invoke("dashboard").stdout)
+    runs = {(r["version"], r["score"], r["parse_failures"]) for r in data["canaries"]["runs"]}
+    assert runs == {("v1", 0.825, 2), ("v2", 0.9, 0)}
+    assert data["ab_tests"]["shadow"] == 1 and data["ab_tests"]["experiments"][0]["status"] == "shadow"
+    app = typer.Typer()
+    app.command("status")(monitor_cmd.status)
+    shown = runner.invoke(app, [], terminal_width=200).stdout
+    assert "Canaries" in shown and "0.825" in shown and "1 in shadow" in shown

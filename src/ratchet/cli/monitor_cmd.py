@@ -306,6 +306,20 @@ def _print_dashboard(data: dict[str, Any], settings: Any) -> None:
     elif not drift.get("error"):
         console.print("  [dim]no drift check yet (`ratchet monitor check-drift`)[/]")
 
+    canaries = data.get("canaries") or {}
+    console.print("\n[bold]Canaries[/]  newest run of each version", highlight=False)
+    _section_error(canaries)
+    if canaries.get("runs"):
+        table = Table(box=None, pad_edge=False)
+        for column in ("signature", "version", "score", "probes", "failed", "run"):
+            table.add_column(column, no_wrap=True)
+        for run in canaries["runs"]:
+            table.add_row(run["signature"], run["version"], f"{run['score']:.3f}", str(run["n"]),
+                          str(run["errors"] + run["parse_failures"]), _when(run["at"]))
+        console.print(table)
+    elif not canaries.get("error"):
+        console.print("  [dim]no canary run yet (`ratchet canary run`, or the controller when due)[/]")
+
     alerts = data["alerts"]
     console.print(f"\n[bold]Alerts[/]  last check {_when(alerts.get('last_check'))} · "
                   f"{len(alerts.get('active') or [])} active", highlight=False)

@@ -81,6 +81,7 @@ def build_dashboard(settings: Settings, *, db: StateDB | None = None, registry: 
         "drift": _section(lambda: _drift(settings), {"checked_at": None,
                                                      "window_hours": settings.monitor.drift.window_hours,
                                                      "signatures": {}}),
+        "canaries": _section(lambda: _canaries(database()), {"runs": []}),
     }
 
 
@@ -192,3 +193,11 @@ def _drift(settings: Settings) -> dict[str, Any]:
                                                                         "description")} if reference else None}
     return {"checked_at": snapshot.get("checked_at"), "window_hours": snapshot.get("window_hours"),
             "signatures": signatures}
+
+
+def _canaries(db: StateDB) -> dict[str, Any]:
+    """The newest canary run of every (signature, version)."""
+    from ratchet.store.canaries import last_canary_runs
+
+    runs = sorted(last_canary_runs(db).values(), key=lambda r: (r.signature, -r.at))
+    return {"runs": [{**run.to_dict(), "at": iso(run.at)} for run in runs]}
