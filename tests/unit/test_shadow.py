@@ -121,6 +121,14 @@ def test_shadow_holds_until_both_minimums_then_moves_to_the_first_stage() -> Non
     assert {c.trigger for c in moved.checks} == {"catastrophe", "error_rate", "latency", "agreement"}
 
 
+def test_shadow_never_passes_on_an_agreement_below_the_floor() -> None:
+    """Four of 20 agreeing is not proof of a bad candidate yet (20 calls), but it is no reason to serve it."""
+    exp = _experiment(shadow_min_requests=20)
+    held = decide_shadow(exp, _arm(40), _arm(20), Agreement(20, 4), now=1100.0)
+    assert held.action == "hold" and "agreement 20% is below min_agreement 50%" in held.reason
+    assert decide_shadow(exp, _arm(40), _arm(20), Agreement(0, 0), now=1100.0).action == "hold"
+
+
 def test_a_candidate_that_disagrees_with_production_is_rolled_back_in_shadow() -> None:
     decision = decide_shadow(_experiment(), _arm(200), _arm(100), Agreement(100, 12), now=1010.0)
     assert decision.action == "rollback" and decision.reason.startswith("agreement trigger: agrees with production "

@@ -1,12 +1,15 @@
-"""What the rollout controller concludes at one check, from an experiment's numbers alone (pure: no I/O).
+"""What the rollout controller concludes at one check, from an experiment's numbers alone (pure: no
+I/O).
 
 In ``shadow`` the candidate serves nobody: :func:`decide_shadow` compares its shadow calls with the
 baseline's requests (catastrophe guard, error rate — parse failures included —, latency) and its
-agreement with production's answers, rolls back when a trigger fires, and moves to the first
-traffic stage once the shadow stage has lasted ``shadow_min_minutes`` and made
-``shadow_min_requests`` calls. In a traffic stage :func:`decide` does the same for the candidate's
-real requests (quality from feedback instead of agreement) and advances or promotes.
-Extra checks (the canary trigger) count like the others: any fired check rolls back.
+agreement with production's answers, rolls back when a trigger fires, and moves to the first traffic
+stage once the shadow stage has lasted ``shadow_min_minutes``, made ``shadow_min_requests`` calls
+and its agreement estimate is at least ``min_agreement`` (a low estimate holds until the agreement
+trigger, or more calls, decide: passing needs evidence for, not only no evidence against). In a
+traffic stage :func:`decide` does the same for the candidate's real requests (quality from feedback
+instead of agreement) and advances or promotes. Extra checks (the canary trigger) count like the
+others: any fired check rolls back.
 """
 
 from __future__ import annotations
@@ -136,7 +139,12 @@ def decide_shadow(experiment: Experiment, baseline: ArmStats, shadow: ArmStats, 
     if elapsed < minutes * 60 or shadow.requests < calls:
         return Decision("hold", (f"shadow: {elapsed / 60:.1f} of {minutes:g} min, {shadow.requests} of {calls} "
                                  "shadow calls"), checks, metrics)
-    rate = "–" if agreement.rate is None else f"{agreement.rate:.0%}"
+    floor = float(cfg.get("min_agreement", 0.3))
+    if agreement.rate is None or agreement.rate < floor:  # not yet proven bad, but not good enough to serve
+        seen = "no call both answered" if agreement.rate is None else f"agreement {agreement.rate:.0%}"
+        return Decision("hold", (f"shadow: {seen} is below min_agreement {floor:.0%}; more shadow calls will "
+                                 "decide"), checks, metrics)
+    rate = f"{agreement.rate:.0%}"
     return Decision("advance", (f"shadow passed ({shadow.requests} shadow calls in {elapsed / 60:.1f} min, "
                                 f"agreement {rate}, no trigger): moving to {experiment.stages[0]} %"),
                     checks, metrics)
