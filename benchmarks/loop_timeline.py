@@ -32,6 +32,7 @@ HARNESS = Path(__file__).resolve().parents[1] / "tests" / "integration" / "loop_
 
 def _harness() -> Any:
     """The test's scenario module, loaded from its file (tests/ is not an installed package)."""
+    sys.path.insert(0, str(HARNESS.parent))  # its sibling module, loop_processes
     spec = importlib.util.spec_from_file_location("loop_harness", HARNESS)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
