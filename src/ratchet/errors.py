@@ -15,7 +15,8 @@ The hierarchy::
     │   ├── ModelNotAvailableError      weights or backend missing
     │   └── OutputParseError            the completion could not be parsed into output fields
     ├── DataError                   unusable examples or data files
-    │   └── InputValidationError        inputs do not match a program's schema
+    │   ├── InputValidationError        inputs do not match a program's schema
+    │   └── InjectionBlockedError       an input broke a rule of the injection guard in block mode
     ├── ExperimentError             A/B experiments
     │   ├── UnknownExperimentError      no experiment with that id
     │   ├── IllegalTransitionError      e.g. promoting a rolled-back experiment
@@ -40,6 +41,7 @@ __all__ = [
     "DuplicateProgramError",
     "ExperimentError",
     "IllegalTransitionError",
+    "InjectionBlockedError",
     "InputValidationError",
     "InvalidProgramError",
     "ModelError",
@@ -119,6 +121,16 @@ class InputValidationError(DataError):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
+        self.field = field
+
+
+class InjectionBlockedError(DataError):
+    """An input field broke an injection-guard rule (``rule``, the reason code) in block mode: the request was
+    refused before any LM call."""
+
+    def __init__(self, rule: str, *, field: str | None = None) -> None:
+        super().__init__(f"input refused by the injection guard (rule {rule})")
+        self.rule = rule
         self.field = field
 
 

@@ -12,9 +12,20 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ratchet.guard.rules import select_rules
 
 __all__ = [
     "SECRET_KEYS",
@@ -22,6 +33,8 @@ __all__ = [
     "DataSettings",
     "DriftSettings",
     "GateThresholds",
+    "GuardSettings",
+    "GuardSignatureSettings",
     "LMSettings",
     "LocalModelSettings",
     "LoopSettings",
@@ -215,6 +228,61 @@ class ServeSettings(_Section):
                                   description="answers the memory cache keeps per process (least recently used go)")
 
 
+GuardMode = Literal["block", "flag", "off"]
+
+
+class GuardSignatureSettings(_Section):
+    """The injection guard of one signature (``[guard.signatures.<name>]``): its keys over ``[guard]``'s."""
+
+    mode: GuardMode = Field("block", description="block: refuse with 400 injection_blocked; flag: serve, count and "
+                                                 "log; off: do not look")
+    rules: dict[str, str] = Field(default_factory=dict, description="extra rules: reason code → regular expression "
+                                  "over the normalised (lower-cased) text")
+    disabled_rules: list[str] = Field(default_factory=list, description="shipped or extra rules not applied")
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_compile(cls, value: dict[str, str]) -> dict[str, str]:
+        select_rules(value)  # raises ValueError naming the rule and what is wrong with it
+        return value
+
+
+
+class GuardSettings(GuardSignatureSettings):
+    """The L1 prompt-injection guard in front of every program call (per signature overridable)."""
+
+    excerpt_chars: int = Field(40, ge=0, le=200, description="the matched words logged with injection_detected "
+                                                             "(PII-redacted; 0 logs none)")
+    signatures: dict[str, GuardSignatureSettings] = Field(default_factory=dict,
+                                                          description="per-signature guard overrides")
+
+    @field_validator("disabled_rules")
+    @classmethod
+    def _disabled_rules_exist(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        select_rules(info.data.get("rules") or {}, value)
+        return value
+
+    @model_validator(mode="after")
+    def _signature_rules_exist(self) -> GuardSettings:
+        for name in self.signatures:
+            own = self.for_signature(name)
+            try:
+                select_rules(own.rules, own.disabled_rules)
+            except ValueError as exc:
+                raise ValueError(f"guard.signatures.{name}.disabled_rules: {exc}") from None
+        return self
+
+    def for_signature(self, signature: str) -> GuardSignatureSettings:
+        """The guard of ``signature``: ``[guard]``, with its ``[guard.signatures.<name>]`` mode over it and its rules
+        and disabled rules added (an extra rule of the same name replaces ``[guard]``'s)."""
+        own = self.signatures.get(signature)
+        if own is None:
+            return GuardSignatureSettings(mode=self.mode, rules=self.rules, disabled_rules=self.disabled_rules)
+        mode = own.mode if "mode" in own.model_fields_set else self.mode
+        return GuardSignatureSettings(mode=mode, rules={**self.rules, **own.rules},
+                                      disabled_rules=[*self.disabled_rules, *own.disabled_rules])
+
+
 SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
 """Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
 
@@ -400,6 +468,7 @@ class Settings(BaseSettings):
     loop: LoopSettings = Field(default_factory=LoopSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    guard: GuardSettings = Field(default_factory=GuardSettings)
 
     _config_file: Path | None = PrivateAttr(None)
 

@@ -2,7 +2,8 @@
 
 Every registered program gets ``POST /v1/programs/<signature>/predict`` with its
 own request schema (so ``/openapi.json`` documents each program's fields). Status
-codes: 422 invalid input (naming the field), 404 unknown signature, 413 body too
+codes: 422 invalid input (naming the field), 400 input refused by the injection guard
+(``{"error": "injection_blocked", "reason": <rule>, …}``), 404 unknown signature, 413 body too
 large, 504 LM timeout, 502 LM failure or unparsable answer, 503 model not available
 here, 500 anything else.
 
@@ -26,7 +27,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet.config import Settings, load_settings, mask_urls_in_text
-from ratchet.errors import InputValidationError
+from ratchet.errors import InjectionBlockedError, InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.body_limit import BodyLimitMiddleware
@@ -38,6 +39,7 @@ __all__ = ["app_from_env", "create_app"]
 
 STATUS_BY_ERROR = {
     "invalid_request": 422,
+    "injection_blocked": 400,
     "timeout": 504,
     "rate_limit": 502,
     "lm_error": 502,
@@ -188,6 +190,10 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
             return JSONResponse(status_code=503, content={"error": readiness.error, "message": readiness.message})
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
                                 user_id=body.user_id)
+        if isinstance(result.exception, InjectionBlockedError):
+            return JSONResponse(status_code=400, content={
+                "error": "injection_blocked", "reason": result.exception.rule, "field": result.exception.field,
+                "request_id": result.request_id, "message": str(result.exception)})
         payload = result.to_dict()
         if result.success:
             return JSONResponse(status_code=200, content=payload)
@@ -199,7 +205,8 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
     predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
-             responses={422: {"description": "invalid input"}, 502: {"description": "LM failure"},
+             responses={400: {"description": "input refused by the injection guard"},
+                        422: {"description": "invalid input"}, 502: {"description": "LM failure"},
                         503: {"description": "the model cannot run on this machine"},
                         504: {"description": "LM timeout"}})(predict)
 

@@ -32,6 +32,7 @@ __all__ = [
     "EXPERIMENT_SHARE",
     "FALLBACKS",
     "FEEDBACK",
+    "INJECTION_DETECTED",
     "MODULE_VERSION",
     "REDACTIONS",
     "REQUESTS",
@@ -92,6 +93,9 @@ SHADOW_SKIPPED = Counter("ratchet_shadow_skipped_total",
                          "(rollout.max_shadow_calls_per_minute) or queue_full.", ("signature", "reason"))
 SHADOW_DURATION = Histogram("ratchet_shadow_duration_seconds", "Latency of candidate calls in shadow.",
                             ("signature",), buckets=LATENCY_BUCKETS)
+INJECTION_DETECTED = Counter("ratchet_injection_detected_total",
+                             "Inputs that broke an injection-guard rule, by rule (reason code) and action: block "
+                             "(refused with 400) or flag (served, counted).", ("signature", "rule", "action"))
 EXPERIMENT_SHARE = Gauge("ratchet_experiment_candidate_share", "Candidate traffic share in the routing state.",
                          ("signature",), multiprocess_mode="livemax")
 

@@ -17,8 +17,10 @@ class CallResult:
     """The outcome of :meth:`ratchet.Runtime.call`.
 
     ``success`` is False when the call failed; ``error_type`` then says how
-    (``invalid_request``, ``timeout``, ``rate_limit``, ``lm_error``,
-    ``parse_error`` or ``internal``) and ``exception`` holds the error.
+    (``invalid_request``, ``injection_blocked``, ``timeout``, ``rate_limit``,
+    ``lm_error``, ``parse_error`` or ``internal``) and ``exception`` holds the error.
+    An ``injection_blocked`` request was refused before the program ran: it is
+    not counted as the arm's request (nor its failure), indexed or sampled.
     """
 
     request_id: str
