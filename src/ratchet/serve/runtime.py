@@ -340,8 +340,9 @@ class Runtime:
     # -- shadow calls ---------------------------------------------------------------------------
     def _offer_shadow(self, served: ServedVersion, ticket: _Ticket, values: dict[str, Any],
                       result: CallResult) -> None:
-        """Hand a request chosen for shadow to the runner (not when its inputs were invalid: nothing to compare)."""
-        if ticket.shadow_version is None or result.error_type in ("invalid_request", "version_unavailable"):
+        """Hand a served request chosen for shadow to the runner (a request refused before the program ran — invalid
+        inputs, blocked by the guard, no version — never gets here: nothing to compare)."""
+        if ticket.shadow_version is None:
             return
         self.shadow.offer(ShadowJob(spec=served.spec, version=ticket.shadow_version,
                                     experiment_id=ticket.experiment_id, request_id=ticket.request_id,
