@@ -8,8 +8,10 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
+from ratchet.audit import operator_actor, set_audit_defaults
 from ratchet.cli import (
     ab_cmd,
+    audit_cmd,
     canary_cmd,
     collect_cmd,
     config_cmd,
@@ -73,6 +75,7 @@ def root(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not verbose:  # DSPy warns per call (e.g. truncation); summaries report what matters
         logging.getLogger("dspy").setLevel(logging.ERROR)
+    set_audit_defaults(actor=operator_actor(), source="cli")  # who the audit log names for this command
     ctx.obj = CliState(config_path=config)
 
 
@@ -97,6 +100,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(canary_cmd.app, name="canary")
+app.add_typer(audit_cmd.app, name="audit")
 app.command("status")(monitor_cmd.status)
 
 
