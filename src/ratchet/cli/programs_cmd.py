@@ -135,19 +135,22 @@ def promote(ctx: typer.Context, signature: str = typer.Argument(...), version: s
     is live (promote or roll that back with `ratchet ab`); one compare-and-set in the state database,
     so the controller never undoes it.
     """
+    from ratchet.audit import audited
     from ratchet.rollout.experiments import ExperimentStore
 
     state = get_state(ctx)
-    spec = state.registry.get(signature)
-    pointers = _pointers(state)
-    live = [e.experiment_id for e in ExperimentStore(pointers.db).list(signature=spec.name, statuses=("running",
-                                                                                                       "paused"))]
-    if live:
-        raise ExperimentError(f"{spec.name} has a live experiment ({', '.join(live)}): promote or roll it back "
-                              "with `ratchet ab promote|rollback` first")
-    before = pointers.get(spec.name)
-    pointers.versions.load(spec, version)  # refuses a damaged version before it can serve
-    pointers.set(spec.name, version, actor="operator", reason=reason, expected=before)
+    with audited(state.settings, "programs.promote", target=signature, details={"version": version}) as note:
+        note.reason = reason
+        spec = state.registry.get(signature)
+        pointers = _pointers(state)
+        live = [e.experiment_id for e in ExperimentStore(pointers.db).list(signature=spec.name,
+                                                                           statuses=("running", "paused"))]
+        if live:
+            raise ExperimentError(f"{spec.name} has a live experiment ({', '.join(live)}): promote or roll it back "
+                                  "with `ratchet ab promote|rollback` first")
+        before = note.details["from_version"] = pointers.get(spec.name)
+        pointers.versions.load(spec, version)  # refuses a damaged version before it can serve
+        pointers.set(spec.name, version, actor="operator", reason=reason, expected=before)
     console.print(f"{spec.name}: production {before} → [bold]{version}[/]")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ratchet.audit import set_audit_defaults
 from ratchet.errors import RatchetError
 from ratchet.loop.phases import PHASE_FUNCTIONS, PhaseFailed, settings_from_payload
 from ratchet.store.private import make_private_dir, private_opener
@@ -32,6 +33,7 @@ def _child(name: str, payload: dict[str, Any], results: Any, dspy_log_level: int
     def progress(done: int, total: int | None, status: str) -> None:
         results.put(("progress", done, total, status))
 
+    set_audit_defaults(actor=f"cycle:{payload['run_id']}", source="cycle")  # e.g. the dataset version it writes
     try:
         from ratchet.lm.setup import configure_dspy
 

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ratchet.audit import audit_context, audited
 from ratchet.config import Settings
 from ratchet.errors import ConcurrentChangeError, ExperimentError, UnknownVersionError
 from ratchet.programs.production import ANY, ProductionChange, ProductionPointers
@@ -75,6 +76,18 @@ class RolloutController:
               actor: str = "operator") -> Experiment:
         """Start an experiment — in shadow (``shadow``, default ``rollout.start_in_shadow``) or at its first
         stage — and publish its route."""
+        with audited(self.settings, "experiment.start", target=experiment_id, actor=actor,
+                     details={"signature": signature, "candidate": candidate, "baseline": baseline}) as note:
+            experiment = self._start(signature, candidate, experiment_id=experiment_id, baseline=baseline,
+                                     stages=stages, min_stage_minutes=min_stage_minutes,
+                                     min_stage_requests=min_stage_requests, shadow=shadow, actor=actor)
+            note.details.update(baseline=experiment.baseline_version, status=experiment.status,
+                                stages=experiment.stages)
+        return experiment
+
+    def _start(self, signature: str, candidate: str, *, experiment_id: str, baseline: str | None,
+               stages: list[int] | None, min_stage_minutes: float | None, min_stage_requests: int | None,
+               shadow: bool | None, actor: str) -> Experiment:
         spec = self.registry.get(signature)
         if not NAME_PATTERN.match(experiment_id):
             raise ExperimentError(f"invalid experiment id {experiment_id!r}: letters, digits and underscores")
@@ -108,20 +121,26 @@ class RolloutController:
         return experiment
 
     def pause(self, experiment_id: str, *, reason: str = "paused by operator", actor: str = "operator") -> Experiment:
-        exp = self.store.get(experiment_id)
-        changes = {"status": "paused", "paused_at": time.time()}
-        changed = self.store.transition(exp, "pause", actor=actor, changes=changes, reason=reason,
-                                        metrics=self._metrics(exp))
+        with audited(self.settings, "experiment.pause", target=experiment_id, actor=actor) as note:
+            note.reason = reason
+            exp = self.store.get(experiment_id)
+            changes = {"status": "paused", "paused_at": time.time()}
+            changed = self.store.transition(exp, "pause", actor=actor, changes=changes, reason=reason,
+                                            metrics=self._metrics(exp))
+            note.details.update(signature=exp.signature, stage_percent=exp.stage_percent)
         self.publish()
         return changed
 
     def resume(self, experiment_id: str, *, reason: str = "resumed by operator", actor: str = "operator"
                ) -> Experiment:
-        exp = self.store.get(experiment_id)
-        paused = exp.paused_seconds + (time.time() - exp.paused_at if exp.paused_at else 0.0)
-        changed = self.store.transition(exp, "resume", actor=actor,
-                                        changes={"status": "running", "paused_at": None, "paused_seconds": paused},
-                                        reason=reason, metrics=self._metrics(exp))
+        with audited(self.settings, "experiment.resume", target=experiment_id, actor=actor) as note:
+            note.reason = reason
+            exp = self.store.get(experiment_id)
+            paused = exp.paused_seconds + (time.time() - exp.paused_at if exp.paused_at else 0.0)
+            changed = self.store.transition(exp, "resume", actor=actor,
+                                            changes={"status": "running", "paused_at": None, "paused_seconds": paused},
+                                            reason=reason, metrics=self._metrics(exp))
+            note.details.update(signature=exp.signature, stage_percent=exp.stage_percent)
         self.publish()
         return changed
 
@@ -133,7 +152,16 @@ class RolloutController:
         ``seen``: the experiment as the caller decided on it; if it changed since, nothing happens
         (:class:`~ratchet.errors.ConcurrentChangeError`).
         """
-        exp = seen or self.store.get(experiment_id)
+        with audited(self.settings, "experiment.promote", target=experiment_id, actor=actor) as note:
+            note.reason = reason
+            exp = seen or self.store.get(experiment_id)
+            note.details.update(signature=exp.signature, candidate=exp.candidate_version,
+                                production_before=exp.config.get("production_at_start"))
+            changed = self._promote(exp, reason=reason, actor=actor, metrics=metrics)
+        self._finish(changed)
+        return changed
+
+    def _promote(self, exp: Experiment, *, reason: str, actor: str, metrics: dict[str, Any] | None) -> Experiment:
         changes: list[ProductionChange] = []
 
         def move_production(conn: Any) -> None:
@@ -146,25 +174,34 @@ class RolloutController:
                                                                              "paused_at": None},
                                         reason=reason, metrics=metrics or self._metrics(exp), also=move_production)
         self.production.project(changes[0])
-        self._finish(changed)
         return changed
 
     def rollback(self, experiment_id: str, *, reason: str, actor: str = "operator",
                  metrics: dict[str, Any] | None = None, seen: Experiment | None = None) -> Experiment:
         """Send all traffic back to the baseline (within the serving processes' reload interval)."""
-        exp = seen or self.store.get(experiment_id)
-        changes: dict[str, Any] = {"status": "rolled_back", "reason": reason, "paused_at": None}
-        if exp.status == "shadow":  # remembered: it never served anyone
-            changes["config"] = {**exp.config, "rolled_back_in": "shadow"}
-        changed = self.store.transition(exp, "rollback", actor=actor, changes=changes, reason=reason,
-                                        metrics=metrics or self._metrics(exp))
+        with audited(self.settings, "experiment.rollback", target=experiment_id, actor=actor) as note:
+            note.reason = reason
+            exp = seen or self.store.get(experiment_id)
+            note.details.update(signature=exp.signature, baseline=exp.baseline_version, from_status=exp.status,
+                                stage_percent=exp.stage_percent)
+            changes: dict[str, Any] = {"status": "rolled_back", "reason": reason, "paused_at": None}
+            if exp.status == "shadow":  # remembered: it never served anyone
+                changes["config"] = {**exp.config, "rolled_back_in": "shadow"}
+            changed = self.store.transition(exp, "rollback", actor=actor, changes=changes, reason=reason,
+                                            metrics=metrics or self._metrics(exp))
         self._finish(changed)
         return changed
 
     def rollback_all(self, *, reason: str, actor: str = "operator") -> list[Experiment]:
-        """Emergency: roll back every live experiment."""
-        return [self.rollback(e.experiment_id, reason=reason, actor=actor)
-                for e in self.store.list(statuses=LIVE)]
+        """Emergency: roll back every live experiment (each one audited, and the command as a whole)."""
+        with audited(self.settings, "experiment.rollback_all", actor=actor) as note:
+            note.reason = reason
+            rolled = []
+            for e in self.store.list(statuses=LIVE):
+                rolled.append(self.rollback(e.experiment_id, reason=reason, actor=actor))
+                note.details["experiments"] = [r.experiment_id for r in rolled]
+            note.details["count"] = len(rolled)
+        return rolled
 
     # -- the automatic decision ------------------------------------------------------------------
     def evaluate(self, experiment: Experiment, now: float | None = None) -> Decision:
@@ -191,6 +228,10 @@ class RolloutController:
         when an operator changed it meanwhile, the check holds and says so.
         """
         actor = actor or default_actor()
+        with audit_context(source="controller"):  # what it changes is audited as the controller's decision
+            return self._check(experiment_id, actor=actor, now=now)
+
+    def _check(self, experiment_id: str, *, actor: str, now: float | None) -> Decision:
         self.reconcile()
         exp = self.store.get(experiment_id)
         if not exp.live:
@@ -209,8 +250,12 @@ class RolloutController:
             elif decision.action == "promote":
                 self.promote(exp.experiment_id, reason=decision.reason, actor=actor, metrics=metrics, seen=exp)
             elif decision.action == "advance":
-                self.store.transition(exp, "advance", actor=actor, changes=self._next_stage(exp, decision),
-                                      reason=decision.reason, metrics=metrics)
+                with audited(self.settings, "experiment.advance", target=exp.experiment_id, actor=actor) as note:
+                    note.reason = decision.reason
+                    moved = self.store.transition(exp, "advance", actor=actor, changes=self._next_stage(exp, decision),
+                                                  reason=decision.reason, metrics=metrics)
+                    note.details.update(signature=exp.signature, from_status=exp.status,
+                                        from_percent=exp.stage_percent, to_percent=moved.stage_percent)
                 self.publish()
         except ConcurrentChangeError as exc:
             return Decision("hold", f"changed by someone else meanwhile, nothing done: {exc}")

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from ratchet.audit import audited
 from ratchet.config.settings import DataSettings
 from ratchet.data.datasets.admit import accept_records, encoded
 from ratchet.data.datasets.archive import archive_version, archived_metadata
@@ -64,15 +65,18 @@ class DatasetStore:
         if not sig_dir.is_dir():
             return []
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        with locked(sig_dir):
+        with locked(sig_dir), audited(self.root.parent, "dataset.archive", target=signature,
+                                      details={"older_than_days": days, "keep": keep}) as note:
             infos = self.list_versions(signature)
             protected = {i.version for i in infos[max(0, len(infos) - keep):]} if keep else set()
             protected |= {i.version for i in infos if i.latest}
             chosen = [i for i in infos if not i.archived and i.version not in protected and i.created < cutoff]
+            note.skip = dry_run or not chosen  # only what changed the store is recorded
             if not dry_run:
                 for info in chosen:
                     archive_version(sig_dir, info.version)
                     info.archived = True
+                    note.details["versions"] = [i.version for i in chosen if i.archived]
         return chosen
 
     def sweep_temp(self, max_age_s: float = 3600, *, signature: str | None = None, dry_run: bool = False
@@ -150,7 +154,9 @@ class DatasetStore:
             raise DataError("a source name is required (e.g. git_mining, synthetic, telemetry)")
         sig_dir = self.root / signature
         make_private_dir(sig_dir)
-        with locked(sig_dir):
+        action = "dataset.add" if incremental else "dataset.create"
+        with locked(sig_dir), audited(self.root.parent, action, target=signature,
+                                      details={"source": source.strip()}) as note:
             self.sweep_temp(signature=signature)
             parent = latest_name(sig_dir)
             base = read_version(sig_dir, signature, parent, restore=False).records if incremental and parent else []
@@ -167,6 +173,9 @@ class DatasetStore:
                          "added": len(accepted), "skipped_duplicates": len(duplicates), "rejected": len(rejected)}
             version = commit_version(sig_dir, signature, base_rows + accepted, parent=parent if incremental else None,
                                      notes=notes, operation=operation)
+            note.details.update(version=version, parent=parent if incremental else None, examples=len(base_rows)
+                                + len(accepted), added=len(accepted), duplicates=len(duplicates),
+                                rejected=len(rejected))
         return WriteResult(signature=signature, version=version, parent=parent if incremental else None,
                            path=sig_dir / version, example_count=len(base) + len(accepted), added=len(accepted),
                            duplicates=duplicates, rejected=rejected)
