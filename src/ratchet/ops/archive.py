@@ -34,7 +34,7 @@ __all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "ArchiveWriter", "Progress", "chec
 MANIFEST = "manifest.json"
 FORMAT = 1
 TOP_LEVEL = frozenset({"programs", "training_data", "experiments", "routing_config.json", "monitoring_state.json",
-                       "config", "database", "telemetry"})
+                       "config", "database", "telemetry", "audit"})
 """The only names a member may start with (besides the manifest): nothing else is ever written to a home."""
 
 Progress = Callable[[str, int, int], None]

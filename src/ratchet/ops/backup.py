@@ -7,13 +7,15 @@ The archive (see :mod:`ratchet.ops.archive`) holds::
     experiments/…              experiment snapshots
     routing_config.json        the routing state serving processes read
     monitoring_state.json      what is alerting (if present)
+    audit/…                    the audit log (copied under its lock, so its files and head agree)
     config/<ratchet.toml>      the config file the settings came from (checked again: it never holds secrets)
     database/ratchet.db        a consistent SQLite snapshot (online backup API), or
     database/ratchet.sql       a pg_dump of the PostgreSQL schema
     telemetry/…                only with ``include_telemetry``
     manifest.json              SHA-256 and size of every member, Ratchet version, creation time
 
-The archive is written atomically and every member is hashed as it streams in. Verifying and
+The archive is written atomically and every member is hashed as it streams in; the backup is
+then recorded in the audit log (``backup.create``; a refused or failed one too). Verifying and
 restoring one (``verify_backup``, ``restore_backup``, ``RestoreResult``) live in
 :mod:`ratchet.ops.restore` and are re-exported here, the home of the public API.
 """
@@ -30,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ratchet.audit import AUDIT_DIRNAME, AuditLog, audited
 from ratchet.config.loading import refuse_file_secrets
 from ratchet.errors import BackupError, ConfigError
 from ratchet.ops.archive import FORMAT, ArchiveWriter, Progress
@@ -71,6 +74,15 @@ class BackupResult:
 def create_backup(settings: Settings, output: Path, *, include_telemetry: bool = False,
                   progress: Progress | None = None) -> BackupResult:
     """Write one tar.gz archive of ``settings``' home, config and state database to ``output`` (atomically)."""
+    with audited(settings, "backup.create", target=str(output), details={"telemetry": include_telemetry}) as note:
+        result = _create_backup(settings, output, include_telemetry=include_telemetry, progress=progress)
+        note.details.update(members=result.members, bytes=result.bytes,
+                            database=result.database["dialect"] if result.database else None)
+    return result
+
+
+def _create_backup(settings: Settings, output: Path, *, include_telemetry: bool, progress: Progress | None
+                   ) -> BackupResult:
     from ratchet.version import __version__
 
     home = settings.home_dir.resolve()
@@ -84,6 +96,7 @@ def create_backup(settings: Settings, output: Path, *, include_telemetry: bool =
     scratch = Path(tempfile.mkdtemp(prefix=".ratchet-backup-", dir=output.parent))  # owner-only
     try:
         config = _checked_config(settings)
+        members.extend(_walk(AuditLog(home).snapshot(scratch / AUDIT_DIRNAME), AUDIT_DIRNAME, output))
         database, db_file = _snapshot_database(settings, scratch)
         if db_file is not None:
             members.append((database["member"], db_file, None))

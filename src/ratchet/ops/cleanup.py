@@ -20,7 +20,8 @@ canary runs         canary run rows older than N days                        ``r
 ==================  =======================================================  ===============================
 
 ``dry_run=True`` reports the same counts and bytes without changing anything. One failing
-step is reported and does not stop the others.
+step is reported and does not stop the others. The audit log (``<home>/audit/``) is never
+touched: it is kept forever (a real cleanup is itself recorded in it, as ``cleanup.run``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ratchet.audit import audit
 from ratchet.data.datasets import DatasetStore
 from ratchet.errors import RatchetError
 from ratchet.lm.cache import dspy_cache_dir, dspy_cache_lock_path, unused_dspy_cache
@@ -171,6 +173,10 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
     finally:
         for opened_db in opened:
             opened_db.dispose()
+    if not dry_run:
+        audit(settings, "cleanup.run", outcome="failed" if report.errors else "ok",
+              reason="; ".join(report.errors)[:500] or None,
+              details={**{step.name: step.count for step in report.steps}, "bytes": report.bytes})
     return report
 
 

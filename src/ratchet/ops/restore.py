@@ -5,6 +5,10 @@ A restore verifies every member before it writes anything, refuses a non-empty t
 inside the target home (verifying again), restores the database, then moves each part into
 place. Stop Ratchet's processes on the target before restoring over a live home. What an
 archive holds: :mod:`ratchet.ops.backup`, which re-exports this module's public names.
+
+The audit log is append-only, so a home's own log is never replaced: the archive's copy is
+restored only into a home without one. Every restore is recorded in the target home's log
+(``restore.apply``), as is one refused or failed over a home that already holds something.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from urllib.parse import quote
 
 from sqlalchemy.engine import URL
 
+from ratchet.audit import AUDIT_DIRNAME, audited
 from ratchet.errors import BackupError
 from ratchet.ops.archive import Progress, scan_archive
 from ratchet.ops.pgtools import current_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
@@ -76,10 +81,22 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
     refused unless ``force``. With ``home``, a SQLite database goes to ``<home>/ratchet.db``.
     """
     archive = Path(archive).expanduser()
-    manifest = scan_archive(archive, progress=progress, phase="verifying")
     target_home = (Path(home).expanduser() if home is not None else settings.home_dir).resolve()
+    populated = target_home.is_dir() and any(os.scandir(target_home))
+    with audited(target_home, "restore.apply", target=str(archive), details={"forced": force}) as note:
+        note.skip = not populated  # a failed restore into an empty home leaves it empty, so it can be retried
+        result = _restore(settings, archive, target_home, home_given=home is not None, force=force,
+                          progress=progress)
+        note.skip = False
+        note.details.update(backup_created=result.backup_created, members=result.members, bytes=result.bytes)
+    return result
+
+
+def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given: bool, force: bool,
+             progress: Progress | None) -> RestoreResult:
+    manifest = scan_archive(archive, progress=progress, phase="verifying")
     db_info = manifest.get("database")
-    target = _database_target(settings, target_home, home_given=home is not None) if db_info else None
+    target = _database_target(settings, target_home, home_given=home_given) if db_info else None
     _preflight(target_home, target, db_info, force=force)
     make_private_dir(target_home)
     staging = target_home / f".restore-{uuid.uuid4().hex[:12]}"
@@ -89,6 +106,8 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
         if db_info and target is not None:
             _restore_database(staging / db_info["member"], db_info, target, force=force)
         shutil.rmtree(staging / "database", ignore_errors=True)
+        if (target_home / AUDIT_DIRNAME).is_dir():  # the home's own log goes on: never rewound to the backup's
+            shutil.rmtree(staging / AUDIT_DIRNAME, ignore_errors=True)
         _move_into_place(staging, target_home)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
