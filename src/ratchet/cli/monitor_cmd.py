@@ -56,8 +56,8 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
 
 @app.command("check-all", epilog=_EXIT_HELP)
 def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
-    """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift, canaries) and send what is
-    due."""
+    """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift, canaries, the audit log's
+    chain) and send what is due."""
     from ratchet.monitor.checks import CHECKS
 
     _run(ctx, list(CHECKS), as_json, no_dispatch)
@@ -110,6 +110,13 @@ def check_canary(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = 
     """Production's canary score against its own trailing runs (from what `ratchet canary run` and the controller
     stored; runs no model), and canaries that stopped running."""
     _run(ctx, ["canary"], as_json, no_dispatch)
+
+
+@app.command("check-audit", epilog=_EXIT_HELP)
+def check_audit(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """The audit log's hash chain, end to end (`ratchet audit verify`): critical when an entry was edited, removed,
+    inserted or reordered, or a daily file truncated or deleted."""
+    _run(ctx, ["audit"], as_json, no_dispatch)
 
 
 @app.command("dashboard")
