@@ -117,7 +117,7 @@ def test_a_removed_entry_is_found(tmp_path: Path) -> None:
     rewrite(files[2], content)
     found = verify_audit(tmp_path).errors
     assert [(p.kind, p.file, p.line) for p in found] == [("removed", "audit-2025-06-03.jsonl", 3)]
-    assert "entries 10–10 are missing" in found[0].message
+    assert "entry 10 is missing before it" in found[0].message
 
 
 def test_an_inserted_entry_is_found(tmp_path: Path) -> None:

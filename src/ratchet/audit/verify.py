@@ -137,10 +137,10 @@ class _Walk:
             return False
         if first_of_file and self.previous_file is not None and seq > expected:
             self.problem("deleted_file", name, number, f"the file starts at seq {seq} but {self.previous_file} ends "
-                         f"at seq {self.seq}: entries {expected}–{seq - 1} are missing (a daily file was deleted?)")
+                         f"at seq {self.seq}: {_missing(expected, seq - 1)} (a daily file was deleted?)")
         elif seq > expected:
             where = "at the start of the log" if self.previous_file is None and first_of_file else "before it"
-            self.problem("removed", name, number, f"entries {expected}–{seq - 1} are missing {where} (removed)")
+            self.problem("removed", name, number, f"{_missing(expected, seq - 1)} {where} (removed)")
         else:
             after = f"the last entry of {self.previous_file}" if first_of_file and self.previous_file \
                 else f"entry seq {self.seq}"
@@ -148,6 +148,10 @@ class _Walk:
                          f"entry seq {seq} does not chain to {after} (prev_hash differs): an entry was replaced, "
                          "reordered or removed")
         return True
+
+
+def _missing(first: int, last: int) -> str:
+    return f"entry {first} is missing" if first == last else f"entries {first}–{last} are missing"
 
 
 def verify_audit(home: Path) -> AuditReport:
