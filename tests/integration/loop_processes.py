@@ -261,7 +261,9 @@ def _bad_candidate(state: State, production: str) -> str:
     from ratchet.programs import load_programs
     from ratchet.programs.versions import VersionStore
 
-    spec = load_programs(state.settings).get(SIG)
+    # The bundled programs only: the workspace's ratchet_programs.py would stay registered in this process (a
+    # pytest run) and clash with another workspace's copy of the same file.
+    spec = load_programs(state.settings.model_copy(update={"programs": ["ratchet.examples"]})).get(SIG)
     store = VersionStore(state.home)
     meta = store.get(SIG, production)
     program = store.load(spec, production)

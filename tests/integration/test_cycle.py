@@ -68,7 +68,7 @@ def test_a_short_real_cycle_and_a_failing_signature_that_does_not_stop_it(tmp_pa
     assert versions.get("classify_intent", intent["candidate_version"]).optimizer == "labeled"
     if intent["deployed"]:
         experiment = ExperimentStore(StateDB.connect(settings)).get(intent["experiment_id"])
-        assert experiment.status == "running" and experiment.candidate_version == intent["candidate_version"]
+        assert experiment.status == "shadow" and experiment.candidate_version == intent["candidate_version"]
 
     booking = summary["signatures"]["extract_booking"]  # no telemetry, no git, no synthetic: too little data
     assert booking["phases"]["collect"]["status"] == "failed"
