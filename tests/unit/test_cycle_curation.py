@@ -58,3 +58,16 @@ def test_the_dominant_source_is_capped() -> None:
     kept = cap_sources(batch, 0.6, seed=0, minimum=10)
     counts = Counter(r.source for r in kept)
     assert counts == {"telemetry": 30, "synthetic": 20}
+
+
+def test_the_cycle_summary_names_the_interval_level_it_used(capsys) -> None:
+    from ratchet.cli.cycle_cmd import print_cycle
+
+    comparison = {"n": 67, "baseline_mean": 0.672, "candidate_mean": 0.866, "mean_difference": 0.194,
+                  "ci_low": 0.119, "ci_high": 0.269, "confidence": 0.8, "p_value": 0.0024, "test": "mcnemar-exact"}
+    print_cycle({"run_id": "run_x", "dry_run": False, "output_dir": "/tmp/run_x", "success": True, "seconds": 1.0,
+                 "signatures": {
+        "classify_intent": {"phases": {"evaluate": {"result": {"comparison": comparison, "baseline_version": "base"}}},
+                            "errors": [], "candidate_version": "v1"}}})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[+0.119, +0.269] (80% paired bootstrap)" in out and "95 %" not in out

@@ -88,7 +88,8 @@ def print_cycle(summary: dict[str, Any]) -> None:
                 f"[bold]{name}[/] held-out test ({cmp['n']} examples): baseline {evaluation['baseline_version']} "
                 f"{cmp['baseline_mean']:.3f}, candidate {s.get('candidate_version') or '(not stored)'} "
                 f"{cmp['candidate_mean']:.3f}; difference {cmp['mean_difference']:+.3f} "
-                f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] (95 % paired bootstrap), p = {cmp['p_value']:.4f} "
+                f"[{cmp['ci_low']:+.3f}, {cmp['ci_high']:+.3f}] ({cmp.get('confidence', 0.95):.0%} paired bootstrap), "
+                f"p = {cmp['p_value']:.4f} "
                 f"({cmp['test']})", highlight=False)
         if s.get("decision"):
             console.print(f"[bold]{name}[/]: {s['decision']['reason']}", highlight=False)
