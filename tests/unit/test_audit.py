@@ -372,7 +372,7 @@ def test_backup_holds_the_log_and_restore_never_rewinds_a_homes_own_log(tmp_path
     from ratchet.ops.backup import create_backup, restore_backup, verify_backup
     from ratchet.ops.cleanup import run_cleanup
 
-    settings = Settings(home=tmp_path / "home")
+    settings = Settings(home=tmp_path / "home", backup_key="audit-test-backup-key-0123")
     audit(settings, "keys.create", target="ci-bot")
     old = AuditLog(settings.home_dir).files()[0]
     os.utime(old, (time.time() - 3650 * DAY, time.time() - 3650 * DAY))
@@ -380,7 +380,7 @@ def test_backup_holds_the_log_and_restore_never_rewinds_a_homes_own_log(tmp_path
     assert old.is_file()  # retention never touches the audit log
     archive = tmp_path / "b.tar.gz"
     create_backup(settings, archive)
-    names = {m["path"] for m in verify_backup(archive)["members"]}
+    names = {m["path"] for m in verify_backup(archive, key="audit-test-backup-key-0123")["members"]}
     assert {f"audit/{old.name}", "audit/head.json"} <= names and "audit/.lock" not in names
     assert [e["action"] for e in read_entries(settings.home_dir)] == ["keys.create", "cleanup.run", "backup.create"]
 

@@ -30,8 +30,16 @@ from ratchet.rollout.experiments import ExperimentStore
 from ratchet.store.db import StateDB
 
 SIG = "classify_intent"
+KEY = "test-backup-key-" + "0123456789abcdef"
 BANKING = Path(__file__).parents[2] / "src" / "ratchet" / "examples" / "data" / "banking77" / "train.jsonl"
 runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def backup_key(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every backup here is signed (RATCHET_BACKUP_KEY), as in production."""
+    monkeypatch.setenv("RATCHET_BACKUP_KEY", KEY)
+    return KEY
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -101,11 +109,13 @@ def test_backup_and_restore_into_an_empty_home_sqlite(tmp_path: Path) -> None:
     archive = tmp_path / "backups" / "ratchet.tar.gz"
     phases = set()
     result = create_backup(settings, archive, progress=lambda phase, done, total: phases.add(phase))
-    assert archive.is_file() and result.database == {"dialect": "sqlite", "member": "database/ratchet.db"}
+    assert archive.is_file() and result.database["dialect"] == "sqlite" and result.database["format"] == "rows"
+    assert result.database["tables"]["experiment_events"] == 2 and result.signed_with
     assert phases == {"backing up"} and not list(archive.parent.glob(".*"))  # no temp files left
-    manifest = verify_backup(archive)
+    manifest = verify_backup(archive, key=KEY)
+    assert manifest["verified"] == "signed"
     names = {m["path"] for m in manifest["members"]}
-    assert {"config/ratchet.toml", "database/ratchet.db", "routing_config.json",
+    assert {"config/ratchet.toml", "database/experiments.jsonl", "routing_config.json",
             "experiments/experiment_exp_1.json", f"training_data/{SIG}/latest"} <= names
     assert any(n.startswith(f"training_data/{SIG}/archive/") for n in names)
     assert manifest["ratchet_version"] and manifest["created"]
@@ -149,7 +159,7 @@ def test_backup_and_restore_postgresql_into_another_schema(tmp_path: Path, postg
     build_home(settings)
     archive = tmp_path / "ratchet.tar.gz"
     result = create_backup(settings, archive, include_telemetry=True)
-    assert result.database["dialect"] == "postgresql" and result.database["member"] == "database/ratchet.sql"
+    assert result.database["dialect"] == "postgresql" and result.database["tables"]["experiments"] == 1
     source_schema = make_url(postgres_url).query["options"].split("=")[1]
     assert result.database["schema"] == source_schema
 
@@ -267,8 +277,8 @@ def test_damaged_or_tampered_archives_are_refused_before_anything_changes(tmp_pa
     refused(tmp_path / "plain.txt", r"not a readable tar\.gz")
 
     with pytest.raises(BackupError):  # the gzip layer checks its CRC too
-        verify_backup(tmp_path / "bitrot.tar.gz")
-    assert verify_backup(archive)["format"] == 1
+        verify_backup(tmp_path / "bitrot.tar.gz", key=KEY)
+    assert verify_backup(archive, key=KEY)["format"] == 2
 
 
 def test_a_non_empty_home_needs_force(tmp_path: Path, archive: Path) -> None:
@@ -344,9 +354,9 @@ def test_a_backup_never_holds_a_secret(tmp_path: Path, state_db_url: str, monkey
     assert password not in result.output
     contents = archive_contents(archive)
     assert {MANIFEST, "config/ratchet.toml", "telemetry/interactions.jsonl"} <= set(contents)
-    assert ("database/ratchet.sql" if postgresql else "database/ratchet.db") in contents
+    assert "database/experiments.jsonl" in contents
     assert any(name.endswith(".tar.gz (decompressed)") for name in contents)  # dataset archives were looked into
-    leaking = [name for name, data in contents.items() if password.encode() in data]
+    leaking = [name for name, data in contents.items() if password.encode() in data or KEY.encode() in data]
     assert leaking == []
     manifest = json.loads(contents[MANIFEST])
     if postgresql:
@@ -363,14 +373,3 @@ def test_a_config_file_that_gained_a_password_is_not_backed_up(tmp_path: Path) -
         create_backup(settings, archive)
     assert "hunter2" not in str(caught.value)
     assert not archive.exists() and not list(tmp_path.glob(".ratchet-backup-*"))
-
-
-@pytest.mark.parametrize("url", ["postgresql://u:pw-123@h:5432/db?sslmode=require",
-                                 "postgresql://u@h:5432/db?password=pw-123&sslmode=require"])
-def test_pg_tools_get_the_password_through_the_environment_not_the_command_line(url: str) -> None:
-    from ratchet.ops.pgtools import _conninfo
-    from ratchet.store.db import normalize_url
-
-    conninfo, env = _conninfo(normalize_url(url))
-    assert "pw-123" not in conninfo and "sslmode='require'" in conninfo and "user='u'" in conninfo
-    assert env["PGPASSWORD"] == "pw-123"

@@ -90,9 +90,18 @@ def backup(
     console.print(f"[bold green]backup written[/]: {result.path} ({human_bytes(result.archive_bytes)}, "
                   f"{result.members} members, {human_bytes(result.bytes)} uncompressed, {db})",
                   highlight=False, soft_wrap=True)
+    if result.signed_with is None:
+        console.print("[yellow]unsigned[/]: RATCHET_BACKUP_KEY is not set; `ratchet restore` will refuse this "
+                      "archive unless given --allow-unsigned", highlight=False, soft_wrap=True)
     if result.skipped:
         console.print(f"[yellow]{len(result.skipped)} file(s) vanished while reading[/]: "
                       f"{', '.join(result.skipped[:5])}", highlight=False, soft_wrap=True)
+
+
+def _warn_unsigned(status: str) -> None:
+    if status == "unsigned":
+        console.print("[yellow]unsigned[/]: the archive carries no signature, so nothing proves it is the one "
+                      "`ratchet backup` wrote (accepted with --allow-unsigned)", highlight=False, soft_wrap=True)
 
 
 def restore(
@@ -101,31 +110,37 @@ def restore(
     home: Path | None = typer.Option(None, "--home", help="restore into this home (default: the configured one)"),
     force: bool = typer.Option(False, "--force", help="replace a non-empty home / database"),
     verify_only: bool = typer.Option(False, "--verify-only", help="check every member; restore nothing"),
+    allow_unsigned: bool = typer.Option(False, "--allow-unsigned",
+                                        help="accept an archive written without RATCHET_BACKUP_KEY (trust its source)"),
     as_json: bool = _JSON,
 ) -> None:
-    """Verify an archive completely, then restore files and the state database (an empty target unless --force)."""
+    """Verify an archive and its signature (RATCHET_BACKUP_KEY), then restore files and the state database."""
     from ratchet.ops.backup import restore_backup, verify_backup
 
     settings = get_state(ctx).settings
+    key = settings.backup_key.get_secret_value() if settings.backup_key else None
     with _progress(not as_json) as progress:
         if verify_only:
-            manifest = verify_backup(archive, progress=progress)
+            manifest = verify_backup(archive, key=key, allow_unsigned=allow_unsigned, progress=progress)
         else:
-            result = restore_backup(settings, archive, home=home, force=force, progress=progress)
+            result = restore_backup(settings, archive, home=home, force=force, allow_unsigned=allow_unsigned,
+                                    progress=progress)
     if verify_only:
         summary = {"archive": str(archive), "ok": True, "members": len(manifest["members"]),
                    "created": manifest.get("created"), "ratchet_version": manifest.get("ratchet_version"),
-                   "database": manifest.get("database")}
+                   "database": manifest.get("database"), "signature": manifest["verified"]}
         if as_json:
             print_json(summary)
         else:
-            console.print(f"[bold green]ok[/]: {archive}: {summary['members']} members verified (backup of "
-                          f"{summary['created']}, ratchet {summary['ratchet_version']})",
-                          highlight=False, soft_wrap=True)
+            console.print(f"[bold green]ok[/]: {archive}: {summary['members']} members verified, "
+                          f"{manifest['verified']} (backup of {summary['created']}, "
+                          f"ratchet {summary['ratchet_version']})", highlight=False, soft_wrap=True)
+            _warn_unsigned(manifest["verified"])
         return
     if as_json:
         print_json(result.to_dict())
         return
+    _warn_unsigned(result.signature)
     console.print(f"[bold green]restored[/] {result.members} members ({human_bytes(result.bytes)}) from the backup "
                   f"of {result.backup_created} (ratchet {result.backup_version}) into {result.home}",
                   highlight=False, soft_wrap=True)

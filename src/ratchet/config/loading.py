@@ -60,7 +60,7 @@ def refuse_file_secrets(data: Mapping[str, Any], config_file: Path) -> None:
     """
     for dotted in SECRET_KEYS:
         section, _, key = dotted.partition(".")
-        if isinstance(data.get(section), dict) and key in data[section]:
+        if (key in data[section] if isinstance(data.get(section), dict) else not key and section in data):
             raise ConfigError(f"{config_file}: key '{dotted}' is a secret: set the environment variable "
                               f"{_env_name(dotted.split('.'))} instead of writing it in the file")
     for path, value in _strings(data):

@@ -283,7 +283,7 @@ class GuardSettings(GuardSignatureSettings):
                                       disabled_rules=[*self.disabled_rules, *own.disabled_rules])
 
 
-SECRET_KEYS = ("monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
+SECRET_KEYS = ("backup_key", "monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
 """Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
 
 
@@ -458,6 +458,8 @@ class Settings(BaseSettings):
         description="modules (dotted names) or .py files that register programs",
     )
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the home directory")
+    backup_key: SecretStr | None = Field(None, description="env RATCHET_BACKUP_KEY: signs backups (HMAC-SHA256); "
+                                                           "restore verifies it")
     lm: LMSettings = Field(default_factory=LMSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)

@@ -29,10 +29,13 @@ from ratchet.errors import BackupError
 from ratchet.store.atomic import fsync_dir
 from ratchet.store.private import PRIVATE_FILE, make_private_dir, private_opener
 
-__all__ = ["FORMAT", "MANIFEST", "TOP_LEVEL", "ArchiveWriter", "Progress", "check_member_path", "scan_archive"]
+__all__ = ["FORMAT", "LEGACY_FORMAT", "MANIFEST", "TOP_LEVEL", "ArchiveWriter", "Progress", "check_member_path",
+           "scan_archive"]
 
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
+LEGACY_FORMAT = 1
+"""Archives of Ratchet before signed, data-only backups: read and verified, their database never restored."""
 TOP_LEVEL = frozenset({"programs", "training_data", "experiments", "routing_config.json", "monitoring_state.json",
                        "config", "database", "telemetry", "audit"})
 """The only names a member may start with (besides the manifest): nothing else is ever written to a home."""
@@ -125,9 +128,12 @@ class ArchiveWriter:
         self._tar.addfile(info)
         self.members.append({"path": arcname, "type": "symlink", "target": target})
 
-    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
-        """Append ``manifest`` (with the member list) as the last member, close, fsync and rename; return it."""
+    def commit(self, manifest: dict[str, Any], *, sign: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+               ) -> dict[str, Any]:
+        """Append ``manifest`` (with the member list, signed by ``sign``) last, close, fsync and rename; return it."""
         manifest = {**manifest, "members": self.members}
+        if sign is not None:
+            manifest = sign(manifest)
         data = (json.dumps(manifest, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
         info = tarfile.TarInfo(MANIFEST)
         info.size, info.mode = len(data), 0o644
@@ -255,8 +261,8 @@ def _read_manifest(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, A
         manifest = json.loads(handle.read().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BackupError(f"{MANIFEST} is not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or not isinstance(manifest.get("members"),
-                                                                                             list):
+    if (not isinstance(manifest, dict) or manifest.get("format") not in (FORMAT, LEGACY_FORMAT)
+            or not isinstance(manifest.get("members"), list)):
         raise BackupError(f"{MANIFEST} is not a Ratchet backup manifest (format {FORMAT})")
     return manifest
 

@@ -9,10 +9,10 @@ The archive (see :mod:`ratchet.ops.archive`) holds::
     monitoring_state.json      what is alerting (if present)
     audit/…                    the audit log (copied under its lock, so its files and head agree)
     config/<ratchet.toml>      the config file the settings came from (checked again: it never holds secrets)
-    database/ratchet.db        a consistent SQLite snapshot (online backup API), or
-    database/ratchet.sql       a pg_dump of the PostgreSQL schema
+    database/<table>.jsonl     the rows of each Ratchet table, one snapshot (data only: no SQL, no database file)
     telemetry/…                only with ``include_telemetry``
-    manifest.json              SHA-256 and size of every member, Ratchet version, creation time
+    manifest.json              SHA-256 and size of every member, Ratchet version, creation time, and an
+                               HMAC-SHA256 signature under ``RATCHET_BACKUP_KEY`` (unsigned without one)
 
 The archive is written atomically and every member is hashed as it streams in; the backup is
 then recorded in the audit log (``backup.create``; a refused or failed one too). Verifying and
@@ -36,12 +36,13 @@ from ratchet.audit import AUDIT_DIRNAME, AuditLog, audited
 from ratchet.config.loading import refuse_file_secrets
 from ratchet.errors import BackupError, ConfigError
 from ratchet.ops.archive import FORMAT, ArchiveWriter, Progress
-from ratchet.ops.pgtools import current_schema, dump_schema
+from ratchet.ops.pgtools import current_schema
 from ratchet.ops.restore import RestoreResult, restore_backup, verify_backup
-from ratchet.ops.sqlitetools import sqlite_snapshot
+from ratchet.ops.rowdump import dump_tables
+from ratchet.ops.signing import key_id, sign_manifest
 from ratchet.routing import ROUTING_FILENAME
 from ratchet.store.db import StateDB, normalize_url
-from ratchet.store.private import create_private, make_private_dir
+from ratchet.store.private import make_private_dir
 
 if TYPE_CHECKING:
     from ratchet.config import Settings
@@ -50,8 +51,6 @@ __all__ = ["BackupResult", "RestoreResult", "create_backup", "restore_backup", "
 
 _DIRS = ("programs", "training_data", "experiments")
 _FILES = (ROUTING_FILENAME, "monitoring_state.json")
-_SQLITE_MEMBER = "database/ratchet.db"
-_SQL_MEMBER = "database/ratchet.sql"
 
 
 @dataclass
@@ -65,10 +64,12 @@ class BackupResult:
     archive_bytes: int
     database: dict[str, Any] | None
     skipped: list[str] = field(default_factory=list)  # files that vanished while the backup ran
+    signed_with: str | None = None  # the key id of RATCHET_BACKUP_KEY, or None: unsigned
 
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "created": self.created, "members": self.members, "bytes": self.bytes,
-                "archive_bytes": self.archive_bytes, "database": self.database, "skipped": self.skipped}
+                "archive_bytes": self.archive_bytes, "database": self.database, "skipped": self.skipped,
+                "signed_with": self.signed_with}
 
 
 def create_backup(settings: Settings, output: Path, *, include_telemetry: bool = False,
@@ -97,9 +98,8 @@ def _create_backup(settings: Settings, output: Path, *, include_telemetry: bool,
     try:
         config = _checked_config(settings)
         members.extend(_walk(AuditLog(home).snapshot(scratch / AUDIT_DIRNAME), AUDIT_DIRNAME, output))
-        database, db_file = _snapshot_database(settings, scratch)
-        if db_file is not None:
-            members.append((database["member"], db_file, None))
+        database, db_files = _snapshot_database(settings, scratch)
+        members.extend((name, path, None) for name, path in db_files)
         total = sum(_size(path) for _, path, link in members if link is None) + (len(config[1]) if config else 0)
         done = [0]
 
@@ -122,11 +122,12 @@ def _create_backup(settings: Settings, output: Path, *, include_telemetry: bool,
             if config is not None:
                 writer.add_bytes(*config)
             created = datetime.now(UTC).isoformat(timespec="seconds")
+            key = settings.backup_key.get_secret_value() if settings.backup_key else None
             manifest = writer.commit({
                 "format": FORMAT, "ratchet_version": __version__, "created": created, "source_home": str(home),
                 "config_file": config[0] if config else None,
                 "database": database, "telemetry": include_telemetry,
-            })
+            }, sign=(lambda body: sign_manifest(body, key)) if key else None)
         except BaseException:
             writer.abort()
             raise
@@ -135,7 +136,7 @@ def _create_backup(settings: Settings, output: Path, *, include_telemetry: bool,
     files = [m for m in manifest["members"] if m["type"] == "file"]
     return BackupResult(path=output, created=created, members=len(manifest["members"]),
                         bytes=sum(m["size"] for m in files), archive_bytes=output.stat().st_size, database=database,
-                        skipped=skipped)
+                        skipped=skipped, signed_with=key_id(key) if key else None)
 
 
 def _checked_config(settings: Settings) -> tuple[str, bytes] | None:
@@ -191,22 +192,18 @@ def _size(path: Path) -> int:
         return 0
 
 
-def _snapshot_database(settings: Settings, scratch: Path) -> tuple[dict[str, Any] | None, Path | None]:
-    """A consistent copy of the state database in ``scratch``: its manifest entry and file (None, None if none)."""
+def _snapshot_database(settings: Settings, scratch: Path) -> tuple[dict[str, Any] | None, list[tuple[str, Path]]]:
+    """The state database's rows as row files in ``scratch``: its manifest entry and (member, file) pairs."""
     from ratchet.store.db import database_url
 
     url = normalize_url(database_url(settings))
-    if url.get_backend_name() == "sqlite":
-        source = Path(url.database or "")
-        if not source.is_file():
-            return None, None
-        target = scratch / "ratchet.db"
-        sqlite_snapshot(source, target)
-        return {"dialect": "sqlite", "member": _SQLITE_MEMBER}, target
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and not Path(url.database or "").is_file():
+        return None, []
+    entry: dict[str, Any] = {"format": "rows", "dialect": url.get_backend_name()}
     with StateDB(url, auto_migrate=False) as db:
-        schema = current_schema(db)
-        masked = db.url
-    target = scratch / "ratchet.sql"
-    create_private(target)  # pg_dump writes into it, keeping its mode
-    dump_schema(url.render_as_string(hide_password=False), schema, target)
-    return {"dialect": "postgresql", "member": _SQL_MEMBER, "schema": schema, "url": masked}, target
+        if not sqlite:
+            entry.update(schema=current_schema(db), url=db.url)
+        tables, versions, files = dump_tables(db, scratch)
+    entry.update(tables=tables, schema_versions=versions)
+    return entry, files

@@ -1,10 +1,12 @@
 """``ratchet restore``: a backup archive verified, then put back into a home and its state database.
 
-A restore verifies every member before it writes anything, refuses a non-empty target
+A restore verifies every member and the manifest's signature (``RATCHET_BACKUP_KEY``; an unsigned
+archive only with ``allow_unsigned``) before it writes anything, refuses a non-empty target
 (home, SQLite file or PostgreSQL schema) unless forced, unpacks into a staging directory
-inside the target home (verifying again), restores the database, then moves each part into
-place. Stop Ratchet's processes on the target before restoring over a live home. What an
-archive holds: :mod:`ratchet.ops.backup`, which re-exports this module's public names.
+inside the target home (verifying again), loads the database's rows (data only:
+:mod:`ratchet.ops.rowload`; no SQL from the archive runs), then moves each part into place.
+Stop Ratchet's processes on the target before restoring over a live home. What an archive
+holds: :mod:`ratchet.ops.backup`, which re-exports this module's public names.
 
 The audit log is append-only, so a home's own log is never replaced: the archive's copy is
 restored only into a home without one. Every restore is recorded in the target home's log
@@ -16,21 +18,22 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import sqlite3
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 
 from ratchet.audit import AUDIT_DIRNAME, audited
 from ratchet.errors import BackupError
 from ratchet.ops.archive import Progress, scan_archive
-from ratchet.ops.pgtools import current_schema, find_pg_tool, relation_count, restore_dump, retarget_dump
-from ratchet.ops.sqlitetools import place_file, quick_check
-from ratchet.store.atomic import atomic_write_text, fsync_dir
+from ratchet.ops.pgtools import current_schema, relation_count
+from ratchet.ops.rowload import load_tables
+from ratchet.ops.sqlitetools import place_file
+from ratchet.ops.trust import check_manifest
+from ratchet.store.atomic import fsync_dir
 from ratchet.store.db import StateDB, masked_url, normalize_url
 from ratchet.store.private import PRIVATE_DIR, make_private_dir
 
@@ -52,17 +55,33 @@ class RestoreResult:
     database: str | None  # where the database went (a masked URL), or None when the archive had none
     config_file: Path | None
     forced: bool
+    signature: str = "signed"  # or "unsigned" (restored with allow_unsigned)
 
     def to_dict(self) -> dict[str, Any]:
         return {"home": str(self.home), "members": self.members, "bytes": self.bytes,
                 "backup_created": self.backup_created, "backup_version": self.backup_version,
                 "database": self.database, "config_file": str(self.config_file) if self.config_file else None,
-                "forced": self.forced}
+                "forced": self.forced, "signature": self.signature}
 
 
-def verify_backup(archive: Path, *, progress: Progress | None = None) -> dict[str, Any]:
-    """Check every member of ``archive`` against its manifest (nothing is written); return the manifest."""
-    return scan_archive(Path(archive), progress=progress)
+def verify_backup(archive: Path, *, key: str | None = None, allow_unsigned: bool = False,
+                  progress: Progress | None = None) -> dict[str, Any]:
+    """Check every member of ``archive`` against its manifest and the manifest's signature under ``key``
+    (nothing is written); return the manifest, with ``"signed"`` or ``"unsigned"`` as ``verified``."""
+    manifest = scan_archive(Path(archive), progress=progress)
+    status = _trusted(archive, manifest, key, allow_unsigned=allow_unsigned)
+    return {**manifest, "verified": status}
+
+
+def _trusted(archive: Path, manifest: dict[str, Any], key: str | None, *, allow_unsigned: bool) -> str:
+    try:
+        return check_manifest(manifest, key, allow_unsigned=allow_unsigned)
+    except BackupError as exc:
+        raise BackupError(f"{archive}: {exc}") from None
+
+
+def _key(settings: Settings) -> str | None:
+    return settings.backup_key.get_secret_value() if settings.backup_key else None
 
 
 @dataclass
@@ -74,11 +93,12 @@ class _Target:
 
 
 def restore_backup(settings: Settings, archive: Path, *, home: Path | None = None, force: bool = False,
-                   progress: Progress | None = None) -> RestoreResult:
+                   allow_unsigned: bool = False, progress: Progress | None = None) -> RestoreResult:
     """Restore ``archive`` into ``home`` (default: the configured home) and the configured state database.
 
     Every member is verified first; a non-empty target home, SQLite file or PostgreSQL schema is
-    refused unless ``force``. With ``home``, a SQLite database goes to ``<home>/ratchet.db``.
+    refused unless ``force``; an unsigned archive unless ``allow_unsigned``. With ``home``, a SQLite
+    database goes to ``<home>/ratchet.db``.
     """
     archive = Path(archive).expanduser()
     target_home = (Path(home).expanduser() if home is not None else settings.home_dir).resolve()
@@ -86,15 +106,17 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
     with audited(target_home, "restore.apply", target=str(archive), details={"forced": force}) as note:
         note.skip = not populated  # a failed restore into an empty home leaves it empty, so it can be retried
         result = _restore(settings, archive, target_home, home_given=home is not None, force=force,
-                          progress=progress)
+                          allow_unsigned=allow_unsigned, progress=progress)
         note.skip = False
-        note.details.update(backup_created=result.backup_created, members=result.members, bytes=result.bytes)
+        note.details.update(backup_created=result.backup_created, members=result.members, bytes=result.bytes,
+                            signature=result.signature)
     return result
 
 
 def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given: bool, force: bool,
-             progress: Progress | None) -> RestoreResult:
+             allow_unsigned: bool, progress: Progress | None) -> RestoreResult:
     manifest = scan_archive(archive, progress=progress, phase="verifying")
+    status = _trusted(archive, manifest, _key(settings), allow_unsigned=allow_unsigned)
     db_info = manifest.get("database")
     target = _database_target(settings, target_home, home_given=home_given) if db_info else None
     _preflight(target_home, target, db_info, force=force)
@@ -102,9 +124,10 @@ def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given
     staging = target_home / f".restore-{uuid.uuid4().hex[:12]}"
     os.mkdir(staging, PRIVATE_DIR)
     try:
-        scan_archive(archive, extract_to=staging, progress=progress, phase="restoring")
+        if scan_archive(archive, extract_to=staging, progress=progress, phase="restoring") != manifest:
+            raise BackupError(f"{archive}: the archive changed while it was being restored")
         if db_info and target is not None:
-            _restore_database(staging / db_info["member"], db_info, target, force=force)
+            _restore_database(staging, db_info, target, force=force)
         shutil.rmtree(staging / "database", ignore_errors=True)
         if (target_home / AUDIT_DIRNAME).is_dir():  # the home's own log goes on: never rewound to the backup's
             shutil.rmtree(staging / AUDIT_DIRNAME, ignore_errors=True)
@@ -117,7 +140,7 @@ def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given
         home=target_home, members=len(manifest["members"]), bytes=sum(int(m.get("size", 0)) for m in files),
         backup_created=manifest.get("created"), backup_version=manifest.get("ratchet_version"),
         database=_describe(target),
-        config_file=target_home / config if config else None, forced=force,
+        config_file=target_home / config if config else None, forced=force, signature=status,
     )
 
 
@@ -149,15 +172,11 @@ def _preflight(home: Path, target: _Target | None, db_info: dict[str, Any] | Non
                           "or pass --force to replace what the backup holds")
     if target is None or db_info is None:
         return
-    if db_info.get("dialect") != target.dialect:
-        raise BackupError(f"the backup holds a {db_info.get('dialect')} database but the target is {target.dialect}: "
-                          "restore with a configuration of the same kind (database_url)")
     if target.dialect == "sqlite":
         assert target.sqlite_path is not None
         if not force and target.sqlite_path.is_file() and target.sqlite_path.stat().st_size > 0:
             raise BackupError(f"target database {target.sqlite_path} exists: pass --force to replace it")
         return
-    find_pg_tool("psql")
     with StateDB(target.url, auto_migrate=False) as db:
         schema = current_schema(db)
         count = relation_count(db, schema)
@@ -169,23 +188,21 @@ def _preflight(home: Path, target: _Target | None, db_info: dict[str, Any] | Non
 
 
 def _restore_database(staged: Path, db_info: dict[str, Any], target: _Target, *, force: bool) -> None:
-    if target.dialect == "sqlite":
-        assert target.sqlite_path is not None
-        try:
-            conn = sqlite3.connect(f"file:{quote(str(staged))}?mode=ro", uri=True)
-            try:
-                quick_check(conn, staged)
-            finally:
-                conn.close()
-        except sqlite3.Error as exc:
-            raise BackupError(f"{db_info['member']}: not a usable SQLite database: {exc}") from None
-        place_file(staged, target.sqlite_path)
-        return
-    assert target.schema is not None
-    sql = staged.read_text(encoding="utf-8")
-    script = staged.with_name("restore.sql")
-    atomic_write_text(script, retarget_dump(sql, str(db_info.get("schema") or "public"), target.schema, force=force))
-    restore_dump(target.url.render_as_string(hide_password=False), script)
+    """Load the row files under ``staged`` (the extracted archive) into a new SQLite file or the PostgreSQL schema."""
+    tables = db_info["tables"]
+    try:
+        if target.dialect == "sqlite":
+            assert target.sqlite_path is not None
+            built = staged / "database" / "restored.db"
+            with StateDB(f"sqlite:///{built}") as db:
+                load_tables(db, staged, tables, replace=False)
+            place_file(built, target.sqlite_path)
+            return
+        with StateDB(target.url) as db:
+            load_tables(db, staged, tables, replace=force)
+    except SQLAlchemyError as exc:
+        raise BackupError(f"the backup's rows could not be loaded (nothing was changed): "
+                          f"{getattr(exc, 'orig', None) or exc}") from None
 
 
 def _move_into_place(staging: Path, home: Path) -> None:
