@@ -328,7 +328,7 @@ def test_values_without_pii_come_back_unchanged(value: object) -> None:
 
 
 def test_kinds_and_tokens() -> None:
-    assert R.kinds == BUILTIN_KINDS == ("email", "phone", "card", "iban", "ip", "secret")
+    assert R.kinds == BUILTIN_KINDS == ("email", "phone", "card", "iban", "ip", "secret", "ssn")
     assert Redactor({"employee_id": r"EMP-\d{6}"}).kinds == (*BUILTIN_KINDS, "employee_id")
     assert token_for("employee_id") == "[EMPLOYEE_ID]"
 
@@ -361,3 +361,36 @@ def test_extra_kinds_must_be_new_names(kind: str, says: str) -> None:
 
 def test_empty_matches_of_extra_patterns_are_ignored() -> None:
     assert Redactor({"maybe": r"z*"}).redact_text("abc") == ("abc", Counter())
+
+
+@pytest.mark.parametrize(("text", "expected", "kind"), [
+    ("card 4111.1111.1111.1111 please", "card [CARD] please", "card"),
+    ("card 4111/1111/1111/1111 please", "card [CARD] please", "card"),
+    ("write to jane.roe @ example.com today", "write to [EMAIL] today", "email"),
+    ("it is john dot doe at gmail dot com", "it is [EMAIL]", "email"),
+    ("reach alice[at]example[dot]org now", "reach [EMAIL] now", "email"),
+    ("alice (at) example (dot) org", "[EMAIL]", "email"),
+    ("use sk-abcdefghijklmnopqrstuvwxyzABCD here", "use [SECRET] here", "secret"),
+    ("my ssn is 123-45-6789.", "my ssn is [SSN].", "ssn"),
+])
+def test_formats_written_to_slip_past_are_caught(text: str, expected: str, kind: str) -> None:
+    """Issue 13: these reached telemetry unredacted."""
+    out, counts = Redactor().redact_text(text)
+    assert out == expected and counts == Counter({kind: 1})
+    assert Redactor().redact_text(out) == (out, Counter())  # idempotent
+
+
+@pytest.mark.parametrize("text", [
+    "I looked at google.com for rates", "dates 12/05/2024 and 2024.05.12", "version 4.1.11.1111",
+    "ref 4111.1111.1111.1112 (not Luhn)", "sk-some-hyphenated-words-here", "order 123-00-4567 and 666-12-3456",
+    "meet at 5.30 at the bank", "the dot com bubble was at its peak",
+])
+def test_the_new_formats_leave_lookalikes_alone(text: str) -> None:
+    assert Redactor().redact_text(text) == (text, Counter())
+
+
+def test_numbers_are_redacted_by_their_string_form() -> None:
+    value = {"card": 4111111111111111, "count": 3, "flag": True, "rate": 1.5, "none": None, "n": [4111111111111111]}
+    out, counts = Redactor().redact(value)
+    assert out == {"card": "[CARD]", "count": 3, "flag": True, "rate": 1.5, "none": None, "n": ["[CARD]"]}
+    assert counts == Counter({"card": 2})

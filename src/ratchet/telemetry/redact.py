@@ -22,8 +22,8 @@ from ratchet.errors import ConfigError
 
 __all__ = ["BUILTIN_KINDS", "Redactor", "iban_valid", "luhn_valid", "token_for"]
 
-BUILTIN_KINDS: tuple[str, ...] = ("email", "phone", "card", "iban", "ip", "secret")
-_PRIORITY: tuple[str, ...] = ("secret", "email", "iban", "card", "ip", "phone")
+BUILTIN_KINDS: tuple[str, ...] = ("email", "phone", "card", "iban", "ip", "secret", "ssn")
+_PRIORITY: tuple[str, ...] = ("secret", "email", "iban", "card", "ip", "phone", "ssn")
 _KIND_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _MAX_PASSES = 4
 
@@ -39,7 +39,8 @@ def token_for(kind: str) -> str:
 
 _SECRET_TOKEN = re.compile(
     r"""(?<![\w-])(?:
-        sk-(?:proj-|svcacct-|admin-|ant-)?(?=[\w-]*\d)[A-Za-z0-9_-]{20,}
+        sk-(?:proj-|svcacct-|admin-|ant-)?(?=[\w-]*\d|[\w-]*[A-Z][\w-]*[a-z]|[\w-]*[a-z][\w-]*[A-Z]|\w{32})
+           [A-Za-z0-9_-]{20,}
       | (?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{10,}
       | (?:AKIA|ASIA)[0-9A-Z]{16}
       | gh[pousr]_[A-Za-z0-9]{30,}
@@ -199,6 +200,31 @@ def _email_spans(text: str) -> Iterator[Span]:
         yield m.span()
 
 
+# Written to slip past filters: "jane.roe @ example.com", "john dot doe at gmail dot com",
+# "alice[at]example[dot]org". A spelled-out " at " counts only with a spelled-out dot in the
+# address, and the address must end in a common top-level domain, so "look at google.com" stays.
+_O_AT = r"(?:[ \t]*@[ \t]*|[ \t]*[\[({][ \t]*at[ \t]*[\])}][ \t]*|[ \t]+at[ \t]+)"
+_O_DOT = r"(?:\.|[ \t]*[\[({][ \t]*dot[ \t]*[\])}][ \t]*|[ \t]+dot[ \t]+)"
+_O_TLD = (r"(?:com|org|net|edu|gov|mil|int|info|biz|io|co|me|us|uk|de|fr|es|it|nl|be|ch|at|se|no|dk|fi|pl|pt|ie|"
+          r"eu|ru|ua|jp|cn|kr|in|au|nz|ca|br|mx|ar|za|ai|app|dev|email|mail)")
+_OBFUSCATED_EMAIL = re.compile(
+    rf"(?<![\w.%+'-])[\w%+-]+(?:{_O_DOT}[\w%+-]+)*(?P<at>{_O_AT})[^\W_][\w-]*(?:{_O_DOT}[^\W_][\w-]*)*?"
+    rf"{_O_DOT}{_O_TLD}(?![\w-])",
+    re.IGNORECASE,
+)
+_SPELLED_DOT = re.compile(r"[ \t]dot[ \t]|[\[({][ \t]*dot[ \t]*[\])}]", re.IGNORECASE)
+_OBFUSCATION_MARKERS = ("@", " dot ", "[dot]", "(dot)", "{dot}", "[at]", "(at)", "{at}")
+
+
+def _obfuscated_email_spans(text: str, lower: str) -> Iterator[Span]:
+    if not _contains_any(lower, _OBFUSCATION_MARKERS):
+        return
+    for m in _OBFUSCATED_EMAIL.finditer(text):
+        if m.group("at").strip().lower() == "at" and not _SPELLED_DOT.search(m.group()):
+            continue  # "meet me at example.com" reads as prose
+        yield m.span()
+
+
 # ---------------------------------------------------------------- numbers: clusters
 
 # Digits joined by at most two of " ().-". Every card, phone and IPv4 lies inside one cluster, so the
@@ -243,6 +269,27 @@ def luhn_valid(digits: str) -> bool:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+# "4111.1111.1111.1111", "4111/1111/1111/1111": four-digit groups joined by one repeated "." or "/".
+_CARD_SEPARATED = re.compile(r"(?<![\w+.,/-])\d{4}([./])\d{4}\1\d{4}\1\d{1,7}(?![\w]|[.,/-]\d)", re.ASCII)
+
+
+def _separated_card_spans(text: str) -> Iterator[Span]:
+    for m in _CARD_SEPARATED.finditer(text):
+        digits = m.group().replace(m.group(1), "")
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            yield m.span()
+
+
+# US social security numbers, as written: 123-45-6789 (never 000, 666 or 9xx areas, 00 groups, 0000 serials).
+_SSN = re.compile(r"(?<![\w+.,/-])(?!000|666|9)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\w]|[.,/-]\d)", re.ASCII)
+
+
+def _ssn_spans(text: str, clusters: Sequence[Cluster]) -> Iterator[Span]:
+    for pos, endpos, _ in _windows(text, clusters, 9):
+        for m in _SSN.finditer(text, pos, endpos):
+            yield m.span()
 
 
 def _card_spans(text: str, clusters: Sequence[Cluster]) -> Iterator[Span]:
@@ -503,7 +550,11 @@ class Redactor:
         return "".join(parts), counts
 
     def redact(self, value: Any) -> tuple[Any, Counter[str]]:
-        """Redact strings anywhere in dicts (values only), lists and tuples; other values are returned as they are."""
+        """Redact strings anywhere in dicts (values only), lists and tuples.
+
+        A number is redacted by its string form (a card number sent as an integer becomes ``"[CARD]"``);
+        other values (``None``, booleans, numbers that hold nothing) are returned as they are.
+        """
         counts: Counter[str] = Counter()
         return self._redact(value, counts), counts
 
@@ -519,6 +570,11 @@ class Redactor:
         if isinstance(value, tuple):
             items = [self._redact(item, counts) for item in value]
             return type(value)(*items) if hasattr(value, "_fields") else tuple(items)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            text, found = self.redact_text(str(value))
+            if found:
+                counts.update(found)
+                return text
         return value
 
     def _spans(self, text: str) -> list[tuple[int, int, int]]:
@@ -528,6 +584,7 @@ class Redactor:
         finders: list[tuple[int, Iterator[Span]]] = [(0, _secret_spans(text, n_digits))]
         if "@" in text:
             finders.append((1, _email_spans(text)))
+        finders.append((1, _obfuscated_email_spans(text, text.lower())))
         shaped: list[Span] = []
         if n_digits >= 2:
             valid, shaped = _ibans(text)
@@ -536,7 +593,11 @@ class Redactor:
             clusters = _clusters(text)
             if n_digits >= 13:
                 finders.append((3, _card_spans(text, clusters)))
+                if "/" in text or "." in text:
+                    finders.append((3, _separated_card_spans(text)))
             finders += [(4, _ip_spans(text, clusters)), (5, _phone_spans(text, clusters))]
+            if n_digits >= 9 and "-" in text:
+                finders.append((6, _ssn_spans(text, clusters)))
         elif n_digits and text.count(":") >= 2:
             finders.append((4, _ip_spans(text, ())))
         for rank, (_kind, pattern) in enumerate(self._extras, start=len(_PRIORITY)):
