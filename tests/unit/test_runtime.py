@@ -362,3 +362,34 @@ def test_feedback_for_another_workers_request_reaches_telemetry_later(make_runti
     feedback = [r for r in records if r.get("record") == "feedback"]
     assert len(feedback) == 1 and feedback[0]["request_id"] == result.request_id
     assert feedback[0]["correction"] == {"intent": "pin_blocked"} and feedback[0]["signature"] == "classify_intent"
+
+
+PII = {"card": "4111 1111 1111 1111", "dotted": "4111.1111.1111.1111", "mail": "jane.roe @ example.com",
+       "spelled": "john dot doe at gmail dot com", "key": "sk-abcdefghijklmnopqrstuvwxyzABCD",
+       "ssn": "123-45-6789", "iban": "DE89 3704 0044 0532 0130 00", "phone": "+44 20 7946 0958"}
+
+
+def test_request_ids_and_corrections_reach_the_state_database_redacted(make_runtime, state_db_url: str) -> None:
+    """Issue 13: nothing a client sends as a request id or a correction is stored raw (SQLite and PostgreSQL)."""
+    from sqlalchemy import select
+
+    from ratchet.store.tables import feedback, request_index
+
+    runtime = make_runtime(database_url=state_db_url)
+    raw_id = "jane.roe@example.com"
+    result = runtime.call("classify_intent", {"text": "x"}, request_id=raw_id)
+    assert result.request_id.startswith("[EMAIL]#") and raw_id not in result.request_id
+    other = runtime.call("classify_intent", {"text": "y"}, request_id="other@example.com")
+    assert other.request_id != result.request_id  # different ids stay apart
+    assert runtime.feedback(raw_id, 1.0).matched  # the original id still finds its request
+    assert runtime.feedback(result.request_id, 0.5).matched  # and so does the one returned
+    plain = runtime.call("classify_intent", {"text": "z"}, request_id="order-42")
+    assert plain.request_id == "order-42"
+    runtime.feedback("never-served", 0.5, correction={**PII, "number": 4111111111111111, "nested": [PII["ssn"]]})
+    runtime.flush()
+    with StateDB(state_db_url) as db, db.begin() as conn:
+        stored = [*conn.execute(select(feedback)), *conn.execute(select(request_index))]
+    text = repr(stored)
+    leaked = [name for name, value in {**PII, "raw_id": raw_id, "number": "4111111111111111"}.items() if value in text]
+    assert leaked == []
+    assert "[CARD]" in text and "[SSN]" in text and "[SECRET]" in text and "[EMAIL]" in text

@@ -3,7 +3,8 @@
 The score is stored by request id (:mod:`ratchet.store.feedback`) and matched to the arm that
 served the request when quality is read, so any worker may receive it. When the request was
 sampled it also goes to telemetry; if another worker served it and has not flushed its request
-index yet, that match is retried a few seconds later.
+index yet, that match is retried a few seconds later. The request id and the correction are
+redacted like telemetry before anything is stored (:func:`ratchet.telemetry.request_ids.safe_request_id`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.telemetry.records import FeedbackRecord
+from ratchet.telemetry.redact import Redactor
+from ratchet.telemetry.request_ids import safe_request_id
 from ratchet.telemetry.sampling import Sampler
 
 __all__ = ["FeedbackIntake"]
@@ -36,8 +39,9 @@ class FeedbackIntake:
     """Receives feedback for a runtime: checks it, stores it, counts it per arm and logs it when sampled."""
 
     def __init__(self, settings: Settings, registry: ProgramRegistry, db: StateDB, outcomes: OutcomeRecorder,
-                 sampler: Sampler, submit: Callable[[dict[str, Any]], None]) -> None:
+                 sampler: Sampler, submit: Callable[[dict[str, Any]], None], redactor: Redactor | None = None) -> None:
         self.settings = settings
+        self.redactor = redactor or Redactor(settings.telemetry.redact_patterns)
         self.registry = registry
         self.db = db
         self.outcomes = outcomes
@@ -62,6 +66,7 @@ class FeedbackIntake:
             raise InputValidationError(f"score must be a number between 0 and 1, got {score!r}", field="score")
         if not isinstance(request_id, str) or not request_id:
             raise InputValidationError("request_id must be a non-empty string", field="request_id")
+        request_id = safe_request_id(self.redactor, request_id)  # as the call stored it
         found = self.outcomes.find(request_id)
         known = found[:3] if found is not None else None
         signature, version, arm = known if known else (None, None, None)
@@ -73,6 +78,7 @@ class FeedbackIntake:
                 raise InputValidationError("correction must be an object of output fields", field="correction")
             if signature is not None and signature in self.registry:
                 correction = self.registry.get(signature).schema.validate_outputs(correction)
+            correction = self.redactor.redact(correction)[0]  # stored and logged without PII
         record_feedback(self.db, request_id, float(score), correction)
         sampled = False
         if known is not None:

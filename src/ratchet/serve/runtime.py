@@ -51,6 +51,7 @@ from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
 from ratchet.telemetry.records import InteractionLog
 from ratchet.telemetry.redact import Redactor
+from ratchet.telemetry.request_ids import safe_request_id
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
 
@@ -105,7 +106,7 @@ class Runtime:
         self.served = ServedVersions(self.registry, self.versions, self.follower, lm_id=self.lms.model_id,
                                      adapter=self.lms.adapter_name)
         self._feedback = FeedbackIntake(self.settings, self.registry, self.db, self.outcomes, self.sampler,
-                                        self._submit_telemetry)
+                                        self._submit_telemetry, self.redactor)
         self.shadow = ShadowRunner(self._run_shadow,
                                    max_per_minute=self.settings.rollout.max_shadow_calls_per_minute)
         self._closed = False
@@ -242,7 +243,7 @@ class Runtime:
     def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None
                  ) -> tuple[ServedVersion, _Ticket, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
-        request_id = request_id or uuid.uuid4().hex
+        request_id = safe_request_id(self.redactor, request_id) if request_id else uuid.uuid4().hex
         state = self.follower.current()
         if self.served.routing_changed(state):
             self.served.publish_routing()
