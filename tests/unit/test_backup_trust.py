@@ -222,3 +222,15 @@ def test_a_round_trip_keeps_every_row_of_every_table(tmp_path: Path, state_db_ur
     with StateDB(state_db_url) as db, db.begin(write=True) as conn:  # ids continue after the restored ones
         conn.execute(insert(ALLOWED["experiment_events"]).values(experiment_id="e", at=1.0, actor="a", kind="k",
                                                                  to_status="s"))
+
+
+def test_the_backup_key_comes_only_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ratchet.config import load_settings
+    from ratchet.errors import ConfigError
+
+    (tmp_path / "ratchet.toml").write_text('home = "home"\nbackup_key = "written-in-the-file-0123"\n')
+    with pytest.raises(ConfigError, match=r"'backup_key' is a secret: set the environment variable RATCHET_BACKUP_KEY"):
+        load_settings(tmp_path / "ratchet.toml")
+    (tmp_path / "ratchet.toml").write_text('home = "home"\n')
+    monkeypatch.setenv("RATCHET_BACKUP_KEY", KEY)
+    assert load_settings(tmp_path / "ratchet.toml").backup_key.get_secret_value() == KEY
