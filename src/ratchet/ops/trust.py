@@ -23,6 +23,8 @@ def check_manifest(manifest: dict[str, Any], key: str | None, *, allow_unsigned:
     """``"signed"`` or ``"unsigned"`` for a trustworthy ``manifest``; ``BackupError`` naming what is wrong."""
     status = check_signature(manifest, key, allow_unsigned=allow_unsigned)
     database = manifest.get("database")
+    if database is not None and not isinstance(database, dict):
+        raise BackupError("the manifest's database entry is malformed")
     if manifest.get("format") == LEGACY_FORMAT and database:
         raise BackupError(
             f"the archive was written by Ratchet {manifest.get('ratchet_version')} (backup format {LEGACY_FORMAT}): "
@@ -33,7 +35,7 @@ def check_manifest(manifest: dict[str, Any], key: str | None, *, allow_unsigned:
         if members:
             raise BackupError(f"the archive holds {members[0]!r} but its manifest lists no database")
         return status
-    tables = database.get("tables") if isinstance(database, dict) else None
+    tables = database.get("tables")
     if (database.get("format") != "rows" or not isinstance(tables, dict)
             or any(not isinstance(n, int) or isinstance(n, bool) or n < 0 for n in tables.values())):
         raise BackupError("the manifest's database entry is not a data-only row backup")
