@@ -16,6 +16,8 @@ The hierarchy::
     │   └── OutputParseError            the completion could not be parsed into output fields
     ├── DataError                   unusable examples or data files
     │   ├── InputValidationError        inputs do not match a program's schema
+    │   │   ├── InvalidTextError            an input is not valid text (e.g. a lone surrogate)
+    │   │   └── InputTooLongError           the rendered prompt does not fit the model's context
     │   └── InjectionBlockedError       an input broke a rule of the injection guard in block mode
     ├── ExperimentError             A/B experiments
     │   ├── UnknownExperimentError      no experiment with that id
@@ -42,8 +44,10 @@ __all__ = [
     "ExperimentError",
     "IllegalTransitionError",
     "InjectionBlockedError",
+    "InputTooLongError",
     "InputValidationError",
     "InvalidProgramError",
+    "InvalidTextError",
     "ModelError",
     "ModelNotAvailableError",
     "OutputParseError",
@@ -122,6 +126,20 @@ class InputValidationError(DataError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidTextError(InputValidationError):
+    """An input field holds text that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``)."""
+
+
+class InputTooLongError(InputValidationError):
+    """The prompt a program would send for these inputs has more tokens than the model can take (``limit``:
+    its context minus the output budget); ``field`` names the longest input."""
+
+    def __init__(self, message: str, *, field: str | None = None, tokens: int = 0, limit: int = 0) -> None:
+        super().__init__(message, field=field)
+        self.tokens = tokens
+        self.limit = limit
 
 
 class InjectionBlockedError(DataError):

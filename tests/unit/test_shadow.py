@@ -265,7 +265,8 @@ def test_the_runtime_runs_the_candidate_unseen_and_counts_it_apart(shadow_runtim
     assert blocked.error_type == "injection_blocked"  # refused: the candidate never sees it either
     runtime.flush()
     stats = read_arm_stats(runtime.db, SIG, experiment_id="exp_1")
-    assert stats[("base", "baseline")].requests == 13 and stats[("v1", "shadow")].requests == 12
+    # the invalid and the blocked request are the client's errors: counted on neither arm
+    assert stats[("base", "baseline")].requests == 12 and stats[("v1", "shadow")].requests == 12
     assert ("v1", "candidate") not in stats
     assert read_agreement(runtime.db, SIG, "v1", "exp_1") == Agreement(compared=12, agreed=0)
     assert metrics.SHADOW_CALLS.labels(SIG, "v1", "disagree")._value.get() == disagreed + 12

@@ -9,19 +9,32 @@ from dspy.lm15 import RateLimitError as LM15RateLimitError
 from dspy.lm15 import TimeoutError as LM15TimeoutError
 from dspy.utils.exceptions import AdapterParseError, LMError, LMRateLimitError, LMTimeoutError
 
-from ratchet.errors import InjectionBlockedError, InputValidationError, ModelError, VersionError
+from ratchet.errors import (
+    InjectionBlockedError,
+    InputTooLongError,
+    InputValidationError,
+    InvalidTextError,
+    ModelError,
+    VersionError,
+)
 
-__all__ = ["ERROR_TYPES", "LM_FAILURES", "classify_error"]
+__all__ = ["CLIENT_ERRORS", "ERROR_TYPES", "LM_FAILURES", "classify_error"]
 
-ERROR_TYPES = ("invalid_request", "injection_blocked", "timeout", "rate_limit", "lm_error", "parse_error",
-               "version_unavailable", "internal")
+ERROR_TYPES = ("invalid_request", "invalid_text", "input_too_long", "injection_blocked", "timeout", "rate_limit",
+               "lm_error", "parse_error", "version_unavailable", "internal")
 LM_FAILURES = frozenset({"timeout", "rate_limit", "lm_error"})  # a fallback LM may help with these
+# Refused before the program ran, because of what the request holds: never an arm's failure.
+CLIENT_ERRORS = frozenset({"invalid_request", "invalid_text", "input_too_long", "injection_blocked"})
 
 
 def classify_error(exc: BaseException) -> str:
     """One of :data:`ERROR_TYPES` for an exception raised while serving."""
     if isinstance(exc, InjectionBlockedError):
         return "injection_blocked"
+    if isinstance(exc, InvalidTextError):
+        return "invalid_text"
+    if isinstance(exc, InputTooLongError):
+        return "input_too_long"
     if isinstance(exc, InputValidationError):
         return "invalid_request"
     if isinstance(exc, AdapterParseError):

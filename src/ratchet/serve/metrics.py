@@ -35,6 +35,7 @@ __all__ = [
     "INJECTION_DETECTED",
     "MODULE_VERSION",
     "REDACTIONS",
+    "REJECTED",
     "REQUESTS",
     "ROUTING_FILE_REPAIRS",
     "ROUTING_RELOAD_ERRORS",
@@ -96,6 +97,10 @@ SHADOW_DURATION = Histogram("ratchet_shadow_duration_seconds", "Latency of candi
 INJECTION_DETECTED = Counter("ratchet_injection_detected_total",
                              "Inputs that broke an injection-guard rule, by rule (reason code) and action: block "
                              "(refused with 400) or flag (served, counted).", ("signature", "rule", "action"))
+REJECTED = Counter("ratchet_rejected_requests_total",
+                   "Requests refused before the program ran because of what they hold (invalid_request, invalid_text, "
+                   "input_too_long, injection_blocked): the client's errors, never counted as the arm's requests or "
+                   "failures.", ("signature", "arm", "reason"))
 EXPERIMENT_SHARE = Gauge("ratchet_experiment_candidate_share", "Candidate traffic share in the routing state.",
                          ("signature",), multiprocess_mode="livemax")
 

@@ -39,8 +39,9 @@ from ratchet.programs import ProgramRegistry, load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.routing import ROUTING_FILENAME, choose_arm, shadows
 from ratchet.serve import metrics
-from ratchet.serve.errors import LM_FAILURES, classify_error
+from ratchet.serve.errors import CLIENT_ERRORS, LM_FAILURES, classify_error
 from ratchet.serve.feedback import FeedbackIntake
+from ratchet.serve.fit import PromptFit, invalid_text
 from ratchet.serve.guard import InputGuard
 from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
@@ -87,6 +88,7 @@ class Runtime:
         self.sampler = Sampler.from_settings(self.settings.telemetry)
         self.redactor = Redactor(self.settings.telemetry.redact_patterns)
         self.guard = InputGuard(self.settings.guard, redact=lambda text: self.redactor.redact_text(text)[0])
+        self.fit = PromptFit(self.lms)
         telemetry = self.settings.telemetry
         self.telemetry = TelemetryWriter(home / "telemetry", max_file_mb=telemetry.max_file_mb,
                                          max_age_days=telemetry.max_age_days,
@@ -274,7 +276,9 @@ class Runtime:
             values = spec.schema.validate_inputs(inputs)
         except InputValidationError as exc:
             return served, ticket, inputs if isinstance(inputs, dict) else {}, exc
-        return served, ticket, values, self.guard.screen(signature, values, request_id)
+        refused = (invalid_text(values) or self.guard.screen(signature, values, request_id)
+                   or self.fit.check(served.module, values, spec.schema.neutral_inputs))
+        return served, ticket, values, refused
 
     async def _run_async(self, module: dspy.Module, values: dict[str, Any], lm: dspy.LM, adapter: dspy.Adapter,
                          timeout: float) -> dspy.Prediction:
@@ -297,7 +301,8 @@ class Runtime:
         prices = self._prices.get(model)
         cost = prices.cost(tokens_in, tokens_out) if prices is not None and prediction is not None else None
         error_type = classify_error(error) if error is not None else None
-        if error_type == "injection_blocked":  # refused before the program ran: the client's doing, not the arm's
+        if error_type in CLIENT_ERRORS:  # refused before the program ran: the client's doing, not the arm's
+            metrics.REJECTED.labels(signature, arm, error_type).inc()
             return CallResult(request_id=request_id, signature=signature, version=version, arm=arm, success=False,
                               latency_ms=latency_s * 1000, error_type=error_type, error=str(error), exception=error)
         outputs = {name: prediction.get(name) for name in served.spec.schema.output_names} if prediction else None

@@ -96,6 +96,8 @@ class LlamaCppEngine:
         self.self_test_result: SelfTestResult | None = None
         self.extra_buffers: native.ExtraBuffers | None = None  # resolved before the first context is made
         self._prepare_lock = threading.Lock()
+        self._vocab: Any = None  # a vocab-only Llama for counting tokens (no weights, no KV cache)
+        self._vocab_lock = threading.Lock()
 
     # -- preparation --------------------------------------------------------------------------
     def prepare(self) -> native.ExtraBuffers:
@@ -189,6 +191,32 @@ class LlamaCppEngine:
     def loaded(self) -> bool:
         return self._created > 0
 
+    # -- tokens -------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        """Tokens of ``text`` as a completion prompt (BOS and special tokens as ``create_completion`` counts them).
+
+        Uses the model's own tokenizer from a vocabulary-only load of the GGUF file, so counting never waits for a
+        context that is computing. Raises ``UnicodeEncodeError`` for text that is not valid UTF-8.
+        """
+        data = text.encode("utf-8")
+        with self._vocab_lock:
+            if self._vocab is None:
+                self._vocab = self._load_vocab()
+            return len(self._vocab.tokenize(data, add_bos=True, special=True))
+
+    def _load_vocab(self) -> Any:
+        try:
+            from llama_cpp import Llama
+            from llama_cpp._utils import suppress_stdout_stderr
+        except ImportError as exc:
+            raise ModelNotAvailableError("the embedded model needs llama-cpp-python (pip install llama-cpp-python)"
+                                         ) from exc
+        with suppress_stdout_stderr(disable=False):
+            try:
+                return Llama(model_path=self.model_path, vocab_only=True, verbose=False)
+            except (ValueError, RuntimeError) as exc:
+                raise ModelNotAvailableError(f"cannot load the vocabulary of {self.model_path}: {exc}") from exc
+
     # -- engine API -------------------------------------------------------------------------
     def complete(self, request: Request) -> Response:
         config = request.config
@@ -277,6 +305,10 @@ class LlamaCppEngine:
         with self._lock:
             idle, self._idle = self._idle, []
             self._created -= len(idle)
+        with self._vocab_lock:
+            vocab, self._vocab = self._vocab, None
+        if vocab is not None:
+            idle.append(_Context(vocab))
         for context in idle:
             close = getattr(context.llama, "close", None)
             if callable(close):

@@ -1,0 +1,176 @@
+"""Inputs the model cannot take, refused before any LM call: text that is not valid, prompts that do not fit.
+
+:func:`invalid_text` finds an input string that cannot be encoded as UTF-8 (a lone surrogate such as
+``"\\ud800"`` arrives through JSON escapes); :class:`PromptFit` renders the prompt each predictor of
+the served program would send for a request — with the serving adapter, the predictor's instructions
+and demos — and counts its tokens against the model's context minus the output budget
+(``lm.max_tokens``):
+
+* the embedded model (llama.cpp): the model's own tokenizer
+  (:meth:`~ratchet.lm.engines.llamacpp.LlamaCppEngine.count_tokens`), against ``lm.local.n_ctx``.
+  A prompt of at most ``limit - 1`` UTF-8 bytes is not tokenized at all: every token of a
+  llama.cpp vocabulary covers at least one byte, plus BOS, so it fits.
+* a LiteLLM model: ``litellm.token_counter`` (the provider's tokenizer where LiteLLM knows it,
+  ``cl100k`` otherwise) against ``max_input_tokens`` from LiteLLM's model table; a model
+  missing from the table is not checked (the provider's own error answers then).
+
+A version whose prompt does not fit even with neutral inputs (its own instructions and demos fill the
+context) is not refused here: it fails on the LM and that failure counts against its arm.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import dspy
+
+from ratchet.errors import InputTooLongError, InvalidTextError
+from ratchet.lm.setup import LMBundle
+
+__all__ = ["PromptFit", "invalid_text"]
+
+log = logging.getLogger(__name__)
+
+Counter = Callable[[list[dict[str, Any]]], int]
+
+
+def invalid_text(values: Mapping[str, Any]) -> InvalidTextError | None:
+    """The error for the first input field holding a string that is not valid UTF-8 text (nested ones too)."""
+    for field, value in values.items():
+        if not _valid(value):
+            return InvalidTextError(f"field '{field}' is not valid text (it holds a lone surrogate or another "
+                                    "code point that cannot be encoded as UTF-8)", field=field)
+    return None
+
+
+def _valid(value: Any) -> bool:
+    if isinstance(value, str):
+        if value.isascii():
+            return True
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, Mapping):
+        return all(_valid(k) and _valid(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(_valid(v) for v in value)
+    return True
+
+
+class PromptFit:
+    """Refuse a request whose rendered prompt does not fit the task model's context (see the module doc)."""
+
+    def __init__(self, lms: LMBundle) -> None:
+        self.adapter = lms.adapter
+        output = int((lms.task.kwargs or {}).get("max_tokens") or 256)
+        self.counter: Counter | None = None
+        self.method = "off"
+        self.limit = 0
+        self._fast_bytes = 0
+        if lms.engine is not None:
+            engine = lms.engine
+            self.counter = lambda messages: engine.count_tokens(_as_completion(messages))
+            self.limit = engine.n_ctx - output
+            self._fast_bytes = self.limit - 1
+            self.method = "llama.cpp tokenizer"
+        else:
+            window = _litellm_window(lms.task.model)
+            if window is not None:
+                model = lms.task.model
+                self.counter = lambda messages: _litellm_count(model, messages)
+                self.limit = window
+                self.method = "litellm.token_counter"
+        self._template_fits: dict[tuple[int, int], bool] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.counter is not None and self.limit > 0
+
+    def check(self, module: dspy.Module | None, values: Mapping[str, Any],
+              neutral: Callable[[], Mapping[str, Any]]) -> InputTooLongError | None:
+        """The error to answer with when ``module``'s prompt for ``values`` does not fit; None when it does
+        (``neutral`` gives the signature's neutral inputs, to tell a version's own overflow apart)."""
+        if not self.enabled or module is None:
+            return None
+        for _, predictor in module.named_predictors():
+            tokens = self._tokens(predictor, values)
+            if tokens is None or tokens <= self.limit:
+                continue
+            if not self._template_fits_for(predictor, neutral):
+                return None  # the version's own prompt fills the context: its failure, counted on its arm
+            field = _longest(values)
+            return InputTooLongError(
+                f"the input is too long for the model: its prompt has {tokens} tokens, the model takes {self.limit} "
+                f"(field '{field}' is the longest)", field=field, tokens=tokens, limit=self.limit)
+        return None
+
+    def _tokens(self, predictor: Any, values: Mapping[str, Any]) -> int | None:
+        signature = predictor.signature
+        inputs = {name: values[name] for name in signature.input_fields if name in values}
+        try:
+            messages = self.adapter.format(signature, list(predictor.demos or []), inputs)
+        except Exception as exc:  # a predictor whose inputs come from another one: its prompt is not known yet
+            log.debug("cannot render the prompt of %s: %s", type(predictor).__name__, exc)
+            return None
+        if self._fast_bytes and _utf8_length(messages) <= self._fast_bytes:
+            return 0
+        assert self.counter is not None
+        return self.counter(messages)
+
+    def _template_fits_for(self, predictor: Any, neutral: Callable[[], Mapping[str, Any]]) -> bool:
+        key = (id(predictor), id(predictor.signature))
+        with self._lock:
+            known = self._template_fits.get(key)
+        if known is None:
+            tokens = self._tokens(predictor, neutral())
+            known = tokens is None or tokens <= self.limit
+            with self._lock:
+                self._template_fits[key] = known
+        return known
+
+
+def _as_completion(messages: list[dict[str, Any]]) -> str:
+    """The text a completion model is sent for these messages (as :func:`ratchet.lm.engines.base.flatten_request`)."""
+    if len(messages) == 1 and messages[0].get("role") == "user":
+        return _content(messages[0])
+    return "\n\n".join(_content(m) for m in messages) + "\n\n"
+
+
+def _content(message: Mapping[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text") or "") for part in content if isinstance(part, Mapping))
+    return ""
+
+
+def _utf8_length(messages: list[dict[str, Any]]) -> int:
+    return sum(len(_content(m).encode("utf-8")) + 2 for m in messages)
+
+
+def _longest(values: Mapping[str, Any]) -> str | None:
+    return max(values, key=lambda name: len(str(values[name])), default=None)
+
+
+def _litellm_window(model: str) -> int | None:
+    try:
+        import litellm
+
+        info = litellm.get_model_info(model)
+    except Exception:  # not in LiteLLM's table: not checked here
+        return None
+    window = info.get("max_input_tokens") or info.get("max_tokens")
+    return int(window) if window else None
+
+
+def _litellm_count(model: str, messages: list[dict[str, Any]]) -> int:
+    import litellm
+
+    return int(litellm.token_counter(model=model, messages=messages))
