@@ -75,7 +75,7 @@ def test_start_publishes_the_route_and_a_snapshot(controller: RolloutController)
     assert (exp.status, exp.stage_percent, exp.candidate_share) == ("running", 10, 0.10)
     route = read_routing(controller.routing_path).route(SIG)
     assert (route.baseline_version, route.candidate_version, route.candidate_share) == ("v1", "v2", 0.10)
-    assert route.salt == "exp_1" and route.state == "running"
+    assert route.salt.startswith("exp_1:") and len(route.salt) == len("exp_1:") + 32 and route.state == "running"
     snapshot = json.loads(controller.snapshot_path("exp_1").read_text())
     assert snapshot["status"] == "running" and snapshot["events"][0]["kind"] == "start"
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -110,7 +111,7 @@ class RolloutController:
             stage_started_at=0.0,
             min_stage_minutes=cfg.min_stage_minutes if min_stage_minutes is None else min_stage_minutes,
             min_stage_requests=cfg.min_stage_requests if min_stage_requests is None else min_stage_requests,
-            salt=experiment_id,
+            salt=f"{experiment_id}:{secrets.token_hex(16)}",  # unguessable: clients cannot pick their arm
             config={**{k: getattr(cfg, k) for k in ("max_error_rate_increase", "max_latency_increase_ms",
                                                     "min_quality", "alpha", "catastrophe_window", "shadow_share",
                                                     "shadow_min_requests", "shadow_min_minutes", "min_agreement")},

@@ -2,10 +2,13 @@
 
 Every registered program gets ``POST /v1/programs/<signature>/predict`` with its
 own request schema (so ``/openapi.json`` documents each program's fields). Status
-codes: 422 invalid input (naming the field), 400 input refused by the injection guard
-(``{"error": "injection_blocked", "reason": <rule>, …}``), 404 unknown signature, 413 body too
-large, 504 LM timeout, 502 LM failure or unparsable answer, 503 model not available
-here, 500 anything else.
+codes: 422 invalid input or text that is not valid (lone surrogates, a body that is not UTF-8),
+naming the field, 400 input refused by the injection guard (``{"error": "injection_blocked",
+"reason": <rule>, …}``), 404 unknown signature, 413 body too large or an input whose prompt does
+not fit the model's context (``input_too_long``, naming the field), 504 LM timeout, 502 LM failure
+or unparsable answer, 503 model not available here, 500 anything else. Every error body is
+``{"error": <type>, "message": …}`` (plus ``field`` where one is to blame); none holds a traceback.
+Requests refused for what they hold are the client's errors: see :data:`ratchet.serve.errors.CLIENT_ERRORS`.
 
 The server answers ``/health`` (alive) as soon as it listens and warms up in the
 background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
@@ -14,6 +17,7 @@ background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is war
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import tempfile
 import threading
@@ -22,23 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
 
 from ratchet.config import Settings, load_settings, mask_urls_in_text
-from ratchet.errors import InjectionBlockedError, InputValidationError
+from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.body_limit import BodyLimitMiddleware
+from ratchet.serve.errors import CLIENT_ERRORS
+from ratchet.serve.http_errors import install_error_handlers, public_text
 from ratchet.serve.readiness import Readiness
 from ratchet.serve.runtime import Runtime
 from ratchet.version import __version__
 
 __all__ = ["app_from_env", "create_app"]
 
+log = logging.getLogger(__name__)
+
 STATUS_BY_ERROR = {
     "invalid_request": 422,
+    "invalid_text": 422,
+    "input_too_long": 413,
     "injection_blocked": 400,
     "timeout": 504,
     "rate_limit": 502,
@@ -53,7 +62,9 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(..., min_length=1, max_length=200)
-    score: float = Field(..., ge=0.0, le=1.0, description="quality of the answer, 0 (bad) to 1 (good)")
+    score: StrictFloat | StrictInt = Field(..., ge=0.0, le=1.0,
+                                          description="quality of the answer, 0 (bad) to 1 (good): a JSON number "
+                                                      "(not a string, not a boolean)")
     correction: dict[str, Any] | None = Field(None, description="the corrected output fields, if any")
 
 
@@ -92,21 +103,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   description="Serve registered DSPy programs with gradual rollouts and telemetry.")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])  # typos first
-        loc = [str(p) for p in first.get("loc", ())]
-        if loc[:1] == ["body"]:
-            loc = loc[1:]
-        if loc[:1] == ["inputs"] and len(loc) > 1:
-            loc = loc[1:]
-        field = ".".join(loc) or None
-        kind = first.get("type")
-        message = {"missing": f"missing field '{field}'", "extra_forbidden": f"unknown field '{field}'"}.get(
-            kind, f"field '{field}': {first.get('msg')}")
-        return JSONResponse(status_code=422, content={"error": "invalid_request", "field": field,
-                                                      "message": message})
+    install_error_handlers(app)
 
     for spec in registry:
         _add_predict_route(app, spec)
@@ -122,7 +119,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
         try:
-            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction)
+            result = await asyncio.to_thread(rt.feedback, body.request_id, float(body.score), body.correction)
         except InputValidationError as exc:
             return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
                                                           "message": str(exc)})
@@ -145,10 +142,11 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 "description": spec.description,
                 **spec.schema.to_dict(),
                 "production_version": state.production_of(spec.name),
+                # Never the routing salt, nor the experiment id (the salt of experiments started before salts
+                # were random): a client who knew it could choose user ids that land on the candidate.
                 "routing": None if route is None else {
                     "baseline_version": route.baseline_version, "candidate_version": route.candidate_version,
-                    "candidate_share": route.candidate_share, "experiment_id": route.experiment_id,
-                    "state": route.state},
+                    "candidate_share": route.candidate_share, "state": route.state},
             })
         return {"programs": out, "routing_version": state.version}
 
@@ -166,12 +164,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if not readiness.ready:
             status = "failed" if readiness.failed else "starting"
             return JSONResponse(status_code=503, content={"status": status, "version": __version__,
-                                                          "warm_up": readiness.to_dict()})
+                                                          "warm_up": _public(readiness.to_dict())})
         checks = await asyncio.to_thread(_dependency_checks, rt)
         ok = all(check["ok"] for check in checks.values())
         return JSONResponse(status_code=200 if ok else 503,
                             content={"status": "ready" if ok else "unavailable", "version": __version__,
-                                     "warm_up": readiness.to_dict(), "checks": checks})
+                                     "warm_up": _public(readiness.to_dict()), "checks": checks})
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -187,28 +185,44 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
         rt: Runtime = request.app.state.runtime
         readiness: Readiness = request.app.state.readiness
         if readiness.error == "model_not_available":
-            return JSONResponse(status_code=503, content={"error": readiness.error, "message": readiness.message})
+            return JSONResponse(status_code=503, content={"error": readiness.error,
+                                                          "message": public_text(readiness.message or "")})
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
                                 user_id=body.user_id)
-        if isinstance(result.exception, InjectionBlockedError):
-            return JSONResponse(status_code=400, content={
-                "error": "injection_blocked", "reason": result.exception.rule, "field": result.exception.field,
-                "request_id": result.request_id, "message": str(result.exception)})
+        if result.error_type in CLIENT_ERRORS:
+            return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
         payload = result.to_dict()
         if result.success:
             return JSONResponse(status_code=200, content=payload)
         status = STATUS_BY_ERROR.get(result.error_type or "internal", 500)
-        if result.error_type == "invalid_request" and isinstance(result.exception, InputValidationError):
-            payload["field"] = result.exception.field
         return JSONResponse(status_code=status, content=payload)
 
     predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
              responses={400: {"description": "input refused by the injection guard"},
+                        413: {"description": "body too large, or an input too long for the model's context"},
                         422: {"description": "invalid input"}, 502: {"description": "LM failure"},
                         503: {"description": "the model cannot run on this machine"},
                         504: {"description": "LM timeout"}})(predict)
+
+
+def _public(warm_up: dict[str, Any]) -> dict[str, Any]:
+    """The warm-up report without file paths (the log has them)."""
+    if warm_up.get("message"):
+        warm_up["message"] = public_text(str(warm_up["message"]))
+    return warm_up
+
+
+def _refused(error_type: str, exc: BaseException | None, request_id: str) -> JSONResponse:
+    """The answer to a request refused for what it holds (one of ``CLIENT_ERRORS``)."""
+    content: dict[str, Any] = {"error": error_type, "field": getattr(exc, "field", None),
+                               "message": str(exc) if exc is not None else error_type, "request_id": request_id}
+    if isinstance(exc, InjectionBlockedError):
+        content["reason"] = exc.rule
+    if isinstance(exc, InputTooLongError):
+        content.update(tokens=exc.tokens, limit=exc.limit)
+    return JSONResponse(status_code=STATUS_BY_ERROR.get(error_type, 422), content=content)
 
 
 def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
@@ -228,7 +242,8 @@ def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
     checks["routing"] = {"ok": follower.last_error is None, "version": follower.current().version,
                          "file_repairs": follower.repairs}
     if follower.last_error is not None:
-        checks["routing"]["detail"] = "serving the last verified state: " + mask_urls_in_text(follower.last_error)[:300]
+        checks["routing"]["detail"] = ("serving the last verified state: "
+                                       + public_text(mask_urls_in_text(follower.last_error))[:300])
     return checks
 
 
@@ -243,7 +258,8 @@ def _versions_check(rt: Runtime) -> dict[str, Any]:
             try:
                 rt.served.get(spec, version, arm)
             except VersionError as exc:
-                missing.append({"signature": spec.name, "arm": arm, "version": version, "detail": str(exc)[:300]})
+                missing.append({"signature": spec.name, "arm": arm, "version": version,
+                                "detail": public_text(str(exc))[:300]})
     return {"ok": not missing, "unavailable": missing} if missing else {"ok": True}
 
 
@@ -252,9 +268,10 @@ def _writable(directory: Path) -> dict[str, Any]:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-", delete=True):
             pass
-        return {"ok": True, "directory": str(directory)}
-    except OSError as exc:
-        return {"ok": False, "directory": str(directory), "detail": exc.strerror or str(exc)}
+        return {"ok": True}
+    except OSError as exc:  # the path is in the log and in `ratchet doctor`, never in a public answer
+        log.warning("telemetry directory %s is not writable: %s", directory, exc)
+        return {"ok": False, "detail": exc.strerror or "not writable"}
 
 
 def app_from_env() -> FastAPI:
