@@ -27,7 +27,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError
@@ -62,9 +62,9 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     request_id: str = Field(..., min_length=1, max_length=200)
-    score: StrictFloat | StrictInt = Field(..., ge=0.0, le=1.0,
-                                          description="quality of the answer, 0 (bad) to 1 (good): a JSON number "
-                                                      "(not a string, not a boolean)")
+    score: float = Field(..., ge=0.0, le=1.0, strict=True,
+                         description="quality of the answer, 0 (bad) to 1 (good): a JSON number (not a string, "
+                                     "not a boolean)")
     correction: dict[str, Any] | None = Field(None, description="the corrected output fields, if any")
 
 
@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
         try:
-            result = await asyncio.to_thread(rt.feedback, body.request_id, float(body.score), body.correction)
+            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction)
         except InputValidationError as exc:
             return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
                                                           "message": str(exc)})
