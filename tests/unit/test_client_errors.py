@@ -14,10 +14,12 @@ from test_http_api import _wait_ready, intent_responder, running
 from ratchet.config import Settings
 from ratchet.evaluation import fewshot_program
 from ratchet.lm import CompletionAdapter, LMBundle, ScriptedEngine, ThreadedAsyncEngine
+from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout import RolloutController
 from ratchet.routing import choose_arm
 from ratchet.serve import Runtime, metrics
+from ratchet.serve.fit import PromptFit, invalid_text
 from ratchet.store.outcomes import read_arm_stats
 
 SIG = "classify_intent"
@@ -182,3 +184,28 @@ def test_bad_inputs_aimed_at_the_candidate_cannot_fire_the_catastrophe_trigger(s
         # the unknown fields never reach the runtime (the request schema refuses them); the others are counted apart
         assert _rejected("input_too_long", "candidate") + _rejected("invalid_text", "candidate") >= 37
         assert json.loads(httpx.get(f"{url}/v1/programs").text)["programs"]
+
+
+def _fit(n_ctx: int, max_tokens: int = 64) -> tuple[PromptFit, WordCounter]:
+    lm = dspy.LM("scripted/fit", engine=ScriptedEngine(intent_responder), cache=False, max_tokens=max_tokens)
+    bundle = LMBundle.for_lm(lm, CompletionAdapter())
+    counter = WordCounter(n_ctx)
+    bundle.engine = counter  # type: ignore[assignment]
+    return PromptFit(bundle), counter
+
+
+def test_the_byte_bounds_spare_the_tokenizer_and_a_version_that_fills_the_context_is_not_the_client() -> None:
+    spec = load_programs(Settings()).get(SIG)
+    neutral = spec.schema.neutral_inputs
+    module = fewshot_program(spec, 8)
+    fit, counter = _fit(n_ctx=400)
+    assert fit.check(module, {"text": "where is my card"}, neutral) is None
+    assert counter.counted == 1  # the version's own prompt, counted once; the request's settled by bytes
+    assert fit.check(module, {"text": "where is my card now"}, neutral) is None and counter.counted == 1
+    refused = fit.check(module, {"text": "word " * 400}, neutral)
+    assert refused is not None and refused.field == "text" and refused.tokens > refused.limit == 336
+    crowded = fewshot_program(spec, 8)
+    crowded.predictors()[0].signature = crowded.predictors()[0].signature.with_instructions("rule " * 500)
+    assert fit.check(crowded, {"text": "word " * 400}, neutral) is None  # its own prompt overflows: counted on it
+    assert invalid_text({"text": "ok", "tags": ["fine", {"k": "\ud800"}]}).field == "tags"
+    assert invalid_text({"text": "café 中文 🙂"}) is None

@@ -8,8 +8,10 @@ and demos — and counts its tokens against the model's context minus the output
 
 * the embedded model (llama.cpp): the model's own tokenizer
   (:meth:`~ratchet.lm.engines.llamacpp.LlamaCppEngine.count_tokens`), against ``lm.local.n_ctx``.
-  A prompt of at most ``limit - 1`` UTF-8 bytes is not tokenized at all: every token of a
-  llama.cpp vocabulary covers at least one byte, plus BOS, so it fits.
+  Every token of a llama.cpp vocabulary covers at least one byte, so a prompt is not tokenized
+  when bytes settle it: fewer UTF-8 bytes than the budget has tokens, or the version's own prompt
+  (neutral inputs, counted once) plus every byte the request's inputs add, plus a margin of 16
+  tokens, within the budget. Only prompts near or over the limit are counted.
 * a LiteLLM model: ``litellm.token_counter`` (the provider's tokenizer where LiteLLM knows it,
   ``cl100k`` otherwise) against ``max_input_tokens`` from LiteLLM's model table; a model
   missing from the table is not checked (the provider's own error answers then).
@@ -35,6 +37,7 @@ __all__ = ["PromptFit", "invalid_text"]
 log = logging.getLogger(__name__)
 
 Counter = Callable[[list[dict[str, Any]]], int]
+_EDGE_MARGIN = 16  # tokens: where the inputs meet the template, merges may differ from either alone
 
 
 def invalid_text(values: Mapping[str, Any]) -> InvalidTextError | None:
@@ -85,7 +88,7 @@ class PromptFit:
                 self.counter = lambda messages: _litellm_count(model, messages)
                 self.limit = window
                 self.method = "litellm.token_counter"
-        self._template_fits: dict[tuple[int, int], bool] = {}
+        self._templates: dict[tuple[int, int, int], tuple[int, int] | None] = {}
         self._lock = threading.Lock()
 
     @property
@@ -95,14 +98,21 @@ class PromptFit:
     def check(self, module: dspy.Module | None, values: Mapping[str, Any],
               neutral: Callable[[], Mapping[str, Any]]) -> InputTooLongError | None:
         """The error to answer with when ``module``'s prompt for ``values`` does not fit; None when it does
-        (``neutral`` gives the signature's neutral inputs, to tell a version's own overflow apart)."""
+        (``neutral`` gives the signature's neutral inputs: the version's own prompt is measured with them once)."""
         if not self.enabled or module is None:
             return None
         for _, predictor in module.named_predictors():
-            tokens = self._tokens(predictor, values)
-            if tokens is None or tokens <= self.limit:
+            messages = self._render(predictor, values)
+            if messages is None:
                 continue
-            if not self._template_fits_for(predictor, neutral):
+            template = self._template(predictor, neutral)
+            if self._surely_fits(messages, template):
+                continue
+            assert self.counter is not None
+            tokens = self.counter(messages)
+            if tokens <= self.limit:
+                continue
+            if template is not None and template[0] > self.limit:
                 return None  # the version's own prompt fills the context: its failure, counted on its arm
             field = _longest(values)
             return InputTooLongError(
@@ -110,28 +120,39 @@ class PromptFit:
                 f"(field '{field}' is the longest)", field=field, tokens=tokens, limit=self.limit)
         return None
 
-    def _tokens(self, predictor: Any, values: Mapping[str, Any]) -> int | None:
+    def _surely_fits(self, messages: list[dict[str, Any]], template: tuple[int, int] | None) -> bool:
+        """Whether the byte bounds settle it without the tokenizer (embedded model only: a token is >= 1 byte).
+
+        Either the whole prompt has fewer bytes than the budget has tokens, or the version's own prompt's tokens
+        plus every byte the inputs add (and a margin for tokens merged across their edges) stay within it.
+        """
+        if not self._fast_bytes:
+            return False
+        size = _utf8_length(messages)
+        if size <= self._fast_bytes:
+            return True
+        return template is not None and template[0] + max(0, size - template[1]) + _EDGE_MARGIN <= self.limit
+
+    def _render(self, predictor: Any, values: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         signature = predictor.signature
         inputs = {name: values[name] for name in signature.input_fields if name in values}
         try:
-            messages = self.adapter.format(signature, list(predictor.demos or []), inputs)
+            return self.adapter.format(signature, list(predictor.demos or []), inputs)
         except Exception as exc:  # a predictor whose inputs come from another one: its prompt is not known yet
             log.debug("cannot render the prompt of %s: %s", type(predictor).__name__, exc)
             return None
-        if self._fast_bytes and _utf8_length(messages) <= self._fast_bytes:
-            return 0
-        assert self.counter is not None
-        return self.counter(messages)
 
-    def _template_fits_for(self, predictor: Any, neutral: Callable[[], Mapping[str, Any]]) -> bool:
-        key = (id(predictor), id(predictor.signature))
+    def _template(self, predictor: Any, neutral: Callable[[], Mapping[str, Any]]) -> tuple[int, int] | None:
+        """Tokens and bytes of the predictor's prompt for neutral inputs (counted once per loaded predictor)."""
+        key = (id(predictor), id(predictor.signature), len(predictor.demos or []))
         with self._lock:
-            known = self._template_fits.get(key)
-        if known is None:
-            tokens = self._tokens(predictor, neutral())
-            known = tokens is None or tokens <= self.limit
-            with self._lock:
-                self._template_fits[key] = known
+            if key in self._templates:
+                return self._templates[key]
+        messages = self._render(predictor, neutral())
+        assert self.counter is not None
+        known = None if messages is None else (self.counter(messages), _utf8_length(messages))
+        with self._lock:
+            self._templates[key] = known
         return known
 
 

@@ -202,7 +202,11 @@ class LlamaCppEngine:
         with self._vocab_lock:
             if self._vocab is None:
                 self._vocab = self._load_vocab()
-            return len(self._vocab.tokenize(data, add_bos=True, special=True))
+            import llama_cpp
+
+            # No output buffer: llama_tokenize then answers minus the number of tokens (half the time of tokenize()).
+            counted = llama_cpp.llama_tokenize(self._vocab._model.vocab, data, len(data), None, 0, True, True)
+            return -counted if counted < 0 else counted
 
     def _load_vocab(self) -> Any:
         try:
