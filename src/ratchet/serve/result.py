@@ -17,10 +17,11 @@ class CallResult:
     """The outcome of :meth:`ratchet.Runtime.call`.
 
     ``success`` is False when the call failed; ``error_type`` then says how
-    (``invalid_request``, ``injection_blocked``, ``timeout``, ``rate_limit``,
-    ``lm_error``, ``parse_error`` or ``internal``) and ``exception`` holds the error.
-    An ``injection_blocked`` request was refused before the program ran: it is
-    not counted as the arm's request (nor its failure), indexed or sampled.
+    (``invalid_request``, ``invalid_text``, ``input_too_long``, ``injection_blocked``, ``timeout``,
+    ``rate_limit``, ``lm_error``, ``parse_error``, ``version_unavailable`` or ``internal``) and
+    ``exception`` holds the error. The first four are the client's errors, refused before the program
+    ran (:data:`ratchet.serve.errors.CLIENT_ERRORS`): not counted as the arm's request (nor its
+    failure), indexed or sampled, only in ``ratchet_rejected_requests_total``.
     """
 
     request_id: str
