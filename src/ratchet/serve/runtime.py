@@ -287,6 +287,11 @@ class Runtime:
             coroutine = module.acall(**values) if hasattr(module, "aforward") else asyncio.to_thread(module, **values)
             return await asyncio.wait_for(coroutine, timeout=timeout)
 
+    def _cost(self, model: str, prediction: dspy.Prediction | None, tokens_in: int, tokens_out: int) -> float | None:
+        """The call's cost in USD when the model's prices are known and it answered, else None."""
+        prices = self._prices.get(model)
+        return prices.cost(tokens_in, tokens_out) if prices is not None and prediction is not None else None
+
     def _can_fall_back(self, error: BaseException) -> bool:
         return self.lms.fallback is not None and classify_error(error) in LM_FAILURES
 
@@ -298,8 +303,7 @@ class Runtime:
         signature, version, arm = served.spec.name, served.version, served.arm
         model = (self.lms.fallback if fallback else self.lms.task).model
         tokens_in, tokens_out = _usage(prediction)
-        prices = self._prices.get(model)
-        cost = prices.cost(tokens_in, tokens_out) if prices is not None and prediction is not None else None
+        cost = self._cost(model, prediction, tokens_in, tokens_out)
         error_type = classify_error(error) if error is not None else None
         if error_type in CLIENT_ERRORS:  # refused before the program ran: the client's doing, not the arm's
             metrics.REJECTED.labels(signature, arm, error_type).inc()
@@ -327,14 +331,10 @@ class Runtime:
         sampled = self.sampler.should_sample(signature, request_id)
         if sampled:
             metrics.TELEMETRY_SAMPLED.labels(signature).inc()
-            record = InteractionLog(
-                module_name=served.module_name, module_version=version, signature=signature, input=values,
-                output=outputs, timestamp_ms=int(time.time() * 1000), latency_ms=round(latency_s * 1000, 3),
-                tokens=tokens_in + tokens_out, tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost,
-                model=model, success=error is None, error=None if error is None else str(error)[:500],
-                request_id=request_id, arm=arm, program_fingerprint=served.fingerprint, error_type=error_type,
-            )
-            self._submit_telemetry(record.to_dict())
+            self._submit_telemetry(_interaction(
+                served.module_name, served.fingerprint, version, signature, values, outputs, latency_s=latency_s,
+                tokens=(tokens_in, tokens_out), cost=cost, model=model, error=error, error_type=error_type,
+                request_id=request_id, arm=arm))
         return CallResult(
             request_id=request_id, signature=signature, version=version, arm=arm, success=error is None,
             latency_ms=latency_s * 1000, outputs=outputs, prediction=prediction, tokens_in=tokens_in,
@@ -367,8 +367,7 @@ class Runtime:
             error = exc
         latency_s = time.perf_counter() - started
         tokens_in, tokens_out = _usage(prediction)
-        prices = self._prices.get(self.lms.task.model)
-        cost = prices.cost(tokens_in, tokens_out) if prices is not None and prediction is not None else None
+        cost = self._cost(self.lms.task.model, prediction, tokens_in, tokens_out)
         error_type = classify_error(error) if error is not None else None
         self.outcomes.record(signature, job.version, "shadow", latency_s=latency_s, success=error is None,
                              error_type=error_type, tokens_in=tokens_in, tokens_out=tokens_out,
@@ -385,15 +384,11 @@ class Runtime:
             outcome = "agree" if agreed else "disagree"
         metrics.SHADOW_CALLS.labels(signature, job.version, outcome).inc()
         if self.sampler.should_sample(signature, job.request_id):
-            record = InteractionLog(
-                module_name=served.module_name if served else "unavailable", module_version=job.version,
-                signature=signature, input=job.values, output=outputs, timestamp_ms=int(time.time() * 1000),
-                latency_ms=round(latency_s * 1000, 3), tokens=tokens_in + tokens_out, tokens_in=tokens_in,
-                tokens_out=tokens_out, cost_usd=cost, model=self.lms.task.model, success=error is None,
-                error=None if error is None else str(error)[:500], request_id=job.request_id, arm="shadow",
-                program_fingerprint=served.fingerprint if served else None, error_type=error_type,
-            )
-            self._submit_telemetry(record.to_dict())
+            self._submit_telemetry(_interaction(
+                served.module_name if served else "unavailable", served.fingerprint if served else None,
+                job.version, signature, job.values, outputs, latency_s=latency_s, tokens=(tokens_in, tokens_out),
+                cost=cost, model=self.lms.task.model, error=error, error_type=error_type,
+                request_id=job.request_id, arm="shadow"))
 
     def _submit_telemetry(self, record: dict[str, Any]) -> None:
         """Redact PII in the free-text parts first, then buffer; nothing unredacted is ever queued or written.
@@ -408,6 +403,21 @@ class Runtime:
                     metrics.REDACTIONS.labels(kind).inc(count)
         if not self.telemetry.submit(record):
             metrics.TELEMETRY_DROPPED.inc()
+
+
+def _interaction(module_name: str, fingerprint: str | None, version: str, signature: str, values: dict[str, Any],
+                 outputs: dict[str, Any] | None, *, latency_s: float, tokens: tuple[int, int], cost: float | None,
+                 model: str, error: BaseException | None, error_type: str | None, request_id: str,
+                 arm: str) -> dict[str, Any]:
+    """The telemetry record of one program call (a served request, or a shadow call), before redaction."""
+    tokens_in, tokens_out = tokens
+    return InteractionLog(
+        module_name=module_name, module_version=version, signature=signature, input=values, output=outputs,
+        timestamp_ms=int(time.time() * 1000), latency_ms=round(latency_s * 1000, 3), tokens=tokens_in + tokens_out,
+        tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, model=model, success=error is None,
+        error=None if error is None else str(error)[:500], request_id=request_id, arm=arm,  # type: ignore[arg-type]
+        program_fingerprint=fingerprint, error_type=error_type,
+    ).to_dict()
 
 
 def _usage(prediction: dspy.Prediction | None) -> tuple[int, int]:
