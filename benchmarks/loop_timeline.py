@@ -14,7 +14,7 @@ report) goes to ``--out``. Exit status 1 when a step did not happen.
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -27,18 +27,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-HARNESS = Path(__file__).resolve().parents[1] / "tests" / "integration" / "loop_harness.py"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _harness() -> Any:
-    """The test's scenario module, loaded from its file (tests/ is not an installed package)."""
-    sys.path.insert(0, str(HARNESS.parent))  # its sibling module, loop_processes
-    spec = importlib.util.spec_from_file_location("loop_harness", HARNESS)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
+    """The test's scenario module, ``tests/integration/loop_harness.py`` (tests/ is not an installed package: it is
+    imported from the repository's root, so its relative imports work as under pytest)."""
+    sys.path.insert(0, str(REPO))
+    return importlib.import_module("tests.integration.loop_harness")
 
 
 def _machine() -> str:

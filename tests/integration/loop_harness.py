@@ -52,38 +52,21 @@ from typing import Any
 
 import httpx
 
-try:
-    from .loop_processes import (
-        BAD_EXPERIMENT,
-        BANKING,
-        SIG,
-        Prober,
-        Processes,
-        ScenarioError,
-        State,
-        Traffic,
-        _bad_candidate,
-        _epoch,
-        _free_port,
-        _predict,
-        _tail,
-    )
-except ImportError:  # loaded by file path, outside the tests package (benchmarks/loop_timeline.py)
-    from loop_processes import (  # type: ignore[no-redef]
-        BAD_EXPERIMENT,
-        BANKING,
-        SIG,
-        Prober,
-        Processes,
-        ScenarioError,
-        State,
-        Traffic,
-        _bad_candidate,
-        _epoch,
-        _free_port,
-        _predict,
-        _tail,
-    )
+from .loop_processes import (
+    BAD_EXPERIMENT,
+    BANKING,
+    SIG,
+    Prober,
+    Processes,
+    ScenarioError,
+    State,
+    Traffic,
+    _bad_candidate,
+    _epoch,
+    _free_port,
+    _predict,
+    _tail,
+)
 
 __all__ = ["BAD_EXPERIMENT", "SIG", "LoopRun", "ScenarioError", "Schedule", "loop_env", "run_scenario"]
 
