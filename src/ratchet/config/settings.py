@@ -283,7 +283,7 @@ class GuardSettings(GuardSignatureSettings):
                                       disabled_rules=[*self.disabled_rules, *own.disabled_rules])
 
 
-SECRET_KEYS = ("backup_key", "monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
+SECRET_KEYS = ("backup_key", "secret_key", "monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
 """Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
 
 
@@ -460,6 +460,9 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite in the home directory")
     backup_key: SecretStr | None = Field(None, description="env RATCHET_BACKUP_KEY: signs backups (HMAC-SHA256); "
                                                            "restore verifies it")
+    secret_key: SecretStr | None = Field(None, description="env RATCHET_SECRET_KEY: the service secret that signs "
+                                                           "request ids and keys user pseudonyms (default: a random "
+                                                           "one kept in <home>/secrets/service.key)")
     lm: LMSettings = Field(default_factory=LMSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
