@@ -17,6 +17,7 @@ from ratchet.audit.context import (
     current_context,
     operator_actor,
     process_actor,
+    resolve_actor,
     set_audit_defaults,
 )
 from ratchet.audit.entry import GENESIS, OUTCOMES, entry_hash
@@ -43,6 +44,7 @@ __all__ = [
     "operator_actor",
     "process_actor",
     "read_entries",
+    "resolve_actor",
     "set_audit_defaults",
     "verify_audit",
 ]

@@ -18,6 +18,7 @@ from ratchet.cli import (
     controller_cmd,
     data_cmd,
     dataset_cmd,
+    keys_cmd,
     monitor_cmd,
     programs_cmd,
     schedule_cmd,
@@ -101,6 +102,7 @@ app.add_typer(schedule_cmd.app, name="schedule")
 app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(canary_cmd.app, name="canary")
 app.add_typer(audit_cmd.app, name="audit")
+app.add_typer(keys_cmd.app, name="keys")
 app.command("status")(monitor_cmd.status)
 
 

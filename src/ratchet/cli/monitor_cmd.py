@@ -119,6 +119,12 @@ def check_audit(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _
     _run(ctx, ["audit"], as_json, no_dispatch)
 
 
+@app.command("check-keys", epilog=_EXIT_HELP)
+def check_keys(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """API keys due for rotation (older than auth.max_key_age_days, 90) or unused for auth.max_unused_days (30)."""
+    _run(ctx, ["keys"], as_json, no_dispatch)
+
+
 @app.command("dashboard")
 def dashboard(ctx: typer.Context, as_json: bool = _JSON) -> None:
     """The dashboard: JSON with --json or when piped (`ratchet monitor dashboard | jq .`), else a terminal view."""

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ratchet.cli.output import console, err_console, print_json, progress_bar
 from ratchet.cli.state import get_state
+from ratchet.config import Settings
 from ratchet.data.files import labelled_examples
 from ratchet.data.sampling import seeded_sample
 from ratchet.errors import DataError
@@ -46,6 +47,9 @@ def serve(
     host = host or settings.serve.host
     port = port or settings.serve.port
     workers = workers or settings.serve.workers
+    settings.serve.host = host
+    os.environ["RATCHET_SERVE__HOST"] = host  # worker processes build their settings (and auth) from the environment
+    _announce_auth(settings)
     _expose_textfiles(settings.home_dir)
     if workers == 1:
         from ratchet.serve.app import create_app
@@ -63,6 +67,27 @@ def serve(
                 log_level=log_level)
 
 
+def _announce_auth(settings: Settings) -> None:
+    """Say whether keys are required; an open server reachable from other hosts is logged and audited."""
+    from ratchet.audit import audit
+    from ratchet.auth import list_keys
+    from ratchet.serve.auth import auth_required, is_loopback
+    from ratchet.store.db import StateDB
+
+    host = settings.serve.host
+    if auth_required(settings):
+        active = len(list_keys(StateDB.connect(settings)))
+        err_console.print(f"[dim]API keys required (auth.mode={settings.auth.mode}, binding {host}); "
+                          f"{active} active key(s)[/]", highlight=False)
+        if not active:
+            err_console.print("[yellow]no active API key[/]: every request will get 401 until you run "
+                              "`ratchet keys create --name NAME --role ROLE`", highlight=False)
+    elif not is_loopback(host):
+        err_console.print(f"[bold yellow]warning[/]: auth.mode=off while binding {host}: anyone who reaches the port "
+                          "can call programs, send feedback and read metrics", highlight=False)
+        audit(settings, "auth.disabled", target=host, reason="auth.mode=off on a non-loopback address")
+
+
 def _expose_textfiles(home: Path) -> None:
     """Let /metrics (in this process and in every worker) include the checks' textfiles, e.g. the drift gauges."""
     from ratchet.monitor.drift.exposition import METRICS_DIRNAME
@@ -78,6 +103,8 @@ def loadtest(
     queries: int = typer.Option(100, "--queries", min=1),
     concurrency: int = typer.Option(4, "--concurrency", min=1),
     target: str | None = typer.Option(None, "--target", help="server URL; default: in-process runtime"),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="RATCHET_API_KEY", show_default=False,
+                                       help="with --target: a key with the predict (and feedback) role"),
     feedback_from_labels: bool = typer.Option(False, "--feedback-from-labels",
                                               help="score each answer against its label and send feedback"),
     corrections: bool = typer.Option(False, "--corrections", help="with --feedback-from-labels: send the label "
@@ -105,7 +132,8 @@ def loadtest(
 
         if target:
             report = run_http(target, spec, examples, queries=queries, concurrency=concurrency,
-                              feedback_from_labels=feedback_from_labels, corrections=corrections, on_done=done)
+                              feedback_from_labels=feedback_from_labels, corrections=corrections, on_done=done,
+                              api_key=api_key)
         else:
             from ratchet.serve.runtime import Runtime
 

@@ -29,6 +29,7 @@ from ratchet.guard.rules import select_rules
 
 __all__ = [
     "SECRET_KEYS",
+    "AuthSettings",
     "CanarySettings",
     "DataSettings",
     "DriftSettings",
@@ -226,6 +227,18 @@ class ServeSettings(_Section):
         "off", description="DSPy's response cache while serving: off, or an in-memory LRU (never on disk)")
     lm_cache_entries: int = Field(1000, ge=1, le=100_000,
                                   description="answers the memory cache keeps per process (least recently used go)")
+
+
+class AuthSettings(_Section):
+    """API keys on the HTTP API (``ratchet keys``)."""
+
+    mode: Literal["auto", "required", "off"] = Field(
+        "auto", description="auto: keys required when serve.host is not a loopback address; required: always; "
+                            "off: never (logged and audited at start when the server is reachable from other hosts)")
+    cache_seconds: float = Field(5.0, ge=0, le=300, description="a key's database row is re-read after this long, so "
+                                                                "a revoked key stops working within it")
+    max_key_age_days: float = Field(90.0, gt=0, description="the keys check warns about keys older than this")
+    max_unused_days: float = Field(30.0, gt=0, description="the keys check warns about keys unused this long")
 
 
 GuardMode = Literal["block", "flag", "off"]
@@ -466,6 +479,7 @@ class Settings(BaseSettings):
     lm: LMSettings = Field(default_factory=LMSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     rollout: RolloutSettings = Field(default_factory=RolloutSettings)
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)

@@ -29,10 +29,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ratchet.auth import PUBLIC
 from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
+from ratchet.serve.auth import Authenticator, role_route
 from ratchet.serve.body_limit import BodyLimitMiddleware
 from ratchet.serve.errors import CLIENT_ERRORS
 from ratchet.serve.http_errors import install_error_handlers, public_text
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.runtime = runtime or Runtime(settings, registry=registry)
+        app.state.auth = Authenticator(settings, app.state.runtime.db)
         owned = runtime is None
         app.state.readiness = Readiness()
         warming = threading.Thread(target=app.state.readiness.run, args=(app.state.runtime.warm_up,),
@@ -99,8 +102,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if owned:
                 app.state.runtime.close()
 
-    app = FastAPI(title="Ratchet", version=__version__, lifespan=lifespan,
-                  description="Serve registered DSPy programs with gradual rollouts and telemetry.")
+    app = FastAPI(title="Ratchet", version=__version__, lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None, description="Serve registered DSPy programs with gradual rollouts and telemetry. "
+                  "Send an API key (`ratchet keys create`) as X-API-Key or Authorization: Bearer; each operation "
+                  "names the role it needs in `x-ratchet-role`.")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
 
     install_error_handlers(app)
@@ -108,13 +113,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for spec in registry:
         _add_predict_route(app, spec)
 
-    @app.post("/v1/programs/{signature}/predict", include_in_schema=False)
+    @app.get("/openapi.json", include_in_schema=False, **role_route("read"))
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.post("/v1/programs/{signature}/predict", include_in_schema=False, **role_route("predict"))
     async def unknown_signature(signature: str) -> JSONResponse:
         return JSONResponse(status_code=404, content={
             "error": "unknown_signature", "message": f"unknown signature '{signature}'",
             "registered": registry.names()})
 
-    @app.post("/v1/feedback", status_code=202)
+    @app.post("/v1/feedback", status_code=202, **role_route("feedback"))
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
@@ -129,7 +138,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             body_out["reason"] = result.reason
         return body_out
 
-    @app.get("/v1/programs")
+    @app.get("/v1/programs", **role_route("read"))
     async def programs(request: Request) -> dict[str, Any]:
         """Registered programs, their schemas, and what serves them now."""
         rt: Runtime = request.app.state.runtime
@@ -150,13 +159,13 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             })
         return {"programs": out, "routing_version": state.version}
 
-    @app.get("/health")
+    @app.get("/health", **role_route(PUBLIC))
     async def health(request: Request) -> dict[str, Any]:
         """Liveness: the process answers (whether it is warm yet is ``/ready``'s question)."""
         readiness: Readiness = request.app.state.readiness
         return {"status": "ok", "version": __version__, "ready": readiness.ready, "phase": readiness.phase}
 
-    @app.get("/ready")
+    @app.get("/ready", **role_route(PUBLIC))
     async def ready(request: Request) -> JSONResponse:
         """Readiness: warmed up, state database reachable, telemetry writable; 503 with the reason otherwise."""
         rt: Runtime = request.app.state.runtime
@@ -171,7 +180,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                             content={"status": "ready" if ok else "unavailable", "version": __version__,
                                      "warm_up": _public(readiness.to_dict()), "checks": checks})
 
-    @app.get("/metrics")
+    @app.get("/metrics", **role_route("read"))
     async def prometheus() -> Response:
         return Response(metrics.render_latest(), media_type=metrics.CONTENT_TYPE_LATEST)
 
@@ -200,11 +209,12 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
     predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
-             responses={400: {"description": "input refused by the injection guard"},
-                        413: {"description": "body too large, or an input too long for the model's context"},
-                        422: {"description": "invalid input"}, 502: {"description": "LM failure"},
-                        503: {"description": "the model cannot run on this machine"},
-                        504: {"description": "LM timeout"}})(predict)
+             **role_route("predict", responses={
+                 400: {"description": "input refused by the injection guard"},
+                 413: {"description": "body too large, or an input too long for the model's context"},
+                 422: {"description": "invalid input"}, 502: {"description": "LM failure"},
+                 503: {"description": "the model cannot run on this machine"},
+                 504: {"description": "LM timeout"}}))(predict)
 
 
 def _public(warm_up: dict[str, Any]) -> dict[str, Any]:

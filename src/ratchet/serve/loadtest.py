@@ -157,7 +157,7 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
 
 async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
                     concurrency: int, feedback_from_labels: bool, corrections: bool, timeout_s: float,
-                    on_done: Callable[[], None] | None) -> LoadReport:
+                    on_done: Callable[[], None] | None, api_key: str | None = None) -> LoadReport:
     report = LoadReport(spec.name, mask_url(base_url), queries, concurrency)  # printed and saved: no password
     url = f"{base_url.rstrip('/')}/v1/programs/{spec.name}/predict"
     feedback_url = f"{base_url.rstrip('/')}/v1/feedback"
@@ -166,7 +166,8 @@ async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Ex
         queue.put_nowait(example)
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
-    async with httpx.AsyncClient(timeout=timeout_s, limits=limits) as client:
+    headers = {"X-API-Key": api_key} if api_key else {}
+    async with httpx.AsyncClient(timeout=timeout_s, limits=limits, headers=headers) as client:
 
         async def worker() -> None:
             while True:
@@ -217,8 +218,10 @@ async def _run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Ex
 
 def run_http(base_url: str, spec: ProgramSpec, examples: Sequence[dspy.Example], *, queries: int,
              concurrency: int, feedback_from_labels: bool = False, corrections: bool = False,
-             timeout_s: float = 60.0, on_done: Callable[[], None] | None = None) -> LoadReport:
-    """Send ``queries`` requests to a Ratchet server at ``base_url`` with ``concurrency`` connections."""
+             timeout_s: float = 60.0, on_done: Callable[[], None] | None = None,
+             api_key: str | None = None) -> LoadReport:
+    """Send ``queries`` requests to a Ratchet server at ``base_url`` with ``concurrency`` connections (and
+    ``api_key`` as ``X-API-Key``: a key with the ``predict`` role, and ``feedback`` to send feedback)."""
     return asyncio.run(_run_http(base_url, spec, examples, queries=queries, concurrency=concurrency,
                                  feedback_from_labels=feedback_from_labels, corrections=corrections,
-                                 timeout_s=timeout_s, on_done=on_done))
+                                 timeout_s=timeout_s, on_done=on_done, api_key=api_key))

@@ -295,6 +295,26 @@ def _m007_canary_runs(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m008_api_keys(conn: Connection) -> None:
+    """API keys: a public id, a name, roles and the SHA-256 of the secret part (never the key itself)."""
+    md = MetaData()
+    Table(
+        "api_keys", md,
+        Column("key_id", String(32), primary_key=True),
+        Column("name", String(200), nullable=False),
+        Column("roles", String(200), nullable=False),
+        Column("secret_sha256", String(64), nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("created_by", String(200), nullable=False),
+        Column("expires_at", Float, nullable=True),
+        Column("revoked_at", Float, nullable=True),
+        Column("last_used_at", Float, nullable=True),
+        Column("rotated_to", String(32), nullable=True),
+        Index("ix_api_keys_name", "name"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -303,6 +323,7 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "leases with heartbeats", _m005_leases),
     Migration(6, "shadow experiments and their agreement counters", _m006_shadow),
     Migration(7, "canary runs", _m007_canary_runs),
+    Migration(8, "API keys", _m008_api_keys),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

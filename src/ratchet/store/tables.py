@@ -18,6 +18,7 @@ __all__ = [
     "ERROR_TYPE_LEN",
     "NAME_LEN",
     "REQUEST_ID_LEN",
+    "api_keys",
     "arm_errors",
     "arm_latency_buckets",
     "arm_outcomes",
@@ -121,6 +122,22 @@ shadow_agreement = Table(
     Column("compared", BigInteger, nullable=False, default=0),  # shadow calls where both versions answered
     Column("agreed", BigInteger, nullable=False, default=0),  # ...with the same outputs
     PrimaryKeyConstraint("signature", "version", "experiment_id", "minute", name="pk_shadow_agreement"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),  # public: the key's own prefix names it
+    Column("name", String(NAME_LEN), nullable=False),
+    Column("roles", String(200), nullable=False),  # comma-separated
+    Column("secret_sha256", String(64), nullable=False),  # of the whole key; the key itself is never stored
+    Column("created_at", Float, nullable=False),
+    Column("created_by", String(NAME_LEN), nullable=False),
+    Column("expires_at", Float, nullable=True),
+    Column("revoked_at", Float, nullable=True),
+    Column("last_used_at", Float, nullable=True),
+    Column("rotated_to", String(32), nullable=True),  # the key that replaced this one
+    Index("ix_api_keys_name", "name"),
 )
 
 request_index = Table(
