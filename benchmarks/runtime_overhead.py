@@ -32,6 +32,7 @@ from rich.table import Table
 from ratchet.config import Settings
 from ratchet.lm import CompletionAdapter, LMBundle, ScriptedEngine, ThreadedAsyncEngine
 from ratchet.serve import Runtime
+from ratchet.serve.request_ids import RequestIds
 from ratchet.store.jsonl import JsonlReadStats, iter_jsonl
 from ratchet.telemetry.writer import iter_log_files
 
@@ -108,7 +109,9 @@ def multiprocess_telemetry(home: Path, processes: int, requests: int) -> dict:
         for record in iter_jsonl(path, stats):
             rid = record.get("request_id")
             seen[rid] = seen.get(rid, 0) + 1
-    expected = {f"w{w}-{i}" for w in range(processes) for i in range(requests)}
+    ids = RequestIds.for_settings(Settings(home=home))  # the ids the workers were issued for their idempotency keys
+    expected = {ids.issue(idempotency_key=f"w{w}-{i}", caller="library", signature="classify_intent")
+                for w in range(processes) for i in range(requests)}
     return {
         "processes": processes,
         "requests_per_process": requests,

@@ -55,6 +55,7 @@ __all__ = [
     "RegistryError",
     "UnknownExperimentError",
     "UnknownProgramError",
+    "UnknownRequestError",
     "UnknownVersionError",
     "VersionError",
     "VersionIntegrityError",
@@ -126,6 +127,10 @@ class InputValidationError(DataError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class UnknownRequestError(InputValidationError):
+    """Feedback names a request id this service did not issue (forged, mistyped, or a client's own id)."""
 
 
 class InvalidTextError(InputValidationError):

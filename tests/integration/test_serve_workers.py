@@ -34,12 +34,14 @@ def test_two_workers_count_every_request_once(tmp_path: Path, ratchet_server) ->
             body = {"inputs": {"text": TEXTS[i % len(TEXTS)]}, "request_id": f"req-{i}"}
             response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json=body, timeout=60)
             assert response.status_code == 200, response.text
-            feedback = httpx.post(f"{url}/v1/feedback", json={"request_id": f"req-{i}", "score": 1.0}, timeout=30)
-            assert feedback.status_code == 202
-            return response.json()["request_id"]
+            request_id = response.json()["request_id"]  # issued by whichever worker answered: any worker accepts it
+            feedback = httpx.post(f"{url}/v1/feedback", json={"request_id": request_id, "score": 1.0}, timeout=30)
+            assert feedback.status_code == 202, feedback.text
+            return request_id
 
         with ThreadPoolExecutor(max_workers=4) as pool:
-            assert len(set(pool.map(ask, range(24)))) == 24
+            issued = set(pool.map(ask, range(24)))
+            assert len(issued) == 24
 
         for _ in range(4):  # whichever worker answers, it reports the totals of both
             text = httpx.get(f"{url}/metrics").text
@@ -51,7 +53,5 @@ def test_two_workers_count_every_request_once(tmp_path: Path, ratchet_server) ->
     stats = read_arm_stats(StateDB.connect(settings), "classify_intent")[("base", "baseline")]
     assert stats.requests == 24 and stats.quality_count == 24 and stats.quality_mean == 1.0
     records = [r for path in iter_log_files(settings.home_dir / "telemetry") for r in read_jsonl(path)[0]]
-    assert sorted(r["request_id"] for r in records if r["record"] == "interaction") == sorted(
-        f"req-{i}" for i in range(24))
-    assert sorted(r["request_id"] for r in records if r["record"] == "feedback") == sorted(
-        f"req-{i}" for i in range(24))
+    assert sorted(r["request_id"] for r in records if r["record"] == "interaction") == sorted(issued)
+    assert sorted(r["request_id"] for r in records if r["record"] == "feedback") == sorted(issued)

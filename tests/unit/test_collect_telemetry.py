@@ -245,3 +245,19 @@ def test_a_shadow_answer_is_never_a_label(tmp_path: Path, registry) -> None:
     report = collect([path], registry, tmp_path / "out")
     assert [e.values["intent"] for e in read_batch(tmp_path / "out" / "classify_intent.jsonl")] == ["card_arrival"]
     assert report.skipped["shadow_call"] == 1
+
+
+def test_one_key_labels_a_bounded_number_of_requests(tmp_path: Path, registry) -> None:
+    """Issue 13: data.max_feedback_per_key bounds how many examples one API key's feedback can label."""
+    items: list = []
+    for i in range(10):
+        items.append(call(f"k{i}", f"flood text {i}", at=i))
+        record = feedback(f"k{i}", 1.0, {"intent": "lost_or_stolen_card"}, at=i)
+        items.append({**record, "principal": "key:flood/aaaaaaaaaaaa"})
+    for i in range(3):
+        items.append(call(f"o{i}", f"other text {i}", at=100 + i))
+        items.append({**feedback(f"o{i}", 1.0, at=100 + i), "principal": "key:app/bbbbbbbbbbbb"})
+    path = write(tmp_path / "log.jsonl", items)
+    bounded = collect([path], registry, tmp_path / "bounded", max_feedback_per_key=4)
+    assert bounded.collected == 4 + 3 and bounded.counts["feedback_over_key_bound"] == 6
+    assert collect([path], registry, tmp_path / "all").collected == 13

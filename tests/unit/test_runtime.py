@@ -54,7 +54,8 @@ def test_a_call_reports_what_happened(make_runtime) -> None:
     runtime = make_runtime()
     result = runtime.call("classify_intent", {"text": "Where is my card?"}, request_id="r-1")
     assert result.success and result.outputs == {"intent": "card_arrival"}
-    assert (result.request_id, result.arm, result.version) == ("r-1", "baseline", "base")
+    assert (result.arm, result.version) == ("baseline", "base")
+    assert runtime.request_ids.issued(result.request_id) and "r-1" not in result.request_id
     assert result.tokens_in > 0 and result.tokens_out > 0
     assert result.cost_usd is None  # a scripted model has no known price
     assert result.latency_ms > 0 and result.error_type is None and not result.sampled
@@ -281,20 +282,21 @@ def test_feedback_is_accepted_for_serve_request_index_days(make_runtime) -> None
     runtime = make_runtime()
     runtime.settings.serve.request_index_days = 2.0
     now = time.time()
-    runtime.outcomes.index_request("old", "classify_intent", "base", "baseline", at=now - 2.1 * DAY)
-    runtime.outcomes.index_request("recent", "classify_intent", "base", "baseline", at=now - 1.9 * DAY)
-    late = runtime.feedback("old", 1.0)  # refused before and after the index reaches the database
+    old, recent, unseen = (runtime.request_ids.issue() for _ in range(3))
+    runtime.outcomes.index_request(old, "classify_intent", "base", "baseline", at=now - 2.1 * DAY)
+    runtime.outcomes.index_request(recent, "classify_intent", "base", "baseline", at=now - 1.9 * DAY)
+    late = runtime.feedback(old, 1.0)  # refused before and after the index reaches the database
     runtime.flush()
-    assert runtime.feedback("old", 1.0) == late
+    assert runtime.feedback(old, 1.0) == late
     assert (late.accepted, late.matched, late.arm) == (False, True, "baseline")
     assert "served 2.1 days ago" in late.reason and "2 days (serve.request_index_days)" in late.reason
-    on_time = runtime.feedback("recent", 0.5)
+    on_time = runtime.feedback(recent, 0.5)
     assert (on_time.accepted, on_time.matched, on_time.reason) == (True, True, None)
-    assert runtime.feedback("never-served", 0.5).accepted  # unknown (maybe not flushed yet): stored
+    assert runtime.feedback(unseen, 0.5).accepted  # issued, not indexed yet (another worker): stored
     stats = read_arm_stats(runtime.db, "classify_intent")[("base", "baseline")]
     assert (stats.quality_count, stats.quality_mean) == (1, 0.5)  # the late score was never stored
     runtime.settings.serve.request_index_days = 3.0
-    assert runtime.feedback("old", 1.0).accepted
+    assert runtime.feedback(old, 1.0).accepted
 
 
 def test_feedback_is_validated(make_runtime) -> None:
@@ -310,9 +312,8 @@ def test_feedback_is_validated(make_runtime) -> None:
 
 def test_counters_in_postgresql_and_sqlite(make_runtime, state_db_url: str) -> None:
     runtime = make_runtime(database_url=state_db_url)
-    for i in range(20):
-        runtime.call("classify_intent", {"text": "x"}, request_id=f"pg-{i}")
-    runtime.feedback("pg-3", 1.0)
+    ids = [runtime.call("classify_intent", {"text": "x"}, request_id=f"pg-{i}").request_id for i in range(20)]
+    runtime.feedback(ids[3], 1.0)
     runtime.flush()
     stats = read_arm_stats(StateDB(state_db_url), "classify_intent")[("base", "baseline")]
     assert stats.requests == 20 and stats.quality_count == 1
@@ -373,19 +374,24 @@ def test_request_ids_and_corrections_reach_the_state_database_redacted(make_runt
     """Issue 13: nothing a client sends as a request id or a correction is stored raw (SQLite and PostgreSQL)."""
     from sqlalchemy import select
 
+    from ratchet.errors import UnknownRequestError
     from ratchet.store.tables import feedback, request_index
 
     runtime = make_runtime(database_url=state_db_url)
     raw_id = "jane.roe@example.com"
     result = runtime.call("classify_intent", {"text": "x"}, request_id=raw_id)
-    assert result.request_id.startswith("[EMAIL]#") and raw_id not in result.request_id
+    assert runtime.request_ids.issued(result.request_id) and "@" not in result.request_id
+    retried = runtime.call("classify_intent", {"text": "x"}, request_id=raw_id)
+    assert retried.request_id == result.request_id  # an idempotency key: a retry gets the same issued id
     other = runtime.call("classify_intent", {"text": "y"}, request_id="other@example.com")
-    assert other.request_id != result.request_id  # different ids stay apart
-    assert runtime.feedback(raw_id, 1.0).matched  # the original id still finds its request
-    assert runtime.feedback(result.request_id, 0.5).matched  # and so does the one returned
-    plain = runtime.call("classify_intent", {"text": "z"}, request_id="order-42")
-    assert plain.request_id == "order-42"
-    runtime.feedback("never-served", 0.5, correction={**PII, "number": 4111111111111111, "nested": [PII["ssn"]]})
+    assert other.request_id != result.request_id  # different keys stay apart
+    elsewhere = runtime.call("classify_intent", {"text": "x"}, request_id=raw_id, caller="key:other/0123")
+    assert elsewhere.request_id != result.request_id  # one caller's key never names another caller's request
+    with pytest.raises(UnknownRequestError, match="not issued by this service"):
+        runtime.feedback(raw_id, 1.0)  # the client's own id is not a request id
+    assert runtime.feedback(result.request_id, 0.5).matched
+    runtime.feedback(runtime.request_ids.issue(), 0.5,
+                     correction={**PII, "number": 4111111111111111, "nested": [PII["ssn"]]})
     runtime.flush()
     with StateDB(state_db_url) as db, db.begin() as conn:
         stored = [*conn.execute(select(feedback)), *conn.execute(select(request_index))]

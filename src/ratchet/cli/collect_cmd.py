@@ -96,7 +96,8 @@ def telemetry(
             raise DataError(f"no telemetry logs in {directory} (is telemetry enabled and sampling calls?); "
                             "pass --log-file")
     collector = TelemetryCollector(paths, state.registry, signature=signature, min_quality_score=min_quality_score,
-                                   max_latency_ms=max_latency_ms, max_cost_usd=max_cost_usd, since=parse_since(since))
+                                   max_latency_ms=max_latency_ms, max_cost_usd=max_cost_usd, since=parse_since(since),
+                                   max_feedback_per_key=state.settings.data.max_feedback_per_key)
     _run(collector, output, "reading logs (kB)", as_json=as_json, scale=1000)
 
 

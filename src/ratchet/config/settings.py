@@ -167,6 +167,9 @@ class DataSettings(_Section):
     default_gate: GateThresholds = Field(default_factory=GateThresholds)
     archive_after_days: float = Field(90.0, gt=0)
     keep_versions: int = Field(5, ge=1)
+    max_feedback_per_key: int | None = Field(
+        None, ge=1, description="collection labels at most this many requests from one API key's feedback (none: "
+                                "no bound)")
 
     @field_validator("split_ratios")
     @classmethod
@@ -202,6 +205,10 @@ class RolloutSettings(_Section):
                                                                     "calls); requests over it are not shadowed")
     min_agreement: float = Field(0.3, ge=0, le=1, description="roll back in shadow when the candidate clearly "
                                                               "agrees with production less often than this")
+
+    max_feedback_per_key: int | None = Field(
+        None, ge=1, description="the quality trigger counts at most this many feedback scores from one API key per "
+                                "arm (none: no bound); bounds what one leaked or misbehaving key can steer")
 
     @field_validator("stages")
     @classmethod

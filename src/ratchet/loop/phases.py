@@ -54,7 +54,9 @@ def phase_collect(payload: dict[str, Any], progress: Callable[[int, int | None, 
     sources: dict[str, Any] = {}
     logs = iter_log_files(settings.home_dir / "telemetry") if (settings.home_dir / "telemetry").is_dir() else []
     if logs:
-        report = TelemetryCollector(logs, registry, signature=signature).collect(out / "telemetry", progress=progress)
+        collector = TelemetryCollector(logs, registry, signature=signature,
+                                       max_feedback_per_key=settings.data.max_feedback_per_key)
+        report = collector.collect(out / "telemetry", progress=progress)
         sources["telemetry"] = {"collected": report.collected, "target": payload["telemetry_target"],
                                 "summary": report.summary()}
     if signature in git_mappers() and payload["git_target"] > 0:

@@ -209,7 +209,8 @@ class RolloutController:
         now = time.time() if now is None else now
         stats = read_arm_stats(self.db, experiment.signature, since=experiment.created_at,
                                versions=[experiment.baseline_version, experiment.candidate_version],
-                               experiment_id=experiment.experiment_id)
+                               experiment_id=experiment.experiment_id,
+                               feedback_per_key=self.settings.rollout.max_feedback_per_key)
         baseline = stats.get((experiment.baseline_version, "baseline"), ArmStats())
         canary = [experiment_canary_check(self.db, experiment, self.settings.monitor.canary)]
         if experiment.status == "shadow":

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet.auth import PUBLIC
 from ratchet.config import Settings, load_settings, mask_urls_in_text
-from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError
+from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError, UnknownRequestError
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.auth import Authenticator, role_route
@@ -63,7 +63,8 @@ STATUS_BY_ERROR = {
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(..., min_length=1, max_length=200)
+    request_id: str = Field(..., min_length=1, max_length=200,
+                            description="the request_id a predict response returned (issued by this service)")
     score: float = Field(..., ge=0.0, le=1.0, strict=True,
                          description="quality of the answer, 0 (bad) to 1 (good): a JSON number (not a string, "
                                      "not a boolean)")
@@ -76,7 +77,9 @@ def _predict_model(spec: ProgramSpec) -> type[BaseModel]:
         f"{name}PredictRequest",
         __config__=ConfigDict(extra="forbid"),
         inputs=(spec.schema.input_model, Field(..., description=f"the input fields of {spec.name}")),
-        request_id=(str | None, Field(None, min_length=1, max_length=200)),
+        request_id=(str | None, Field(None, min_length=1, max_length=200,
+                                      description="an idempotency key: the same one always gets the same issued "
+                                                  "request_id (send that one with feedback)")),
         user_id=(str | None, Field(None, min_length=1, max_length=200,
                                    description="keeps a user on one arm of an experiment")),
     )
@@ -123,17 +126,23 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             "error": "unknown_signature", "message": f"unknown signature '{signature}'",
             "registered": registry.names()})
 
-    @app.post("/v1/feedback", status_code=202, **role_route("feedback"))
+    @app.post("/v1/feedback", status_code=202, **role_route("feedback", responses={
+        404: {"description": "request_id was not issued by this service"}}))
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
         try:
-            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction)
+            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction,
+                                             caller=request.state.principal.actor)
+        except UnknownRequestError as exc:
+            return JSONResponse(status_code=404, content={"error": "unknown_request", "field": exc.field,
+                                                          "message": str(exc)})
         except InputValidationError as exc:
             return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
                                                           "message": str(exc)})
         body_out = {"accepted": result.accepted, "matched": result.matched, "request_id": result.request_id,
-                    "signature": result.signature, "arm": result.arm, "version": result.version}
+                    "signature": result.signature, "arm": result.arm, "version": result.version,
+                    "revision": result.revision}
         if not result.accepted:
             body_out["reason"] = result.reason
         return body_out
@@ -197,7 +206,7 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
             return JSONResponse(status_code=503, content={"error": readiness.error,
                                                           "message": public_text(readiness.message or "")})
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
-                                user_id=body.user_id)
+                                user_id=body.user_id, caller=request.state.principal.actor)
         if result.error_type in CLIENT_ERRORS:
             return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
         payload = result.to_dict()

@@ -1,10 +1,11 @@
 """Feedback on served requests: validated, stored for any worker, matched to the arm that served it.
 
-The score is stored by request id (:mod:`ratchet.store.feedback`) and matched to the arm that
-served the request when quality is read, so any worker may receive it. When the request was
-sampled it also goes to telemetry; if another worker served it and has not flushed its request
-index yet, that match is retried a few seconds later. The request id and the correction are
-redacted like telemetry before anything is stored (:func:`ratchet.telemetry.request_ids.safe_request_id`).
+Only request ids this service issued are accepted (:mod:`ratchet.serve.request_ids`): anything else
+is refused before anything is stored. The score is stored by request id with who sent it, each later
+score a new revision (:mod:`ratchet.store.feedback`), and matched to the arm that served the request
+when quality is read, so any worker may receive it. When the request was sampled it also goes to
+telemetry; if another worker served it and has not flushed its request index yet, that match is
+retried a few seconds later. The correction is redacted like telemetry before anything is stored.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ratchet.config import Settings
-from ratchet.errors import InputValidationError
+from ratchet.errors import InputValidationError, UnknownRequestError
 from ratchet.programs import ProgramRegistry
 from ratchet.serve import metrics
 from ratchet.serve.deferred import Deferred
+from ratchet.serve.request_ids import RequestIds
 from ratchet.serve.result import FeedbackResult
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.telemetry.records import FeedbackRecord
 from ratchet.telemetry.redact import Redactor
-from ratchet.telemetry.request_ids import safe_request_id
 from ratchet.telemetry.sampling import Sampler
 
 __all__ = ["FeedbackIntake"]
@@ -39,8 +41,10 @@ class FeedbackIntake:
     """Receives feedback for a runtime: checks it, stores it, counts it per arm and logs it when sampled."""
 
     def __init__(self, settings: Settings, registry: ProgramRegistry, db: StateDB, outcomes: OutcomeRecorder,
-                 sampler: Sampler, submit: Callable[[dict[str, Any]], None], redactor: Redactor | None = None) -> None:
+                 sampler: Sampler, submit: Callable[[dict[str, Any]], None], redactor: Redactor | None = None,
+                 *, request_ids: RequestIds | None = None) -> None:
         self.settings = settings
+        self.request_ids = request_ids or RequestIds.for_settings(settings)
         self.redactor = redactor or Redactor(settings.telemetry.redact_patterns)
         self.registry = registry
         self.db = db
@@ -52,10 +56,12 @@ class FeedbackIntake:
     def close(self) -> None:
         self._unmatched.close()
 
-    def receive(self, request_id: str, score: float, correction: dict[str, Any] | None = None) -> FeedbackResult:
-        """Attach a 0–1 quality score (and optionally corrected outputs) to a served request.
+    def receive(self, request_id: str, score: float, correction: dict[str, Any] | None = None, *,
+                caller: str = "library") -> FeedbackResult:
+        """Attach a 0–1 quality score (and optionally corrected outputs) from ``caller`` to a served request.
 
-        The score is stored by request id and matched to the arm that served the
+        ``request_id`` must be one this service issued (``UnknownRequestError`` otherwise, nothing
+        stored). The score is stored by request id and matched to the arm that served the
         request when quality is read, so any worker may receive it. When the request
         was sampled it also goes to telemetry (if another worker served it and has not
         flushed its request index yet, that match is retried a few seconds later).
@@ -66,7 +72,9 @@ class FeedbackIntake:
             raise InputValidationError(f"score must be a number between 0 and 1, got {score!r}", field="score")
         if not isinstance(request_id, str) or not request_id:
             raise InputValidationError("request_id must be a non-empty string", field="request_id")
-        request_id = safe_request_id(self.redactor, request_id)  # as the call stored it
+        if not self.request_ids.issued(request_id):
+            raise UnknownRequestError("request_id was not issued by this service: send the request_id a predict "
+                                      "response returned", field="request_id")
         found = self.outcomes.find(request_id)
         known = found[:3] if found is not None else None
         signature, version, arm = known if known else (None, None, None)
@@ -79,14 +87,15 @@ class FeedbackIntake:
             if signature is not None and signature in self.registry:
                 correction = self.registry.get(signature).schema.validate_outputs(correction)
             correction = self.redactor.redact(correction)[0]  # stored and logged without PII
-        record_feedback(self.db, request_id, float(score), correction)
+        revision = record_feedback(self.db, request_id, float(score), correction, principal=caller)
+        sent = _Sent(request_id, float(score), correction, caller, revision, time.time())
         sampled = False
         if known is not None:
-            sampled = self._feedback_matched(known, request_id, float(score), correction)
+            sampled = self._feedback_matched(known, sent)
         else:  # served by another worker that has not flushed its request index yet: look again later
-            self._unmatched.schedule((request_id, float(score), correction, time.time()))
+            self._unmatched.schedule(sent)
         return FeedbackResult(request_id=request_id, accepted=True, matched=known is not None,
-                              signature=signature, arm=arm, version=version, sampled=sampled)
+                              signature=signature, arm=arm, version=version, sampled=sampled, revision=revision)
 
     def _feedback_too_late(self, served_at: float) -> str | None:
         """Why feedback on a request served at ``served_at`` is refused, or None while its window is open."""
@@ -97,27 +106,38 @@ class FeedbackIntake:
         return (f"the request was served {age_days:.1f} days ago; feedback is accepted for "
                 f"{window_days:g} days (serve.request_index_days)")
 
-    def _feedback_matched(self, known: tuple[str, str, str], request_id: str, score: float,
-                          correction: dict[str, Any] | None, at: float | None = None) -> bool:
+    def _feedback_matched(self, known: tuple[str, str, str], sent: _Sent) -> bool:
         """Count feedback for its arm and, when the request was sampled, log it to telemetry."""
         signature, _version, arm = known
         metrics.FEEDBACK.labels(signature, arm).inc()
-        if not self.sampler.should_sample(signature, request_id):
+        if not self.sampler.should_sample(signature, sent.request_id):
             return False
-        record = FeedbackRecord(request_id=request_id, signature=signature, score=score, correction=correction,
-                                timestamp_ms=int((at or time.time()) * 1000))
+        record = FeedbackRecord(request_id=sent.request_id, signature=signature, score=sent.score,
+                                correction=sent.correction, timestamp_ms=int(sent.at * 1000), principal=sent.caller,
+                                revision=sent.revision)
         self._submit(record.to_dict())
         return True
 
-    def _match_later(self, item: tuple[str, float, dict[str, Any] | None, float]) -> None:
-        request_id, score, correction, at = item
-        known = self.outcomes.lookup(request_id)
+    def _match_later(self, sent: _Sent) -> None:
+        known = self.outcomes.lookup(sent.request_id)
         if known is None:
             return  # never served (or pruned): the score is stored, it just matches no request
-        if correction is not None and known[0] in self.registry:
+        if sent.correction is not None and known[0] in self.registry:
             try:
-                correction = self.registry.get(known[0]).schema.validate_outputs(correction)
+                sent = replace(sent, correction=self.registry.get(known[0]).schema.validate_outputs(sent.correction))
             except InputValidationError as exc:
-                log.warning("feedback for %s: correction dropped from telemetry: %s", request_id, exc)
-                correction = None
-        self._feedback_matched(known, request_id, score, correction, at)
+                log.warning("feedback for %s: correction dropped from telemetry: %s", sent.request_id, exc)
+                sent = replace(sent, correction=None)
+        self._feedback_matched(known, sent)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One feedback as received: what telemetry logs once its request is matched."""
+
+    request_id: str
+    score: float
+    correction: dict[str, Any] | None
+    caller: str
+    revision: int
+    at: float

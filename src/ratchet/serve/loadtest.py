@@ -128,9 +128,8 @@ def run_inprocess(runtime: Runtime, spec: ProgramSpec, examples: Sequence[dspy.E
     lock = threading.Lock()
 
     def one(example: dspy.Example) -> None:
-        request_id = uuid.uuid4().hex
         user = f"user-{uuid.uuid4().hex[:12]}" if user_ids else None
-        result = runtime.call(spec.name, example.inputs().toDict(), request_id=request_id, user_id=user)
+        result = runtime.call(spec.name, example.inputs().toDict(), user_id=user)
         score = None
         if feedback_from_labels and result.success and result.outputs is not None:
             score = _score(spec, example, result.outputs)

@@ -83,3 +83,4 @@ class FeedbackResult:
     version: str | None = None
     sampled: bool = False
     reason: str | None = None  # why it was not accepted
+    revision: int | None = None  # 1 for the first feedback on the request, then one more per revision

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,7 @@ from ratchet.serve.errors import CLIENT_ERRORS, LM_FAILURES, classify_error
 from ratchet.serve.feedback import FeedbackIntake
 from ratchet.serve.fit import PromptFit, invalid_text
 from ratchet.serve.guard import InputGuard
+from ratchet.serve.request_ids import RequestIds
 from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
 from ratchet.serve.shadow import ShadowJob, ShadowRunner, outputs_agree
@@ -52,7 +52,6 @@ from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
 from ratchet.telemetry.records import InteractionLog
 from ratchet.telemetry.redact import Redactor
-from ratchet.telemetry.request_ids import safe_request_id
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
 
@@ -107,18 +106,23 @@ class Runtime:
                 self._prices[self.lms.fallback.model] = token_prices(self.settings.lm.fallback)
         self.served = ServedVersions(self.registry, self.versions, self.follower, lm_id=self.lms.model_id,
                                      adapter=self.lms.adapter_name)
+        self.request_ids = RequestIds.for_settings(self.settings)
         self._feedback = FeedbackIntake(self.settings, self.registry, self.db, self.outcomes, self.sampler,
-                                        self._submit_telemetry, self.redactor)
+                                        self._submit_telemetry, self.redactor, request_ids=self.request_ids)
         self.shadow = ShadowRunner(self._run_shadow,
                                    max_per_minute=self.settings.rollout.max_shadow_calls_per_minute)
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------------
     def call(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
-             user_id: str | None = None) -> CallResult:
-        """Serve one request synchronously. Unknown signatures raise; every other failure is in the result."""
+             user_id: str | None = None, caller: str = "library") -> CallResult:
+        """Serve one request synchronously. Unknown signatures raise; every other failure is in the result.
+
+        The result's ``request_id`` is issued here (feedback must name it); a ``request_id`` given is an
+        idempotency key of ``caller``: the same one always gets the same issued id (:mod:`ratchet.serve.request_ids`).
+        """
         started = time.perf_counter()
-        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id)
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
         if error is not None:
             return self._finish(served, ticket, values, started, error=error)
         prediction, error, fallback = None, None, False
@@ -140,10 +144,12 @@ class Runtime:
         return result
 
     async def acall(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
-                    user_id: str | None = None, timeout_s: float | None = None) -> CallResult:
-        """Serve one request on the event loop; an LM call longer than ``timeout_s`` fails with ``timeout``."""
+                    user_id: str | None = None, timeout_s: float | None = None, caller: str = "library"
+                    ) -> CallResult:
+        """Serve one request on the event loop; an LM call longer than ``timeout_s`` fails with ``timeout``
+        (request ids as in :meth:`call`)."""
         started = time.perf_counter()
-        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id)
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
         if error is not None:
             return self._finish(served, ticket, values, started, error=error)
         timeout = timeout_s if timeout_s is not None else self.settings.serve.request_timeout_s
@@ -165,10 +171,11 @@ class Runtime:
         self._offer_shadow(served, ticket, values, result)
         return result
 
-    def feedback(self, request_id: str, score: float, correction: dict[str, Any] | None = None) -> FeedbackResult:
-        """Attach a 0–1 quality score (and optionally corrected outputs) to a served request
-        (:meth:`ratchet.serve.feedback.FeedbackIntake.receive`)."""
-        return self._feedback.receive(request_id, score, correction)
+    def feedback(self, request_id: str, score: float, correction: dict[str, Any] | None = None, *,
+                 caller: str = "library") -> FeedbackResult:
+        """Attach a 0–1 quality score (and optionally corrected outputs) to a request this service issued, as
+        ``caller`` (:meth:`ratchet.serve.feedback.FeedbackIntake.receive`)."""
+        return self._feedback.receive(request_id, score, correction, caller=caller)
 
     def instrument(self, module: dspy.Module, *, signature: str, metric: Callable[..., Any] | None = None
                    ) -> Callable[..., dspy.Prediction]:
@@ -242,10 +249,10 @@ class Runtime:
         self.close()
 
     # -- the call path ------------------------------------------------------------------------
-    def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None
+    def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None, caller: str
                  ) -> tuple[ServedVersion, _Ticket, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
-        request_id = safe_request_id(self.redactor, request_id) if request_id else uuid.uuid4().hex
+        request_id = self.request_ids.issue(idempotency_key=request_id, caller=caller, signature=signature)
         state = self.follower.current()
         if self.served.routing_changed(state):
             self.served.publish_routing()

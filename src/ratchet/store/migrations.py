@@ -315,6 +315,27 @@ def _m008_api_keys(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m009_feedback_revisions(conn: Connection) -> None:
+    """Feedback says who sent it and keeps every revision: a later score on a request no longer overwrites silently."""
+    conn.execute(text("ALTER TABLE feedback ADD COLUMN principal VARCHAR(200)"))
+    conn.execute(text("ALTER TABLE feedback ADD COLUMN revision INTEGER NOT NULL DEFAULT 1"))
+    md = MetaData()
+    Table(
+        "feedback_revisions", md,
+        Column("request_id", String(200), nullable=False),
+        Column("revision", Integer, nullable=False),
+        Column("score", Float, nullable=False),
+        Column("correction", Text, nullable=True),
+        Column("principal", String(200), nullable=True),
+        Column("created_at", Float, nullable=False),
+        PrimaryKeyConstraint("request_id", "revision", name="pk_feedback_revisions"),
+        Index("ix_feedback_revisions_created_at", "created_at"),
+    )
+    md.create_all(conn, checkfirst=False)
+    conn.execute(text("INSERT INTO feedback_revisions (request_id, revision, score, correction, principal, created_at) "
+                      "SELECT request_id, 1, score, correction, NULL, created_at FROM feedback"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -324,6 +345,7 @@ MIGRATIONS: list[Migration] = [
     Migration(6, "shadow experiments and their agreement counters", _m006_shadow),
     Migration(7, "canary runs", _m007_canary_runs),
     Migration(8, "API keys", _m008_api_keys),
+    Migration(9, "feedback principals and revisions", _m009_feedback_revisions),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -27,6 +27,7 @@ __all__ = [
     "experiment_events",
     "experiments",
     "feedback",
+    "feedback_revisions",
     "leases",
     "metadata",
     "production_events",
@@ -154,11 +155,26 @@ request_index = Table(
 feedback = Table(
     "feedback",
     metadata,
-    Column("request_id", String(REQUEST_ID_LEN), primary_key=True),  # the latest score for a request wins
+    Column("request_id", String(REQUEST_ID_LEN), primary_key=True),  # the latest revision for a request
     Column("score", Float, nullable=False),  # 0..1
     Column("correction", Text, nullable=True),  # JSON object of corrected output fields
     Column("created_at", Float, nullable=False),  # epoch seconds
+    Column("principal", String(NAME_LEN), nullable=True),  # who sent it: key:<name>/<id>, local, library
+    Column("revision", Integer, nullable=False, default=1),  # 1 for the first feedback, then +1 per revision
     Index("ix_feedback_created_at", "created_at"),
+)
+
+feedback_revisions = Table(
+    "feedback_revisions",
+    metadata,
+    Column("request_id", String(REQUEST_ID_LEN), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("score", Float, nullable=False),
+    Column("correction", Text, nullable=True),
+    Column("principal", String(NAME_LEN), nullable=True),
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("request_id", "revision", name="pk_feedback_revisions"),
+    Index("ix_feedback_revisions_created_at", "created_at"),
 )
 
 experiments = Table(

@@ -177,6 +177,8 @@ class FeedbackRecord:
     score: float
     timestamp_ms: int
     correction: dict[str, Any] | None = None
+    principal: str | None = None  # who sent it (key:<name>/<id>, local, library); absent in older logs
+    revision: int = 1
 
     RECORD = "feedback"
 
@@ -189,6 +191,8 @@ class FeedbackRecord:
             "score": self.score,
             "correction": self.correction,
             "timestamp_ms": self.timestamp_ms,
+            "principal": self.principal,
+            "revision": self.revision,
         }
 
     @classmethod
@@ -211,6 +215,8 @@ class FeedbackRecord:
             score=float(score),
             timestamp_ms=timestamp_ms,
             correction=_dict(d, "correction", kind),
+            principal=_str(d, "principal", kind),
+            revision=_int(d, "revision", kind) or 1,
         )
 
 

@@ -76,7 +76,8 @@ class TelemetryCollector(Collector):
 
     def __init__(self, files: Sequence[Path], registry: ProgramRegistry, *, signature: str | None = None,
                  min_quality_score: float = 0.70, max_latency_ms: float | None = 5000.0,
-                 max_cost_usd: float | None = 0.10, since: datetime | None = None) -> None:
+                 max_cost_usd: float | None = 0.10, since: datetime | None = None,
+                 max_feedback_per_key: int | None = None) -> None:
         if not 0.0 <= min_quality_score <= 1.0:
             raise DataError(f"min quality score must be between 0 and 1, got {min_quality_score}")
         self.files = [Path(f) for f in files]
@@ -87,12 +88,13 @@ class TelemetryCollector(Collector):
         self.max_latency_ms = max_latency_ms
         self.max_cost_usd = max_cost_usd
         self.since = since
+        self.max_feedback_per_key = max_feedback_per_key
         self._since_ms = None if since is None else int(since.timestamp() * 1000)
 
     def parameters(self) -> dict[str, Any]:
         return {"files": [str(f) for f in self.files], "signature": self.signature,
                 "min_quality_score": self.min_quality_score, "max_latency_ms": self.max_latency_ms,
-                "max_cost_usd": self.max_cost_usd,
+                "max_cost_usd": self.max_cost_usd, "max_feedback_per_key": self.max_feedback_per_key,
                 "since": None if self.since is None else self.since.isoformat(timespec="seconds")}
 
     def run(self, report: CollectionReport, progress: ProgressFn) -> dict[str, list[ExampleRecord]]:
@@ -149,6 +151,7 @@ class TelemetryCollector(Collector):
     def _index_feedback(self, report: CollectionReport, progress: ProgressFn, total: int
                         ) -> dict[str, list[Any]]:
         feedback: dict[str, list[Any]] = {}  # request_id → [timestamp_ms, score, correction, matched]
+        per_key: dict[str, int] = {}  # sender → requests its feedback labels (bounded by max_feedback_per_key)
         done = 0
         for path in self.files:
             for number, raw in _lines(path, None, lambda pos, base=done: progress(base + pos, total, "feedback")):
@@ -173,6 +176,11 @@ class TelemetryCollector(Collector):
                     report.count("feedback_superseded")
                     if previous[0] > record.timestamp_ms:
                         continue
+                elif self.max_feedback_per_key is not None and record.principal is not None:
+                    if per_key.get(record.principal, 0) >= self.max_feedback_per_key:
+                        report.count("feedback_over_key_bound")
+                        continue
+                    per_key[record.principal] = per_key.get(record.principal, 0) + 1
                 feedback[record.request_id] = [record.timestamp_ms, record.score, record.correction, False]
             done += _size(path)
         return feedback

@@ -74,13 +74,16 @@ def read_arm_stats(
     until: float | None = None,
     versions: Iterable[str] | None = None,
     experiment_id: str | None = None,
+    feedback_per_key: int | None = None,
 ) -> dict[tuple[str, str], ArmStats]:
     """Each (version, arm) of ``signature`` over ``[since, until)`` (epoch seconds, widened to whole minutes).
 
     With ``experiment_id`` only the requests served within that experiment count (quality too: feedback
-    on requests served since ``since``); without it, every request of the window.
+    on requests served since ``since``); without it, every request of the window. With
+    ``feedback_per_key``, quality counts at most that many feedback rows per sender on each arm (the earliest).
     """
-    totals = _read(db, signature=signature, since=since, until=until, versions=versions, experiment_id=experiment_id)
+    totals = _read(db, signature=signature, since=since, until=until, versions=versions, experiment_id=experiment_id,
+                   feedback_per_key=feedback_per_key)
     return {(version, arm): stats for (_sig, version, arm), stats in totals.items()}
 
 
@@ -174,6 +177,7 @@ def _read(
     until: float | None,
     versions: Iterable[str] | None,
     experiment_id: str | None,
+    feedback_per_key: int | None = None,
 ) -> dict[tuple[str, str, str], ArmStats]:
     version_list = None if versions is None else [str(v) for v in versions]
     sums: dict[tuple[str, str, str], _Sums] = {}
@@ -209,14 +213,15 @@ def _read(
         for sig, version, arm, bucket, count in conn.execute(buckets):
             sums.setdefault((sig, version, arm), _Sums()).buckets[int(bucket)] = int(count)
         for sig, version, arm, n, total, total_sq in conn.execute(
-                _quality_query(signature, since, until, version_list)):
+                _quality_query(signature, since, until, version_list, feedback_per_key)):
             sums.setdefault((sig, version, arm), _Sums()).quality = (int(n), float(total or 0), float(total_sq or 0))
     return {key: value.stats() for key, value in sorted(sums.items())}
 
 
 def _quality_query(signature: str | None, since: float | None, until: float | None,
-                   versions: list[str] | None) -> Any:
-    """Feedback scores per (signature, version, arm), joined to the arm that served each request."""
+                   versions: list[str] | None, per_key: int | None = None) -> Any:
+    """Feedback scores per (signature, version, arm), joined to the arm that served each request; with
+    ``per_key``, each sender's first ``per_key`` rows per arm only."""
     ri, fb = request_index.c, feedback.c
     keys = [ri.signature, ri.version, ri.arm]
     conditions = []
@@ -229,5 +234,12 @@ def _quality_query(signature: str | None, since: float | None, until: float | No
     if until is not None:
         conditions.append(ri.created_at < until)
     joined = feedback.join(request_index, fb.request_id == ri.request_id)
-    return (select(*keys, func.count(fb.score), func.sum(fb.score), func.sum(fb.score * fb.score))
-            .select_from(joined).where(*conditions).group_by(*keys))
+    if per_key is None:
+        return (select(*keys, func.count(fb.score), func.sum(fb.score), func.sum(fb.score * fb.score))
+                .select_from(joined).where(*conditions).group_by(*keys))
+    rank = func.row_number().over(partition_by=[*keys, fb.principal], order_by=[fb.created_at, fb.request_id])
+    ranked = select(*keys, fb.score.label("score"), rank.label("rank")).select_from(joined).where(*conditions)
+    ranked_sub = ranked.subquery()
+    r = ranked_sub.c
+    return (select(r.signature, r.version, r.arm, func.count(r.score), func.sum(r.score), func.sum(r.score * r.score))
+            .where(r.rank <= per_key).group_by(r.signature, r.version, r.arm))
