@@ -133,9 +133,12 @@ def _operations(runtime: Runtime) -> list[tuple[str, str, str]]:
 
 
 def _request(url: str, method: str, path: str, key: str | None) -> httpx.Response:
-    path = path.replace("{signature}", "no_such_signature")
+    path = (path.replace("{signature}", "no_such_signature").replace("{experiment_id}", "no_such_experiment")
+            .replace("{action}", "pause"))
     body = None
-    if path.endswith("/predict"):
+    if path.startswith("/v1/experiments/"):
+        body = {"reason": "matrix"}
+    elif path.endswith("/predict"):
         body = {"inputs": {"text": "my card was stolen"}}
     elif path == "/v1/feedback":
         body = {"request_id": "r-1", "score": 1.0}
@@ -147,7 +150,8 @@ def test_auth_matrix_every_endpoint_by_every_role(server) -> None:
     with server(mode="required") as (url, runtime):
         operations = _operations(runtime)
         assert {path for _, path, _ in operations} >= {"/v1/feedback", "/v1/programs", "/metrics", "/health",
-                                                       "/ready", "/openapi.json", f"/v1/programs/{SIG}/predict"}
+                                                       "/ready", "/openapi.json", f"/v1/programs/{SIG}/predict",
+                                                       "/v1/experiments", "/v1/experiments/{experiment_id}/{action}"}
         keys = {role: create_key(runtime.db, f"k-{role}", [role], created_by="test")[0] for role in ROLES}
         checked = 0
         for method, path, needed in operations:
@@ -227,3 +231,38 @@ def test_keys_check_warns_about_old_and_unused_keys(tmp_path: Path) -> None:
     assert alerts["API Key Rotation Due"].details["keys"] == [old.key_id]
     assert alerts["API Key Unused"].details["keys"] == [idle.key_id]
     assert run.results[0].summary == {"active_keys": 3, "older_than_max_age": 1, "unused": 1}
+
+
+def test_an_operator_pauses_over_http_and_the_audit_log_names_the_key(server) -> None:
+    from ratchet.evaluation import fewshot_program
+    from ratchet.programs.versions import VersionStore
+    from ratchet.rollout import RolloutController
+
+    with server(mode="required") as (url, runtime):
+        settings = runtime.settings
+        settings.rollout.start_in_shadow = False
+        spec = runtime.registry.get(SIG)
+        store = VersionStore(settings.home_dir)
+        store.save(spec, fewshot_program(spec, 2), lm="m", adapter="a")
+        store.save(spec, fewshot_program(spec, 3), lm="m", adapter="a")
+        RolloutController(settings, runtime.registry, db=runtime.db).start(SIG, "v2", experiment_id="exp_1",
+                                                                           baseline="v1")
+        operator, op_row = create_key(runtime.db, "oncall", ["operator"], created_by="test")
+        reader, _row = create_key(runtime.db, "dash", ["read"], created_by="test")
+        listed = httpx.get(f"{url}/v1/experiments", headers={"X-API-Key": reader}).json()["experiments"]
+        assert [e["status"] for e in listed] == ["running"] and "salt" not in listed[0]
+        assert httpx.post(f"{url}/v1/experiments/exp_1/pause", headers={"X-API-Key": reader}).status_code == 403
+        paused = httpx.post(f"{url}/v1/experiments/exp_1/pause", json={"reason": "looks odd"},
+                            headers={"X-API-Key": operator})
+        assert paused.status_code == 200 and paused.json()["experiment"]["status"] == "paused"
+        again = httpx.post(f"{url}/v1/experiments/exp_1/promote", headers={"X-API-Key": operator})
+        assert again.status_code in (200, 409)
+        no_reason = httpx.post(f"{url}/v1/experiments/exp_1/rollback", headers={"X-API-Key": operator})
+        assert no_reason.status_code == 422 and no_reason.json()["field"] == "reason"
+        missing = httpx.post(f"{url}/v1/experiments/nope/resume", headers={"X-API-Key": operator})
+        assert missing.status_code == 404 and missing.json()["error"] == "unknown_experiment"
+        assert RolloutController(settings, runtime.registry, db=runtime.db).store.get("exp_1").status in (
+            "paused", "promoted")
+        [entry] = [e for e in read_entries(settings.home_dir, action="experiment.pause")]
+        assert entry["actor"] == f"key:oncall/{op_row.key_id}" and entry["source"] == "http"
+        assert entry["client"] == "127.0.0.1" and entry["outcome"] == "ok"

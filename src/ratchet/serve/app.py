@@ -37,6 +37,7 @@ from ratchet.serve import metrics
 from ratchet.serve.auth import Authenticator, role_route
 from ratchet.serve.body_limit import BodyLimitMiddleware
 from ratchet.serve.errors import CLIENT_ERRORS
+from ratchet.serve.experiments_api import add_experiment_routes
 from ratchet.serve.http_errors import install_error_handlers, public_text
 from ratchet.serve.readiness import Readiness
 from ratchet.serve.runtime import Runtime
@@ -115,6 +116,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     for spec in registry:
         _add_predict_route(app, spec)
+    add_experiment_routes(app)
 
     @app.get("/openapi.json", include_in_schema=False, **role_route("read"))
     async def openapi() -> JSONResponse:
