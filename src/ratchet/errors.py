@@ -17,12 +17,16 @@ The hierarchy::
     ├── DataError                   unusable examples or data files
     │   ├── InputValidationError        inputs do not match a program's schema
     │   │   ├── InvalidTextError            an input is not valid text (e.g. a lone surrogate)
-    │   │   └── InputTooLongError           the rendered prompt does not fit the model's context
+    │   │   ├── InputTooLongError           the rendered prompt does not fit the model's context
+    │   │   └── FieldTooLongError           an input field is longer than [limits] allows
     │   └── InjectionBlockedError       an input broke a rule of the injection guard in block mode
     ├── ExperimentError             A/B experiments
     │   ├── UnknownExperimentError      no experiment with that id
     │   ├── IllegalTransitionError      e.g. promoting a rolled-back experiment
     │   └── ConcurrentChangeError       someone else changed the experiment first
+    ├── LimitError                  a serving limit refused a request (never the arm's failure)
+    │   ├── OverloadedError             every LM call slot stayed taken for serve.queue_wait_s
+    │   └── RateLimitedError            a client sent more requests than [limits] allows
     ├── DeliveryError               an alert channel could not deliver an alert
     └── BackupError                 a backup cannot be written, or an archive is damaged, unsafe or refused
 
@@ -42,16 +46,20 @@ __all__ = [
     "DeliveryError",
     "DuplicateProgramError",
     "ExperimentError",
+    "FieldTooLongError",
     "IllegalTransitionError",
     "InjectionBlockedError",
     "InputTooLongError",
     "InputValidationError",
     "InvalidProgramError",
     "InvalidTextError",
+    "LimitError",
     "ModelError",
     "ModelNotAvailableError",
     "OutputParseError",
+    "OverloadedError",
     "RatchetError",
+    "RateLimitedError",
     "RegistryError",
     "UnknownExperimentError",
     "UnknownProgramError",
@@ -147,6 +155,16 @@ class InputTooLongError(InputValidationError):
         self.limit = limit
 
 
+class FieldTooLongError(InputValidationError):
+    """An input field (or a feedback correction) has more characters than ``[limits]`` allows: ``length`` of
+    ``limit`` (a non-string value is measured by its JSON form)."""
+
+    def __init__(self, field: str, *, length: int, limit: int) -> None:
+        super().__init__(f"field '{field}' has {length} characters; at most {limit} are accepted", field=field)
+        self.length = length
+        self.limit = limit
+
+
 class InjectionBlockedError(DataError):
     """An input field broke an injection-guard rule (``rule``, the reason code) in block mode: the request was
     refused before any LM call."""
@@ -171,6 +189,22 @@ class IllegalTransitionError(ExperimentError):
 
 class ConcurrentChangeError(ExperimentError):
     """The experiment changed between reading and writing it (another monitor or operator acted first)."""
+
+
+class LimitError(RatchetError):
+    """A serving limit refused a request before the program ran; ``retry_after_s`` says when to try again."""
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OverloadedError(LimitError):
+    """Every slot for LM calls (``serve.max_concurrent_calls``) stayed taken for ``serve.queue_wait_s``."""
+
+
+class RateLimitedError(LimitError):
+    """A client (an API key, or an address without keys) sent more requests than ``[limits]`` allows."""
 
 
 class DeliveryError(RatchetError):

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ratchet.config.limits import LimitsSettings
 from ratchet.guard.rules import select_rules
 
 __all__ = [
@@ -234,6 +235,11 @@ class ServeSettings(_Section):
         "off", description="DSPy's response cache while serving: off, or an in-memory LRU (never on disk)")
     lm_cache_entries: int = Field(1000, ge=1, le=100_000,
                                   description="answers the memory cache keeps per process (least recently used go)")
+    max_concurrent_calls: int = Field(
+        0, ge=0, le=10_000, description="program calls running at once per process; 0 = auto: 4 × lm.local.pool_size "
+                                        "with the embedded model, 64 otherwise")
+    queue_wait_s: float = Field(1.0, ge=0, le=60, description="a request waits this long for a call slot, then answers "
+                                                             "503 overloaded")
 
 
 class AuthSettings(_Section):
@@ -495,6 +501,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
 
     _config_file: Path | None = PrivateAttr(None)
 

@@ -4,11 +4,15 @@ Every registered program gets ``POST /v1/programs/<signature>/predict`` with its
 own request schema (so ``/openapi.json`` documents each program's fields). Status
 codes: 422 invalid input or text that is not valid (lone surrogates, a body that is not UTF-8),
 naming the field, 400 input refused by the injection guard (``{"error": "injection_blocked",
-"reason": <rule>, …}``), 404 unknown signature, 413 body too large or an input whose prompt does
-not fit the model's context (``input_too_long``, naming the field), 504 LM timeout, 502 LM failure
-or unparsable answer, 503 model not available here, 500 anything else. Every error body is
-``{"error": <type>, "message": …}`` (plus ``field`` where one is to blame); none holds a traceback.
-Requests refused for what they hold are the client's errors: see :data:`ratchet.serve.errors.CLIENT_ERRORS`.
+"reason": <rule>, …}``), 404 unknown signature, 413 body too large, an input field longer than
+``[limits]`` allows (``field_too_long``, naming the field and its ``limit``) or an input whose prompt
+does not fit the model's context (``input_too_long``), 429 over the client's rate (``rate_limited``,
+with ``Retry-After``), 503 every call slot taken (``overloaded``, with ``Retry-After``) or model not
+available here, 504 LM timeout, 502 LM failure or unparsable answer, 500 anything else. Every error
+body is ``{"error": <type>, "message": …}`` (plus ``field`` where one is to blame) or, for a failed
+program call, the call's result with ``error_type`` and a fixed ``error`` message; none holds
+exception text or a traceback (the log has them, with the request id). Requests refused before the
+program ran are never the arm's failures: see :data:`ratchet.serve.errors.REFUSALS`.
 
 The server answers ``/health`` (alive) as soon as it listens and warms up in the
 background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
@@ -31,7 +35,15 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet.auth import PUBLIC
 from ratchet.config import Settings, load_settings, mask_urls_in_text
-from ratchet.errors import InjectionBlockedError, InputTooLongError, InputValidationError, UnknownRequestError
+from ratchet.errors import (
+    FieldTooLongError,
+    InjectionBlockedError,
+    InputTooLongError,
+    InputValidationError,
+    LimitError,
+    OverloadedError,
+    UnknownRequestError,
+)
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.auth import Authenticator, role_route
@@ -39,7 +51,9 @@ from ratchet.serve.body_limit import BodyLimitMiddleware
 from ratchet.serve.errors import CLIENT_ERRORS
 from ratchet.serve.experiments_api import add_experiment_routes
 from ratchet.serve.http_errors import install_error_handlers, public_text
+from ratchet.serve.rate_limit import RateLimiter, client_of
 from ratchet.serve.readiness import Readiness
+from ratchet.serve.result import CallResult
 from ratchet.serve.runtime import Runtime
 from ratchet.version import __version__
 
@@ -50,8 +64,10 @@ log = logging.getLogger(__name__)
 STATUS_BY_ERROR = {
     "invalid_request": 422,
     "invalid_text": 422,
+    "field_too_long": 413,
     "input_too_long": 413,
     "injection_blocked": 400,
+    "overloaded": 503,
     "timeout": 504,
     "rate_limit": 502,
     "lm_error": 502,
@@ -111,6 +127,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   "Send an API key (`ratchet keys create`) as X-API-Key or Authorization: Bearer; each operation "
                   "names the role it needs in `x-ratchet-role`.")
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
+    app.state.limiter = RateLimiter(settings.limits)
 
     install_error_handlers(app)
 
@@ -133,6 +150,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
+        refused = _over_rate(request, "feedback") or rt.field_limits.check_correction(body.correction)
+        if refused is not None:
+            return _limit_refusal(refused)
         try:
             result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction,
                                              caller=request.state.principal.actor)
@@ -204,6 +224,9 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
     async def predict(body, request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.runtime
         readiness: Readiness = request.app.state.readiness
+        limited = _over_rate(request, "predict")
+        if limited is not None:
+            return _limit_refusal(limited)
         if readiness.error == "model_not_available":
             return JSONResponse(status_code=503, content={"error": readiness.error,
                                                           "message": public_text(readiness.message or "")})
@@ -211,9 +234,12 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
                                 user_id=body.user_id, caller=request.state.principal.actor)
         if result.error_type in CLIENT_ERRORS:
             return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
+        if isinstance(result.exception, LimitError):  # overloaded: no call slot freed in time
+            return _limit_refusal(result.exception, result.request_id)
         payload = result.to_dict()
         if result.success:
             return JSONResponse(status_code=200, content=payload)
+        _log_failure(result)
         status = STATUS_BY_ERROR.get(result.error_type or "internal", 500)
         return JSONResponse(status_code=status, content=payload)
 
@@ -222,17 +248,54 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
              **role_route("predict", responses={
                  400: {"description": "input refused by the injection guard"},
-                 413: {"description": "body too large, or an input too long for the model's context"},
-                 422: {"description": "invalid input"}, 502: {"description": "LM failure"},
-                 503: {"description": "the model cannot run on this machine"},
+                 413: {"description": "body too large, an input field over its [limits] length, or an input too "
+                                      "long for the model's context"},
+                 422: {"description": "invalid input"},
+                 429: {"description": "over the client's rate ([limits]); Retry-After says when to retry"},
+                 502: {"description": "LM failure"},
+                 503: {"description": "every call slot taken (overloaded; Retry-After), or the model cannot run "
+                                      "on this machine"},
                  504: {"description": "LM timeout"}}))(predict)
 
 
 def _public(warm_up: dict[str, Any]) -> dict[str, Any]:
-    """The warm-up report without file paths (the log has them)."""
-    if warm_up.get("message"):
+    """The warm-up report without file paths, nor the text of an unexpected exception (the log has both)."""
+    if warm_up.get("error") == "warm_up_failed":
+        warm_up["message"] = "warm-up failed; the server log has the details"
+    elif warm_up.get("message"):  # model_not_available: Ratchet's own explanation of what to change
         warm_up["message"] = public_text(str(warm_up["message"]))
     return warm_up
+
+
+def _over_rate(request: Request, endpoint: str) -> LimitError | None:
+    """The refusal when the request's client is over its ``[limits]`` rate (counted either way)."""
+    limiter: RateLimiter = request.app.state.limiter
+    return limiter.check(client_of(request), endpoint)
+
+
+def _limit_refusal(exc: LimitError | FieldTooLongError, request_id: str | None = None) -> JSONResponse:
+    """429 ``rate_limited`` or 503 ``overloaded`` with ``Retry-After``; 413 ``field_too_long`` for a correction."""
+    if isinstance(exc, FieldTooLongError):
+        return JSONResponse(status_code=413, content={"error": "field_too_long", "field": exc.field,
+                                                      "limit": exc.limit, "length": exc.length, "message": str(exc)})
+    overloaded = isinstance(exc, OverloadedError)
+    content: dict[str, Any] = {"error": "overloaded" if overloaded else "rate_limited", "message": str(exc),
+                               "retry_after_s": exc.retry_after_s}
+    if request_id is not None:
+        content["request_id"] = request_id
+    return JSONResponse(status_code=503 if overloaded else 429, content=content,
+                        headers={"Retry-After": str(exc.retry_after_s)})
+
+
+def _log_failure(result: CallResult) -> None:
+    """Log a failed call's exception (text and traceback) under its request id: the client reads a fixed message."""
+    level = logging.ERROR if result.error_type in ("internal", "version_unavailable") else logging.WARNING
+    exc = result.exception
+    log.log(level, "request %s: %s %s (%s arm) failed: %s: %s", result.request_id, result.signature, result.version,
+            result.arm, result.error_type, result.error,
+            exc_info=(type(exc), exc, exc.__traceback__) if exc is not None else None,
+            extra={"event": "call_failed", "request_id": result.request_id, "signature": result.signature,
+                   "error_type": result.error_type})
 
 
 def _refused(error_type: str, exc: BaseException | None, request_id: str) -> JSONResponse:
@@ -243,6 +306,8 @@ def _refused(error_type: str, exc: BaseException | None, request_id: str) -> JSO
         content["reason"] = exc.rule
     if isinstance(exc, InputTooLongError):
         content.update(tokens=exc.tokens, limit=exc.limit)
+    if isinstance(exc, FieldTooLongError):
+        content.update(limit=exc.limit, length=exc.length)
     return JSONResponse(status_code=STATUS_BY_ERROR.get(error_type, 422), content=content)
 
 
@@ -253,8 +318,10 @@ def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
     try:
         rt.db.ping()
         checks["state_db"] = {"ok": True, "dialect": rt.db.dialect}
-    except Exception as exc:
-        checks["state_db"] = {"ok": False, "detail": mask_urls_in_text(f"{type(exc).__name__}: {exc}")[:300]}
+    except Exception as exc:  # the kind of error only: its text may name hosts, users and paths (logged instead)
+        log.warning("readiness: the state database is not reachable: %s", mask_urls_in_text(str(exc)))
+        checks["state_db"] = {"ok": False, "detail": f"not reachable ({type(exc).__name__}; the server log has "
+                                                     "the details)"}
     checks["telemetry"] = _writable(rt.telemetry.directory)
     stats = rt.telemetry.stats()
     checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
@@ -262,9 +329,8 @@ def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
     follower = rt.follower
     checks["routing"] = {"ok": follower.last_error is None, "version": follower.current().version,
                          "file_repairs": follower.repairs}
-    if follower.last_error is not None:
-        checks["routing"]["detail"] = ("serving the last verified state: "
-                                       + public_text(mask_urls_in_text(follower.last_error))[:300])
+    if follower.last_error is not None:  # its text is in the log (the follower logs each failed read)
+        checks["routing"]["detail"] = "serving the last verified state: the routing state cannot be read now"
     return checks
 
 

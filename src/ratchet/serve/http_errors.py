@@ -3,7 +3,8 @@
 FastAPI's own answers (``{"detail": …}``) are reshaped here: request validation errors become
 ``invalid_request`` naming the field, a body that is not valid UTF-8 becomes ``invalid_text``
 (422), other HTTP errors keep their status with a type derived from it, and an unexpected
-exception is logged with its traceback and answered ``internal`` (500) without its text.
+exception is logged with its traceback under a new request id and answered ``internal`` (500) with that id,
+never its text.
 :func:`public_text` takes absolute file paths out of text a client may read.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request
@@ -73,5 +75,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _internal(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error answering %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse(status_code=500, content={"error": "internal", "message": "internal error (logged)"})
+    request_id = uuid.uuid4().hex  # names the log entry: the client never reads the exception's text
+    log.error("request %s: unhandled error answering %s %s", request_id, request.method, request.url.path,
+              exc_info=exc, extra={"event": "unhandled_error", "request_id": request_id})
+    return JSONResponse(status_code=500, content={
+        "error": "internal", "message": "internal error; the server log has the details under this request_id",
+        "request_id": request_id})

@@ -34,6 +34,7 @@ __all__ = [
     "FEEDBACK",
     "INJECTION_DETECTED",
     "MODULE_VERSION",
+    "RATE_LIMITED",
     "REDACTIONS",
     "REJECTED",
     "REQUESTS",
@@ -91,16 +92,21 @@ SHADOW_CALLS = Counter("ratchet_shadow_calls_total",
                        ("signature", "version", "outcome"))
 SHADOW_SKIPPED = Counter("ratchet_shadow_skipped_total",
                          "Requests chosen for shadow but not run, by reason: rate_limit "
-                         "(rollout.max_shadow_calls_per_minute) or queue_full.", ("signature", "reason"))
+                         "(rollout.max_shadow_calls_per_minute), queue_full, or busy (no free call slot: "
+                         "serve.max_concurrent_calls).", ("signature", "reason"))
 SHADOW_DURATION = Histogram("ratchet_shadow_duration_seconds", "Latency of candidate calls in shadow.",
                             ("signature",), buckets=LATENCY_BUCKETS)
 INJECTION_DETECTED = Counter("ratchet_injection_detected_total",
                              "Inputs that broke an injection-guard rule, by rule (reason code) and action: block "
                              "(refused with 400) or flag (served, counted).", ("signature", "rule", "action"))
 REJECTED = Counter("ratchet_rejected_requests_total",
-                   "Requests refused before the program ran because of what they hold (invalid_request, invalid_text, "
-                   "input_too_long, injection_blocked): the client's errors, never counted as the arm's requests or "
-                   "failures.", ("signature", "arm", "reason"))
+                   "Requests refused before the program ran: because of what they hold (invalid_request, invalid_text, "
+                   "field_too_long, input_too_long, injection_blocked: the client's errors) or because every call slot "
+                   "was taken (overloaded); never counted as the arm's requests or failures.",
+                   ("signature", "arm", "reason"))
+RATE_LIMITED = Counter("ratchet_rate_limited_total",
+                       "Requests refused with 429 by the per-client rate limits ([limits]), by endpoint (predict, "
+                       "feedback) and API key name (anonymous: a client known by its address).", ("endpoint", "key"))
 EXPERIMENT_SHARE = Gauge("ratchet_experiment_candidate_share", "Candidate traffic share in the routing state.",
                          ("signature",), multiprocess_mode="livemax")
 

@@ -8,6 +8,7 @@ from typing import Any
 import dspy
 
 from ratchet.routing import Arm
+from ratchet.serve.errors import REFUSALS, public_message
 
 __all__ = ["CallResult", "FeedbackResult"]
 
@@ -17,11 +18,13 @@ class CallResult:
     """The outcome of :meth:`ratchet.Runtime.call`.
 
     ``success`` is False when the call failed; ``error_type`` then says how
-    (``invalid_request``, ``invalid_text``, ``input_too_long``, ``injection_blocked``, ``timeout``,
-    ``rate_limit``, ``lm_error``, ``parse_error``, ``version_unavailable`` or ``internal``) and
-    ``exception`` holds the error. The first four are the client's errors, refused before the program
-    ran (:data:`ratchet.serve.errors.CLIENT_ERRORS`): not counted as the arm's request (nor its
-    failure), indexed or sampled, only in ``ratchet_rejected_requests_total``.
+    (``invalid_request``, ``invalid_text``, ``field_too_long``, ``input_too_long``, ``injection_blocked``,
+    ``overloaded``, ``timeout``, ``rate_limit``, ``lm_error``, ``parse_error``, ``version_unavailable`` or
+    ``internal``), ``error`` is the exception's text and ``exception`` the error. The first six were refused
+    before the program ran (:data:`ratchet.serve.errors.REFUSALS`: the client's errors, and no free call slot):
+    not counted as the arm's request (nor its failure), indexed or sampled, only in
+    ``ratchet_rejected_requests_total``. :meth:`to_dict` is what a client may read: for the other types its
+    ``error`` is a fixed message (:func:`ratchet.serve.errors.public_message`), never the exception's text.
     """
 
     request_id: str
@@ -53,6 +56,7 @@ class CallResult:
         return self
 
     def to_dict(self) -> dict[str, Any]:
+        """The result as a client may read it (no exception text but the refusals' own messages)."""
         return {
             "request_id": self.request_id,
             "signature": self.signature,
@@ -67,8 +71,14 @@ class CallResult:
             "sampled": self.sampled,
             "fallback_used": self.fallback_used,
             "error_type": self.error_type,
-            "error": self.error,
+            "error": None if self.success else self.public_error(),
         }
+
+    def public_error(self) -> str:
+        """What a client reads about this failure: a refusal's own message, else the fixed text of its type."""
+        if self.error_type in REFUSALS and self.error is not None:
+            return self.error
+        return public_message(self.error_type)
 
 
 @dataclass

@@ -30,7 +30,7 @@ from typing import Any
 import dspy
 
 from ratchet.config import Settings, load_settings
-from ratchet.errors import InputValidationError, ModelNotAvailableError, VersionError
+from ratchet.errors import InputValidationError, OverloadedError, VersionError
 from ratchet.lm.cache import serving_caches
 from ratchet.lm.pricing import TokenPrices, token_prices
 from ratchet.lm.setup import LMBundle, build_lms, configure_dspy
@@ -38,8 +38,10 @@ from ratchet.programs import ProgramRegistry, load_programs
 from ratchet.programs.versions import VersionStore
 from ratchet.routing import ROUTING_FILENAME, choose_arm, shadows
 from ratchet.serve import metrics
-from ratchet.serve.errors import CLIENT_ERRORS, LM_FAILURES, classify_error
+from ratchet.serve.call_gate import CallGate, call_limit
+from ratchet.serve.errors import LM_FAILURES, REFUSALS, classify_error
 from ratchet.serve.feedback import FeedbackIntake
+from ratchet.serve.field_limits import FieldLimits
 from ratchet.serve.fit import PromptFit, invalid_text
 from ratchet.serve.guard import InputGuard
 from ratchet.serve.request_ids import RequestIds
@@ -47,6 +49,7 @@ from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
 from ratchet.serve.shadow import ShadowJob, ShadowRunner, outputs_agree
 from ratchet.serve.state_follower import StateFollower
+from ratchet.serve.warm_up import warm_up
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
@@ -88,6 +91,9 @@ class Runtime:
         self.redactor = Redactor(self.settings.telemetry.redact_patterns)
         self.guard = InputGuard(self.settings.guard, redact=lambda text: self.redactor.redact_text(text)[0])
         self.fit = PromptFit(self.lms)
+        self.field_limits = FieldLimits(self.settings.limits)
+        self.gate = CallGate(call_limit(self.settings, embedded=self.lms.engine is not None),
+                             self.settings.serve.queue_wait_s)
         telemetry = self.settings.telemetry
         self.telemetry = TelemetryWriter(home / "telemetry", max_file_mb=telemetry.max_file_mb,
                                          max_age_days=telemetry.max_age_days,
@@ -109,7 +115,7 @@ class Runtime:
         self.request_ids = RequestIds.for_settings(self.settings)
         self._feedback = FeedbackIntake(self.settings, self.registry, self.db, self.outcomes, self.sampler,
                                         self._submit_telemetry, self.redactor, request_ids=self.request_ids)
-        self.shadow = ShadowRunner(self._run_shadow,
+        self.shadow = ShadowRunner(self._run_shadow_if_free,
                                    max_per_minute=self.settings.rollout.max_shadow_calls_per_minute)
         self._closed = False
 
@@ -125,19 +131,11 @@ class Runtime:
         served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
         if error is not None:
             return self._finish(served, ticket, values, started, error=error)
-        prediction, error, fallback = None, None, False
         try:
-            with dspy.context(lm=self.lms.task, adapter=self.lms.adapter, track_usage=True):
-                prediction = served.module(**values)
-        except Exception as exc:
-            error = exc
-        if error is not None and self._can_fall_back(error):
-            fallback = True
-            try:
-                with dspy.context(lm=self.lms.fallback, adapter=self.lms.fallback_adapter, track_usage=True):
-                    prediction, error = served.module(**values), None
-            except Exception as exc:
-                error = exc
+            with self.gate.slot():
+                prediction, error, fallback = self._answer(served, values)
+        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
+            return self._finish(served, ticket, values, started, error=busy)
         result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
                               fallback=fallback)
         self._offer_shadow(served, ticket, values, result)
@@ -153,19 +151,11 @@ class Runtime:
         if error is not None:
             return self._finish(served, ticket, values, started, error=error)
         timeout = timeout_s if timeout_s is not None else self.settings.serve.request_timeout_s
-        prediction, error, fallback = None, None, False
         try:
-            prediction = await self._run_async(served.module, values, self.lms.task, self.lms.adapter, timeout)
-        except Exception as exc:
-            error = exc
-        if error is not None and self._can_fall_back(error):
-            fallback = True
-            try:
-                prediction = await self._run_async(served.module, values, self.lms.fallback,
-                                                   self.lms.fallback_adapter, timeout)
-                error = None
-            except Exception as exc:
-                error = exc
+            async with self.gate.aslot():
+                prediction, error, fallback = await self._answer_async(served, values, timeout)
+        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
+            return self._finish(served, ticket, values, started, error=busy)
         result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
                               fallback=fallback)
         self._offer_shadow(served, ticket, values, result)
@@ -185,41 +175,9 @@ class Runtime:
         return instrument(module, signature=signature, metric=metric, runtime=self)
 
     def warm_up(self, on_phase: Callable[[str], None] | None = None) -> list[tuple[str, str, str]]:
-        """Get ready to serve: self-test and load the model, load every program version that serves now.
-
-        With the embedded model each of those versions also answers one request on neutral inputs (not
-        counted, not sampled), so its prompt prefix sits in a llama.cpp context cache and the first
-        real request costs what later ones do. ``on_phase`` hears ``model`` then ``programs``.
-        Returns the (signature, arm, version) triples warmed. Raises ``ModelNotAvailableError``
-        when the model cannot run here.
-        """
-        report = on_phase or (lambda phase: None)
-        report("model")
-        self.lms.warm_up()
-        report("programs")
-        state = self.follower.current()
-        warmed: list[tuple[str, str, str]] = []
-        for spec in self.registry:
-            for arm, version in self.served.serving_now(spec.name, state):
-                try:
-                    served = self.served.get(spec, version, arm)
-                except VersionError as exc:  # /ready reports it; the other programs still warm up
-                    log.error("cannot load %s %s for the %s arm: %s", spec.name, version, arm, exc)
-                    continue
-                if self.lms.engine is not None:
-                    self._warm_prompt(served)
-                warmed.append((spec.name, arm, version))
-        return warmed
-
-    def _warm_prompt(self, served: ServedVersion) -> None:
-        """Run a version once on neutral inputs so the model caches its prompt prefix (outcome ignored)."""
-        try:
-            with dspy.context(lm=self.lms.task, adapter=self.lms.adapter):
-                served.module(**served.spec.schema.neutral_inputs())
-        except ModelNotAvailableError:
-            raise
-        except Exception as exc:  # a neutral input may well not parse: the prefix is cached all the same
-            log.debug("warm-up call of %s %s: %s", served.spec.name, served.version, exc)
+        """Get ready to serve (:func:`ratchet.serve.warm_up.warm_up`): the (signature, arm, version) triples warmed;
+        raises ``ModelNotAvailableError`` when the model cannot run here."""
+        return warm_up(self.lms, self.registry, self.served, self.follower.current(), on_phase)
 
     @property
     def model_loaded(self) -> bool:
@@ -283,9 +241,39 @@ class Runtime:
             values = spec.schema.validate_inputs(inputs)
         except InputValidationError as exc:
             return served, ticket, inputs if isinstance(inputs, dict) else {}, exc
-        refused = (invalid_text(values) or self.guard.screen(signature, values, request_id)
+        refused = (self.field_limits.check(signature, values) or invalid_text(values)
+                   or self.guard.screen(signature, values, request_id)
                    or self.fit.check(served.module, values, spec.schema.neutral_inputs))
         return served, ticket, values, refused
+
+    def _answer(self, served: ServedVersion, values: dict[str, Any]
+                ) -> tuple[dspy.Prediction | None, BaseException | None, bool]:
+        """Run the program on the task LM, then on the fallback LM when that may help: (prediction, error, fallback)."""
+        try:
+            with dspy.context(lm=self.lms.task, adapter=self.lms.adapter, track_usage=True):
+                return served.module(**values), None, False
+        except Exception as exc:
+            if not self._can_fall_back(exc):
+                return None, exc, False
+        try:
+            with dspy.context(lm=self.lms.fallback, adapter=self.lms.fallback_adapter, track_usage=True):
+                return served.module(**values), None, True
+        except Exception as exc:
+            return None, exc, True
+
+    async def _answer_async(self, served: ServedVersion, values: dict[str, Any], timeout: float
+                            ) -> tuple[dspy.Prediction | None, BaseException | None, bool]:
+        """:meth:`_answer` on the event loop, each LM's attempt bounded by ``timeout``."""
+        try:
+            return await self._run_async(served.module, values, self.lms.task, self.lms.adapter, timeout), None, False
+        except Exception as exc:
+            if not self._can_fall_back(exc):
+                return None, exc, False
+        try:
+            return (await self._run_async(served.module, values, self.lms.fallback, self.lms.fallback_adapter,
+                                          timeout), None, True)
+        except Exception as exc:
+            return None, exc, True
 
     async def _run_async(self, module: dspy.Module, values: dict[str, Any], lm: dspy.LM, adapter: dspy.Adapter,
                          timeout: float) -> dspy.Prediction:
@@ -312,7 +300,7 @@ class Runtime:
         tokens_in, tokens_out = _usage(prediction)
         cost = self._cost(model, prediction, tokens_in, tokens_out)
         error_type = classify_error(error) if error is not None else None
-        if error_type in CLIENT_ERRORS:  # refused before the program ran: the client's doing, not the arm's
+        if error_type in REFUSALS:  # refused before the program ran (the client's doing, or no slot): not the arm's
             metrics.REJECTED.labels(signature, arm, error_type).inc()
             return CallResult(request_id=request_id, signature=signature, version=version, arm=arm, success=False,
                               latency_ms=latency_s * 1000, error_type=error_type, error=str(error), exception=error)
@@ -360,6 +348,11 @@ class Runtime:
         self.shadow.offer(ShadowJob(spec=served.spec, version=ticket.shadow_version,
                                     experiment_id=ticket.experiment_id, request_id=ticket.request_id,
                                     values=values, answered=result.outputs if result.success else None))
+
+    def _run_shadow_if_free(self, job: ShadowJob) -> None:
+        """Shadow calls take only a free call slot: requests come first (skipped ones count as ``busy``)."""
+        if not self.gate.run_if_free(self._run_shadow, job):
+            metrics.SHADOW_SKIPPED.labels(job.spec.name, "busy").inc()
 
     def _run_shadow(self, job: ShadowJob) -> None:
         """Run the candidate on a served request's inputs (on the shadow runner's thread); count, compare, log."""
