@@ -1,8 +1,8 @@
 """Per-client rate limits of the HTTP API: a token bucket per client, per serving process (``[limits]``).
 
 A client is its API key when the request was authenticated (``request.state.principal``, with
-``key_id`` and ``name``), else its address (``request.client.host``: behind a reverse proxy, run
-uvicorn with ``--forwarded-allow-ips`` so that it is the client's, not the proxy's). Each bucket
+``key_id`` and ``name``), else its address (``request.client.host``: behind a reverse proxy on another
+host, set ``FORWARDED_ALLOW_IPS`` to the proxy's address so that it is the client's, not the proxy's). Each bucket
 holds up to ``burst`` tokens and gains ``requests_per_minute / 60`` a second; a request takes one,
 and a request that finds less than one is refused with ``retry_after_s`` = the seconds until the
 next token (:class:`~ratchet.errors.RateLimitedError`, HTTP 429). ``[limits.keys.<name>]`` sets
