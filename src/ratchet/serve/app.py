@@ -227,9 +227,9 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
         limited = _over_rate(request, "predict")
         if limited is not None:
             return _limit_refusal(limited)
-        if readiness.error == "model_not_available":
+        if readiness.error == "model_not_available":  # why (CPU, build, file) is for operators: /ready and the log
             return JSONResponse(status_code=503, content={"error": readiness.error,
-                                                          "message": public_text(readiness.message or "")})
+                                                          "message": "the model cannot run on this server"})
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
                                 user_id=body.user_id, caller=request.state.principal.actor)
         if result.error_type in CLIENT_ERRORS:
