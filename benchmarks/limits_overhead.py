@@ -3,9 +3,10 @@
     python benchmarks/limits_overhead.py [--requests 2000] [--calls 20000] [--out FILE.json]
 
 (a) End to end: two real uvicorn servers in this process with the same scripted (instant) LM, one with
-    the limits on (per-client token bucket at a rate this client never reaches, call gate, field lengths),
-    one with them off (rate 0, a gate and field check that do nothing); requests alternate between them, one at a time, so both see
-    the same machine noise. Median and p99 latency of ``POST /v1/programs/classify_intent/predict``.
+    the limits on (per-client token bucket at a rate this client never reaches, call gate, field
+    lengths), one with them off (rate 0, a gate and field check that do nothing); requests alternate
+    between them, one at a time, so both see the same machine noise. Median and p99 latency of
+    ``POST /v1/programs/classify_intent/predict``.
 (b) Each part alone, each call timed by itself (``perf_counter_ns``): the rate check (client identity and
     a bucket, over 1,000 clients), a slot of the call gate (uncontended, on an event loop), the field
     lengths of a Banking77-sized input. Beside them, the ``limits`` package (PyPI) doing the same per-client

@@ -13,7 +13,6 @@ import httpx
 import pytest
 import uvicorn
 from dspy.lm15 import ServerError
-from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from ratchet.cli.main import app as cli
@@ -29,9 +28,8 @@ def intent_responder(prompt: str) -> str:
 
 
 @contextmanager
-def running(runtime: Runtime, port: int, app: FastAPI | None = None) -> Iterator[str]:
-    """Serve ``app`` (default: ``runtime``'s) under uvicorn on ``port`` for the body."""
-    config = uvicorn.Config(app or create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning",
+def running(runtime: Runtime, port: int) -> Iterator[str]:
+    config = uvicorn.Config(create_app(runtime=runtime), host="127.0.0.1", port=port, log_level="warning",
                             lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

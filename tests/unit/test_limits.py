@@ -85,8 +85,11 @@ def test_the_client_is_its_key_when_authenticated_else_its_address() -> None:
     keyed = SimpleNamespace(state=SimpleNamespace(principal=SimpleNamespace(key_id="k-9", name="ci")),
                             client=SimpleNamespace(host="10.1.2.3"))
     assert client_of(keyed) == Client("key:k-9", "ci") and client_of(keyed).label == "ci"
-    off = SimpleNamespace(state=SimpleNamespace(principal=None), client=None)  # auth off, no peer address
+    off = SimpleNamespace(state=SimpleNamespace(principal=None), client=None)  # no principal, no peer address
     assert client_of(off) == Client("addr:unknown")
+    local = SimpleNamespace(state=SimpleNamespace(principal=SimpleNamespace(key_id=None, name="local")),
+                            client=SimpleNamespace(host="10.9.9.9"))  # keys not required, none shown
+    assert client_of(local) == Client("addr:10.9.9.9")
 
 
 # -- the call gate --------------------------------------------------------------------------------------------

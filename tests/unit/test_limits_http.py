@@ -7,20 +7,18 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 import dspy
 import httpx
 import pytest
 from dspy.lm15 import ServerError
-from starlette.types import ASGIApp, Receive, Scope, Send
 from test_http_api import _wait_ready, intent_responder, running
 
+from ratchet.auth import create_key
 from ratchet.config import Settings
 from ratchet.config.limits import KeyLimitSettings, SignatureLimitSettings
 from ratchet.lm import CompletionAdapter, LMBundle, ScriptedEngine, ThreadedAsyncEngine
 from ratchet.serve import Runtime, metrics
-from ratchet.serve.app import create_app
 from ratchet.serve.errors import public_message
 from ratchet.store.outcomes import read_arm_stats
 from ratchet.telemetry.writer import iter_log_files
@@ -29,21 +27,6 @@ SIG = "classify_intent"
 PREDICT = f"/v1/programs/{SIG}/predict"
 SECRET = "sk-live-4f9a8b7c6d5e4f3a2b1c0d9e at /home/alice/.config/ratchet/credentials.json"
 LEAKS = ("sk-live", "4f9a8b7c6d5e", "/home/alice", "credentials.json", "Traceback")
-
-
-class FakeAuth:
-    """Stands in for API-key authentication: ``X-Test-Key: <name>`` puts a principal on ``request.state``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            name = dict(scope["headers"]).get(b"x-test-key")
-            if name:
-                scope.setdefault("state", {})["principal"] = SimpleNamespace(key_id=f"id-{name.decode()}",
-                                                                             name=name.decode())
-        await self.app(scope, receive, send)
 
 
 @pytest.fixture
@@ -62,9 +45,7 @@ def serve(tmp_path: Path, free_port) -> Iterator:
                      num_retries=0)
         runtime = Runtime(settings, lms=LMBundle.for_lm(lm, CompletionAdapter()))
         runtimes.append(runtime)
-        app = create_app(runtime=runtime)
-        app.add_middleware(FakeAuth)
-        with running(runtime, free_port(), app) as url:
+        with running(runtime, free_port()) as url:
             assert _wait_ready(url).status_code == (200 if ready else 503)
             yield url, runtime, engine
 
@@ -119,9 +100,11 @@ def test_over_its_rate_a_client_gets_429_with_retry_after_and_no_arm_counts_it(s
         assert metrics.RATE_LIMITED.labels("feedback", "anonymous")._value.get() >= 1
         assert 'ratchet_rate_limited_total{endpoint="predict",key="anonymous"}' in httpx.get(f"{url}/metrics").text
 
-        keyed = [_ask(url, headers={"X-Test-Key": "ci"}).status_code for _ in range(9)]  # its own bucket and burst
+        ci, _ = create_key(runtime.db, "ci", ["predict"], created_by="test")
+        web, _ = create_key(runtime.db, "web", ["predict"], created_by="test")
+        keyed = [_ask(url, headers={"X-API-Key": ci}).status_code for _ in range(9)]  # its own bucket and burst
         assert keyed == [200] * 8 + [429]
-        other = [_ask(url, headers={"X-Test-Key": "web"}).status_code for _ in range(4)]  # [limits]'s burst
+        other = [_ask(url, headers={"X-API-Key": web}).status_code for _ in range(4)]  # [limits]'s burst
         assert other == [200] * 3 + [429]
         assert metrics.RATE_LIMITED.labels("predict", "ci")._value.get() >= 1
         assert _arm_totals(runtime) == (14, 0)

@@ -1,8 +1,9 @@
 """Per-client rate limits of the HTTP API: a token bucket per client, per serving process (``[limits]``).
 
 A client is its API key when the request was authenticated (``request.state.principal``, with
-``key_id`` and ``name``), else its address (``request.client.host``: behind a reverse proxy on another
-host, set ``FORWARDED_ALLOW_IPS`` to the proxy's address so that it is the client's, not the proxy's). Each bucket
+``key_id`` and ``name``; a principal without a ``key_id`` is ``local`` on an open server), else its
+address (``request.client.host``: behind a reverse proxy on another host, set ``FORWARDED_ALLOW_IPS``
+to the proxy's address so that it is the client's, not the proxy's). Each bucket
 holds up to ``burst`` tokens and gains ``requests_per_minute / 60`` a second; a request takes one,
 and a request that finds less than one is refused with ``retry_after_s`` = the seconds until the
 next token (:class:`~ratchet.errors.RateLimitedError`, HTTP 429). ``[limits.keys.<name>]`` sets
@@ -45,11 +46,10 @@ class Client:
 def client_of(request: Any) -> Client:
     """The client of a Starlette request: its authenticated API key, else its address."""
     principal = getattr(request.state, "principal", None)
-    if principal is not None:
+    key_id = getattr(principal, "key_id", None)  # None without a key (``local`` on an open loopback server)
+    if key_id is not None:
         name = getattr(principal, "name", None)
-        key_id = getattr(principal, "key_id", None) or name
-        if key_id is not None:
-            return Client(f"key:{key_id}", str(name) if name is not None else None)
+        return Client(f"key:{key_id}", str(name) if name is not None else None)
     host = request.client.host if request.client is not None else "unknown"
     return Client(f"addr:{host}")
 
