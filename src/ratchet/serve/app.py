@@ -146,7 +146,10 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             "registered": registry.names()})
 
     @app.post("/v1/feedback", status_code=202, **role_route("feedback", responses={
-        404: {"description": "request_id was not issued by this service"}}))
+        404: {"description": "request_id was not issued by this service"},
+        413: {"description": "a correction longer than limits.max_correction_chars"},
+        422: {"description": "invalid score, request id or correction"},
+        429: {"description": "over the client's rate ([limits]); Retry-After says when to retry"}}))
     async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
         """Attach a quality score (and optional corrected outputs) to a served request."""
         rt: Runtime = request.app.state.runtime
