@@ -34,6 +34,7 @@ def served(tmp_path: Path, free_port, scripted_lm) -> Iterator[tuple[str, Runtim
     settings.auth.mode = "required"
     settings.telemetry.sampling_rate = 1.0
     settings.rollout.start_in_shadow = False
+    settings.limits.requests_per_minute = 0  # 1,000 posts in a second from one key: forgery is the subject, not rate
     lm, _engine = scripted_lm(intent_responder)
     runtime = Runtime(settings, lms=LMBundle.for_lm(lm, CompletionAdapter()))
     spec = runtime.registry.get(SIG)
