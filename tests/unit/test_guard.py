@@ -233,8 +233,8 @@ def test_a_blocked_request_is_400_never_reaches_the_lm_and_is_not_the_arms_failu
                 "user_id": f"attacker-{i}", "request_id": f"blocked-{i}"})
             assert response.status_code == 400, response.text
             bodies.append(response.json())
+        assert runtime.request_ids.issued(bodies[0].pop("request_id"))  # issued by the service, as for any call
         assert bodies[0] == {"error": "injection_blocked", "reason": "ignore_instructions", "field": "text",
-                             "request_id": "blocked-0",
                              "message": "input refused by the injection guard (rule ignore_instructions)"}
         assert engine.calls == 0  # never an LM call
         fine = httpx.post(f"{url}/v1/programs/classify_intent/predict",
