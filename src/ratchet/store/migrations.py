@@ -336,6 +336,16 @@ def _m009_feedback_revisions(conn: Connection) -> None:
                       "SELECT request_id, 1, score, correction, NULL, created_at FROM feedback"))
 
 
+def _m010_request_index_user(conn: Connection) -> None:
+    """The keyed pseudonym of the user a request was served for (nullable: calls without a user id have none),
+    indexed so a deletion request finds the user's request ids.
+
+    Number 10 depends only on migration 1 (it adds a column and an index to ``request_index``).
+    """
+    conn.execute(text("ALTER TABLE request_index ADD COLUMN user_pseudonym VARCHAR(64)"))
+    conn.execute(text("CREATE INDEX ix_request_index_user_pseudonym ON request_index (user_pseudonym)"))
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -346,6 +356,7 @@ MIGRATIONS: list[Migration] = [
     Migration(7, "canary runs", _m007_canary_runs),
     Migration(8, "API keys", _m008_api_keys),
     Migration(9, "feedback principals and revisions", _m009_feedback_revisions),
+    Migration(10, "user pseudonyms in the request index", _m010_request_index_user),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -17,6 +17,7 @@ __all__ = [
     "ARM_LEN",
     "ERROR_TYPE_LEN",
     "NAME_LEN",
+    "PSEUDONYM_COLUMN_LEN",
     "REQUEST_ID_LEN",
     "api_keys",
     "arm_errors",
@@ -42,6 +43,7 @@ NAME_LEN = 200
 ARM_LEN = 64
 ERROR_TYPE_LEN = 200
 REQUEST_ID_LEN = 200
+PSEUDONYM_COLUMN_LEN = 64
 
 
 
@@ -149,7 +151,9 @@ request_index = Table(
     Column("version", String(NAME_LEN), nullable=False),
     Column("arm", String(ARM_LEN), nullable=False),
     Column("created_at", Float, nullable=False),  # epoch seconds
+    Column("user_pseudonym", String(PSEUDONYM_COLUMN_LEN), nullable=True),  # keyed pseudonym; None: no user id
     Index("ix_request_index_created_at", "created_at"),
+    Index("ix_request_index_user_pseudonym", "user_pseudonym"),
 )
 
 feedback = Table(

@@ -23,6 +23,7 @@ from ratchet.store.tables import (
     ARM_LEN,
     ERROR_TYPE_LEN,
     NAME_LEN,
+    PSEUDONYM_COLUMN_LEN,
     REQUEST_ID_LEN,
     arm_errors,
     arm_latency_buckets,
@@ -49,7 +50,7 @@ class Batch:
     outcomes: dict[ArmKey, list[Any]] = field(default_factory=dict)
     errors: dict[tuple[str, str, str, str, int, str], int] = field(default_factory=dict)
     buckets: dict[tuple[str, str, str, str, int, int], int] = field(default_factory=dict)
-    index: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
+    index: dict[str, tuple[str, str, str, float, str | None]] = field(default_factory=dict)  # …, user pseudonym
     agreement: dict[AgreementKey, list[int]] = field(default_factory=dict)  # [compared, agreed]
 
     def __len__(self) -> int:
@@ -83,11 +84,12 @@ def write_batch(db: StateDB, batch: Batch, statements: Mapping[str, Insert]) -> 
     errors = _merge_counts(batch.errors, ("error_type", ERROR_TYPE_LEN))
     buckets = _merge_counts(batch.buckets, ("bucket", None))
     index = {}
-    for request_id, (sig, ver, arm, created) in batch.index.items():
+    for request_id, (sig, ver, arm, created, user) in batch.index.items():
         rid = clean(request_id, REQUEST_ID_LEN)
         index.setdefault(rid, {"request_id": rid, "signature": clean(sig, NAME_LEN),
                                "version": clean(ver, NAME_LEN), "arm": clean(arm, ARM_LEN),
-                               "created_at": float(created)})
+                               "created_at": float(created),
+                               "user_pseudonym": None if user is None else clean(user, PSEUDONYM_COLUMN_LEN)})
     agreement: dict[AgreementKey, dict[str, Any]] = {}
     for (sig, ver, experiment, minute), (compared, agreed) in batch.agreement.items():
         key = (clean(sig, NAME_LEN), clean(ver, NAME_LEN), clean(experiment, NAME_LEN), minute)

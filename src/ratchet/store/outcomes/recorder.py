@@ -149,8 +149,10 @@ class OutcomeRecorder:
             counts[0] += 1
             counts[1] += int(agreed)
 
-    def index_request(self, request_id: str, signature: str, version: str, arm: str, at: float | None = None) -> None:
-        """Remember which arm served ``request_id`` (for feedback that arrives later). The first entry wins."""
+    def index_request(self, request_id: str, signature: str, version: str, arm: str, at: float | None = None, *,
+                      user: str | None = None) -> None:
+        """Remember which arm served ``request_id`` (for feedback that arrives later), and for which user (a keyed
+        pseudonym, :mod:`ratchet.store.pseudonyms`; None without a user id). The first entry wins."""
         created = time.time() if at is None else at
         with self._lock:
             index = self._pending.index
@@ -160,7 +162,7 @@ class OutcomeRecorder:
                 self._index_dropped += 1
                 full = True
             else:
-                index[request_id] = (signature, version, arm, created)
+                index[request_id] = (signature, version, arm, created, user)
                 self._indexed += 1
                 full = len(index) >= self._max_keys
         if full and not self._wake.is_set():

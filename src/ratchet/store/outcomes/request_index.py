@@ -20,23 +20,25 @@ __all__ = ["IndexedRequest", "find_request", "lookup_request", "prune_request_in
 
 
 class IndexedRequest(NamedTuple):
-    """Which (signature, version, arm) served a request, and when (epoch seconds)."""
+    """Which (signature, version, arm) served a request, when (epoch seconds), and for which user (a keyed
+    pseudonym; None when the call came without a user id)."""
 
     signature: str
     version: str
     arm: str
     served_at: float
+    user: str | None = None
 
 
 def find_request(db: StateDB, request_id: str) -> IndexedRequest | None:
     """What served ``request_id`` and when, if it was indexed and not pruned."""
     ri = request_index.c
-    query = select(ri.signature, ri.version, ri.arm, ri.created_at).where(
+    query = select(ri.signature, ri.version, ri.arm, ri.created_at, ri.user_pseudonym).where(
         ri.request_id == clean(request_id, REQUEST_ID_LEN)
     )
     with db.begin() as conn:
         row = conn.execute(query).first()
-    return IndexedRequest(row[0], row[1], row[2], float(row[3])) if row is not None else None
+    return IndexedRequest(row[0], row[1], row[2], float(row[3]), row[4]) if row is not None else None
 
 
 def lookup_request(db: StateDB, request_id: str) -> tuple[str, str, str] | None:
