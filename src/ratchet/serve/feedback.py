@@ -91,7 +91,7 @@ class FeedbackIntake:
         sent = _Sent(request_id, float(score), correction, caller, revision, time.time())
         sampled = False
         if known is not None:
-            sampled = self._feedback_matched(known, sent)
+            sampled = self._feedback_matched(known, sent, user=found.user)
         else:  # served by another worker that has not flushed its request index yet: look again later
             self._unmatched.schedule(sent)
         return FeedbackResult(request_id=request_id, accepted=True, matched=known is not None,
@@ -106,7 +106,7 @@ class FeedbackIntake:
         return (f"the request was served {age_days:.1f} days ago; feedback is accepted for "
                 f"{window_days:g} days (serve.request_index_days)")
 
-    def _feedback_matched(self, known: tuple[str, str, str], sent: _Sent) -> bool:
+    def _feedback_matched(self, known: tuple[str, str, str], sent: _Sent, *, user: str | None = None) -> bool:
         """Count feedback for its arm and, when the request was sampled, log it to telemetry."""
         signature, _version, arm = known
         metrics.FEEDBACK.labels(signature, arm).inc()
@@ -114,21 +114,22 @@ class FeedbackIntake:
             return False
         record = FeedbackRecord(request_id=sent.request_id, signature=signature, score=sent.score,
                                 correction=sent.correction, timestamp_ms=int(sent.at * 1000), principal=sent.caller,
-                                revision=sent.revision)
+                                revision=sent.revision, user_pseudonym=user)
         self._submit(record.to_dict())
         return True
 
     def _match_later(self, sent: _Sent) -> None:
-        known = self.outcomes.lookup(sent.request_id)
-        if known is None:
+        found = self.outcomes.find(sent.request_id)
+        if found is None:
             return  # never served (or pruned): the score is stored, it just matches no request
+        known = found[:3]
         if sent.correction is not None and known[0] in self.registry:
             try:
                 sent = replace(sent, correction=self.registry.get(known[0]).schema.validate_outputs(sent.correction))
             except InputValidationError as exc:
                 log.warning("feedback for %s: correction dropped from telemetry: %s", sent.request_id, exc)
                 sent = replace(sent, correction=None)
-        self._feedback_matched(known, sent)
+        self._feedback_matched(known, sent, user=found.user)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,7 @@ from ratchet.serve.warm_up import warm_up
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
+from ratchet.store.pseudonyms import Pseudonymizer
 from ratchet.telemetry.records import InteractionLog
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
@@ -72,6 +73,7 @@ class _Ticket:
     request_id: str
     experiment_id: str
     shadow_version: str | None = None
+    user: str | None = None  # the keyed pseudonym of the user id (None: the call came without one)
 
 
 class Runtime:
@@ -89,6 +91,7 @@ class Runtime:
         self.versions = VersionStore(home)
         self.sampler = Sampler.from_settings(self.settings.telemetry)
         self.redactor = Redactor(self.settings.telemetry.redact_patterns)
+        self.pseudonyms = Pseudonymizer(self.settings)  # user ids are stored only as keyed pseudonyms
         self.guard = InputGuard(self.settings.guard, redact=lambda text: self.redactor.redact_text(text)[0])
         self.fit = PromptFit(self.lms)
         self.field_limits = FieldLimits(self.settings.limits)
@@ -217,12 +220,13 @@ class Runtime:
         route = state.routing.route(signature)
         key = user_id or request_id
         arm = choose_arm(route, key)
+        user = self.pseudonyms(user_id)
         if route is None:
-            ticket = _Ticket(request_id, "")
+            ticket = _Ticket(request_id, "", user=user)
             version = state.production_of(signature)
         else:
             shadow = route.candidate_version if arm == "baseline" and shadows(route, key) else None
-            ticket = _Ticket(request_id, route.experiment_id or "", shadow)
+            ticket = _Ticket(request_id, route.experiment_id or "", shadow, user)
             version = route.candidate_version if arm == "candidate" else route.baseline_version
         try:
             served = self.served.get(spec, version, arm)
@@ -321,7 +325,7 @@ class Runtime:
         self.outcomes.record(signature, version, arm, latency_s=latency_s, success=error is None,
                              error_type=error_type, tokens_in=tokens_in, tokens_out=tokens_out,
                              cost_usd=cost or 0.0, experiment_id=ticket.experiment_id)
-        self.outcomes.index_request(request_id, signature, version, arm)
+        self.outcomes.index_request(request_id, signature, version, arm, user=ticket.user)
 
         sampled = self.sampler.should_sample(signature, request_id)
         if sampled:
@@ -329,7 +333,7 @@ class Runtime:
             self._submit_telemetry(_interaction(
                 served.module_name, served.fingerprint, version, signature, values, outputs, latency_s=latency_s,
                 tokens=(tokens_in, tokens_out), cost=cost, model=model, error=error, error_type=error_type,
-                request_id=request_id, arm=arm))
+                request_id=request_id, arm=arm, user=ticket.user))
         return CallResult(
             request_id=request_id, signature=signature, version=version, arm=arm, success=error is None,
             latency_ms=latency_s * 1000, outputs=outputs, prediction=prediction, tokens_in=tokens_in,
@@ -347,7 +351,8 @@ class Runtime:
             return
         self.shadow.offer(ShadowJob(spec=served.spec, version=ticket.shadow_version,
                                     experiment_id=ticket.experiment_id, request_id=ticket.request_id,
-                                    values=values, answered=result.outputs if result.success else None))
+                                    values=values, answered=result.outputs if result.success else None,
+                                    user=ticket.user))
 
     def _run_shadow_if_free(self, job: ShadowJob) -> None:
         """Shadow calls take only a free call slot: requests come first (skipped ones count as ``busy``)."""
@@ -388,7 +393,7 @@ class Runtime:
                 served.module_name if served else "unavailable", served.fingerprint if served else None,
                 job.version, signature, job.values, outputs, latency_s=latency_s, tokens=(tokens_in, tokens_out),
                 cost=cost, model=self.lms.task.model, error=error, error_type=error_type,
-                request_id=job.request_id, arm="shadow"))
+                request_id=job.request_id, arm="shadow", user=job.user))
 
     def _submit_telemetry(self, record: dict[str, Any]) -> None:
         """Redact PII in the free-text parts first, then buffer; nothing unredacted is ever queued or written.
@@ -408,7 +413,7 @@ class Runtime:
 def _interaction(module_name: str, fingerprint: str | None, version: str, signature: str, values: dict[str, Any],
                  outputs: dict[str, Any] | None, *, latency_s: float, tokens: tuple[int, int], cost: float | None,
                  model: str, error: BaseException | None, error_type: str | None, request_id: str,
-                 arm: str) -> dict[str, Any]:
+                 arm: str, user: str | None) -> dict[str, Any]:
     """The telemetry record of one program call (a served request, or a shadow call), before redaction."""
     tokens_in, tokens_out = tokens
     return InteractionLog(
@@ -416,7 +421,7 @@ def _interaction(module_name: str, fingerprint: str | None, version: str, signat
         timestamp_ms=int(time.time() * 1000), latency_ms=round(latency_s * 1000, 3), tokens=tokens_in + tokens_out,
         tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, model=model, success=error is None,
         error=None if error is None else str(error)[:500], request_id=request_id, arm=arm,  # type: ignore[arg-type]
-        program_fingerprint=fingerprint, error_type=error_type,
+        program_fingerprint=fingerprint, error_type=error_type, user_pseudonym=user,
     ).to_dict()
 
 

@@ -40,6 +40,7 @@ class ShadowJob:
     request_id: str
     values: dict[str, Any]
     answered: dict[str, Any] | None
+    user: str | None = None  # the keyed pseudonym of the request's user, carried to the shadow call's telemetry
 
 
 def _normal(value: Any) -> str:

@@ -3,7 +3,9 @@
 ``InteractionLog`` is seed 002's log format (module_name, module_version, signature,
 input, output, timestamp_ms, success required; latency_ms, tokens, cost_usd, model,
 error optional) plus what Ratchet needs to learn from it: request_id, arm,
-program_fingerprint, error_type, tokens_in and tokens_out. Ratchet writes
+program_fingerprint, error_type, tokens_in and tokens_out, and ``user_pseudonym`` (the keyed pseudonym of the
+user id the call was served for, :mod:`ratchet.store.pseudonyms`; absent for calls without one, which therefore
+cannot be found by user: the raw id is never written). Ratchet writes
 ``"record": "interaction"``; lines without ``record`` (seed-format logs from other
 tools) are read as interactions. ``FeedbackRecord`` (``"record": "feedback"``) scores
 a logged call after the fact, joined on request_id.
@@ -108,6 +110,7 @@ class InteractionLog:
     error_type: str | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
+    user_pseudonym: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     RECORD = "interaction"
@@ -121,6 +124,8 @@ class InteractionLog:
         d: dict[str, Any] = {**self.extra, "record": self.RECORD}
         for name in _INTERACTION_FIELDS:
             d[name] = getattr(self, name)
+        if self.user_pseudonym is None:
+            del d["user_pseudonym"]  # a call without a user id: nothing to find it by
         return d
 
     @classmethod
@@ -158,6 +163,7 @@ class InteractionLog:
             error_type=_str(d, "error_type", kind),
             tokens_in=_int(d, "tokens_in", kind),
             tokens_out=_int(d, "tokens_out", kind),
+            user_pseudonym=_str(d, "user_pseudonym", kind),
             extra={k: v for k, v in d.items() if k not in _INTERACTION_KEYS},
         )
 
@@ -179,12 +185,13 @@ class FeedbackRecord:
     correction: dict[str, Any] | None = None
     principal: str | None = None  # who sent it (key:<name>/<id>, local, library); absent in older logs
     revision: int = 1
+    user_pseudonym: str | None = None  # of the user the scored call was served for (absent: unknown or none)
 
     RECORD = "feedback"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object of this record, ``"record": "feedback"`` first."""
-        return {
+        d = {
             "record": self.RECORD,
             "request_id": self.request_id,
             "signature": self.signature,
@@ -194,6 +201,9 @@ class FeedbackRecord:
             "principal": self.principal,
             "revision": self.revision,
         }
+        if self.user_pseudonym is not None:
+            d["user_pseudonym"] = self.user_pseudonym
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeedbackRecord:
@@ -217,6 +227,7 @@ class FeedbackRecord:
             correction=_dict(d, "correction", kind),
             principal=_str(d, "principal", kind),
             revision=_int(d, "revision", kind) or 1,
+            user_pseudonym=_str(d, "user_pseudonym", kind),
         )
 
 

@@ -255,7 +255,9 @@ class TelemetryCollector(Collector):
             metadata={"request_id": call.request_id, "original_timestamp_ms": call.timestamp_ms,
                       "latency_ms": call.latency_ms, "cost_usd": call.cost_usd, "model": call.model,
                       "module_version": call.module_version, "arm": call.arm, "feedback_score": score,
-                      "label_from": label_from},
+                      "label_from": label_from,
+                      # the keyed pseudonym of the call's user (right to deletion finds the example by it)
+                      **({"user_pseudonym": call.user_pseudonym} if call.user_pseudonym else {})},
         )
         example.ensure_id(schema)
         kept[key] = example
