@@ -5,6 +5,8 @@ The archive (see :mod:`ratchet.ops.archive`) holds::
     programs/…                 program versions and production pointers
     training_data/…            dataset versions, their archives and ``latest`` links
     experiments/…              experiment snapshots
+    secrets/service.key        the generated service secret, when there is one (RATCHET_SECRET_KEY unset): restored
+                               request ids and user pseudonyms keep matching, so deletions still find their users
     routing_config.json        the routing state serving processes read
     monitoring_state.json      what is alerting (if present)
     audit/…                    the audit log (copied under its lock, so its files and head agree)
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
 __all__ = ["BackupResult", "RestoreResult", "create_backup", "restore_backup", "verify_backup"]
 
-_DIRS = ("programs", "training_data", "experiments")
+_DIRS = ("programs", "training_data", "experiments", "secrets")  # secrets: the service key (pseudonyms still match)
 _FILES = (ROUTING_FILENAME, "monitoring_state.json")
 
 

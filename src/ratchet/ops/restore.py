@@ -11,6 +11,10 @@ holds: :mod:`ratchet.ops.backup`, which re-exports this module's public names.
 The audit log is append-only, so a home's own log is never replaced: the archive's copy is
 restored only into a home without one. Every restore is recorded in the target home's log
 (``restore.apply``), as is one refused or failed over a home that already holds something.
+
+Deletions survive restores: the user data deletions the (kept) audit log records are applied again
+to what was restored (:func:`ratchet.ops.privacy.reapply_deletions`), so an older backup does not
+bring a deleted user's records back. ``RestoreResult.deletions`` says how many, and whether any failed.
 """
 
 from __future__ import annotations
@@ -56,12 +60,13 @@ class RestoreResult:
     config_file: Path | None
     forced: bool
     signature: str = "signed"  # or "unsigned" (restored with allow_unsigned)
+    deletions: dict[str, Any] | None = None  # recorded user data deletions applied again: reapplied, failed
 
     def to_dict(self) -> dict[str, Any]:
         return {"home": str(self.home), "members": self.members, "bytes": self.bytes,
                 "backup_created": self.backup_created, "backup_version": self.backup_version,
                 "database": self.database, "config_file": str(self.config_file) if self.config_file else None,
-                "forced": self.forced, "signature": self.signature}
+                "forced": self.forced, "signature": self.signature, "deletions": self.deletions}
 
 
 def verify_backup(archive: Path, *, key: str | None = None, allow_unsigned: bool = False,
@@ -110,7 +115,21 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
         note.skip = False
         note.details.update(backup_created=result.backup_created, members=result.members, bytes=result.bytes,
                             signature=result.signature)
+    result.deletions = _reapply_deletions(settings, result, home_given=home is not None)
     return result
+
+
+def _reapply_deletions(settings: Settings, result: RestoreResult, *, home_given: bool) -> dict[str, Any]:
+    """Apply every recorded user data deletion again to the restored home and database."""
+    from ratchet.ops.privacy import reapply_deletions
+
+    update: dict[str, Any] = {"home": result.home}
+    if home_given and not (settings.database_url and normalize_url(settings.database_url).get_backend_name()
+                           == "postgresql"):
+        update["database_url"] = None  # the restored SQLite file is <home>/ratchet.db
+    reports = reapply_deletions(settings.model_copy(update=update))
+    failed = [r.user for r in reports if r.failed]
+    return {"reapplied": len(reports), "failed": failed}
 
 
 def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given: bool, force: bool,

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +86,7 @@ class ProgramVersion:
     optimizer_params: dict[str, Any] = field(default_factory=dict)
     scores: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    edits: list[dict[str, Any]] = field(default_factory=list)  # changes after saving (demos removed on deletion)
 
     @property
     def number(self) -> int:
@@ -219,6 +221,37 @@ class VersionStore:
             )
         module.load(str(path))
         return module
+
+    def remove_demos(self, signature: str, version: str, match: Callable[[dict[str, Any]], bool], *,
+                     edit: dict[str, Any]) -> int:
+        """Drop the demos ``match`` selects from a stored version (right to deletion); returns how many.
+
+        ``program.json`` is rewritten without them, then ``metadata.json`` with the new fingerprint and
+        ``edit`` (plus the time, the count and the old fingerprint) appended to its ``edits``; each atomically.
+        A process that already loaded the version keeps the old demos in memory until it loads it again.
+        """
+        directory = self._dir(signature) / version
+        saved = _read_json(directory / "program.json")
+        removed = 0
+        for entry in ([saved] if "demos" in saved else list(saved.values())):
+            demos = entry.get("demos") if isinstance(entry, dict) else None
+            if isinstance(demos, list):
+                kept = [demo for demo in demos if not (isinstance(demo, dict) and match(demo))]
+                removed += len(demos) - len(kept)
+                entry["demos"] = kept
+        if not removed:
+            return 0
+        meta = self.get(signature, version)
+        mode = (directory / "program.json").stat().st_mode & 0o777
+        atomic_write_json(directory / "program.json", saved, mode=mode)
+        saved.pop("metadata", None)
+        old = meta.fingerprint
+        meta.fingerprint = fingerprint(_normalise(saved), code=meta.code_version, lm=meta.lm, adapter=meta.adapter,
+                                       dspy_version=meta.dspy_version)
+        meta.edits.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), **edit, "demos_removed": removed,
+                           "previous_fingerprint": old})
+        atomic_write_json(directory / "metadata.json", meta.to_dict())
+        return removed
 
     def fingerprint_of(self, spec: ProgramSpec, version: str, *, lm: str, adapter: str) -> str:
         """The fingerprint of a version (computed for ``base``, recorded for stored ones)."""

@@ -1,0 +1,101 @@
+"""A user's examples in the home's files: dataset versions, program versions' demos, run files.
+
+Dataset examples are found by the request id or pseudonym their provenance records
+(:mod:`ratchet.data.datasets.purge` rewrites the versions). A demo is the user's when it holds
+all the input fields of one of the user's calls (from telemetry) or of one of their removed
+examples (its input fields when the program is registered, else all of its fields). Run files
+(``runs/**.jsonl``: collected, validated and gated batches of a cycle) are rewritten atomically
+without the user's examples, keeping their mode.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from ratchet.config import Settings
+from ratchet.data.datasets.purge import ExampleMatch, SignaturePurge, purge_signature
+from ratchet.programs import load_programs
+from ratchet.programs.registry import NAME_PATTERN
+from ratchet.programs.versions import VersionStore
+from ratchet.store.atomic import atomic_write_bytes
+
+__all__ = ["purge_datasets", "purge_demos", "purge_run_files"]
+
+log = logging.getLogger(__name__)
+
+
+def purge_datasets(home: Path, match: ExampleMatch, *, edit: Mapping[str, Any]) -> list[SignaturePurge]:
+    """Remove matching examples from every signature's dataset versions under ``<home>/training_data``."""
+    root = Path(home) / "training_data"
+    if not root.is_dir():
+        return []
+    return [purge_signature(sig_dir, sig_dir.name, match, edit=edit)
+            for sig_dir in sorted(root.iterdir()) if sig_dir.is_dir() and NAME_PATTERN.match(sig_dir.name)]
+
+
+def purge_demos(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
+                removed_examples: Sequence[Mapping[str, Any]], *, edit: dict[str, Any]) -> tuple[int, list[str]]:
+    """Remove the user's demos from every stored program version; returns (demos removed, ``sig/version`` changed)."""
+    root = Path(settings.home_dir) / "programs"
+    if not root.is_dir() or not (call_inputs or removed_examples):
+        return 0, []
+    input_names = _input_names(settings)
+    store = VersionStore(settings.home_dir)
+    removed, changed = 0, []
+    for sig_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)):
+        names = input_names.get(sig_dir.name)
+        keys = [dict(i) for i in call_inputs if i]
+        keys += [{k: v for k, v in e.items() if names is None or k in names} for e in removed_examples]
+        keys = [k for k in keys if k]
+        if not keys:
+            continue
+
+        def mine(demo: dict[str, Any], keys: list[dict[str, Any]] = keys) -> bool:
+            return any(all(k in demo and demo[k] == v for k, v in key.items()) for key in keys)
+
+        for version in store.list(sig_dir.name):
+            count = store.remove_demos(sig_dir.name, version.version, mine, edit=edit)
+            if count:
+                removed += count
+                changed.append(f"{sig_dir.name}/{version.version}")
+    return removed, changed
+
+
+def purge_run_files(runs_dir: Path, match: ExampleMatch) -> dict[str, int]:
+    """Rewrite every ``*.jsonl`` under ``runs_dir`` without the matching examples; returns file → lines removed."""
+    changed: dict[str, int] = {}
+    if not runs_dir.is_dir():
+        return changed
+    for path in sorted(runs_dir.rglob("*.jsonl")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        lines = path.read_bytes().splitlines(keepends=True)
+        kept = [line for line in lines if not _matches(line, match)]
+        if len(kept) == len(lines):
+            continue
+        atomic_write_bytes(path, b"".join(kept), mode=os.stat(path).st_mode & 0o777)
+        changed[str(path.relative_to(runs_dir))] = len(lines) - len(kept)
+    return changed
+
+
+def _matches(line: bytes, match: ExampleMatch) -> bool:
+    try:
+        item = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(item, dict) and match(item)
+
+
+def _input_names(settings: Settings) -> dict[str, set[str]]:
+    """Each registered signature's input field names (empty when the programs cannot be loaded)."""
+    try:
+        return {spec.name: set(spec.schema.input_names) for spec in load_programs(settings)}
+    except Exception as exc:  # a user's program module that fails to import must not stop a deletion
+        log.warning("programs could not be loaded (%s): demos are matched on every field of the removed examples",
+                    exc)
+        return {}

@@ -1,0 +1,93 @@
+"""What a deletion did: one :class:`DeletionStep` per place user data lives, gathered in a :class:`DeletionReport`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["STATUSES", "DeletionReport", "DeletionStep", "Status", "run_step"]
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ok", "nothing", "failed", "needs_retraining"]
+STATUSES: tuple[str, ...] = ("ok", "nothing", "failed", "needs_retraining")
+
+
+@dataclass
+class DeletionStep:
+    """One step: ``ok`` (removed ``count`` items), ``nothing`` (none found), ``failed`` (``error`` says why) or
+    ``needs_retraining`` (found where it cannot be removed in place)."""
+
+    step: str
+    status: Status = "nothing"
+    count: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+    def removed(self, count: int, **details: Any) -> DeletionStep:
+        """Record ``count`` removed items (status ``ok`` when any, else ``nothing``) and details; returns self."""
+        self.count += count
+        self.details.update(details)
+        if self.status == "nothing" and self.count:
+            self.status = "ok"
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": self.step, "status": self.status, "count": self.count, **self.details}
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass
+class DeletionReport:
+    """Every step of one user's deletion; ``status`` is ``failed`` when any step failed, else ``ok``."""
+
+    user: str  # the keyed pseudonym: the raw user id is never kept
+    deletion_id: str
+    started_at: str
+    steps: list[DeletionStep] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def status(self) -> str:
+        if any(step.status == "failed" for step in self.steps):
+            return "failed"
+        if any(step.status == "needs_retraining" for step in self.steps):
+            return "needs_retraining"
+        return "ok"
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+    def step(self, name: str) -> DeletionStep:
+        """The step called ``name`` (KeyError if it did not run)."""
+        for step in self.steps:
+            if step.step == name:
+                return step
+        raise KeyError(name)
+
+    def counts(self) -> dict[str, int]:
+        """Step name → count (what the audit entry records)."""
+        return {step.step: step.count for step in self.steps}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"user": self.user, "deletion_id": self.deletion_id, "status": self.status,
+                "started_at": self.started_at, "seconds": round(self.seconds, 3),
+                "steps": [step.to_dict() for step in self.steps]}
+
+
+def run_step(report: DeletionReport, name: str, work: Callable[[DeletionStep], Any]) -> DeletionStep:
+    """Run ``work`` on a new step called ``name``; an exception marks it ``failed`` (the others still run)."""
+    step = DeletionStep(name)
+    report.steps.append(step)
+    try:
+        work(step)
+    except Exception as exc:
+        log.exception("user data deletion %s: step %s failed", report.deletion_id, name)
+        step.status = "failed"
+        step.error = f"{type(exc).__name__}: {exc}"[:500]
+    return step

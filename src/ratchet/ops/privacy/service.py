@@ -1,0 +1,196 @@
+"""Right to deletion: every record of one user removed from the home and the state database, step by step.
+
+::
+
+    report = delete_user_data(settings, "u-42")
+    report.status, [(s.step, s.status, s.count) for s in report.steps]
+
+The user is found by the keyed pseudonym of their id (:mod:`ratchet.store.pseudonyms`); the raw id is
+never stored, logged or audited. Their request ids come from the request index and from telemetry
+records carrying the pseudonym; then each place is cleaned in its own step (one failing does not stop
+the others): telemetry (every file, rotated and ``.gz`` too), shadow records, feedback in telemetry and
+in the database, the request index, dataset examples (found by the request id or pseudonym their
+provenance records; every version rewritten, a new one committed), demos of program versions, run
+files, DSPy's disk cache, and finally the database files themselves (:func:`.database.scrub`).
+
+Every deletion is recorded in the audit log (``privacy.delete_user``, target: the pseudonym, details:
+each step's count). The audit log is never rewound by ``ratchet restore``, which calls
+:func:`reapply_deletions` afterwards, so a restored older backup loses the deleted users again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ratchet.audit import audit, read_entries
+from ratchet.config import Settings
+from ratchet.data.datasets.purge import ExampleMatch
+from ratchet.lm.cache import dspy_cache_dir, unused_dspy_cache
+from ratchet.ops.privacy.database import delete_feedback_rows, delete_request_index_rows, request_ids_of, scrub
+from ratchet.ops.privacy.files import purge_datasets, purge_demos, purge_run_files
+from ratchet.ops.privacy.report import DeletionReport, DeletionStep, run_step
+from ratchet.ops.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
+from ratchet.store.db import StateDB
+from ratchet.store.pseudonyms import is_pseudonym, user_pseudonym
+
+__all__ = ["DELETE_ACTION", "delete_pseudonym_data", "delete_user_data", "reapply_deletions", "recorded_deletions"]
+
+log = logging.getLogger(__name__)
+
+DELETE_ACTION = "privacy.delete_user"
+REAPPLY_ACTION = "privacy.reapply"
+
+
+def delete_user_data(settings: Settings, user_id: str) -> DeletionReport:
+    """Remove every record of ``user_id`` (see the module docstring); the report lists each step."""
+    if not isinstance(user_id, str) or not user_id:
+        raise ValueError("a user id is required (the id the service was called with as user_id)")
+    return delete_pseudonym_data(settings, user_pseudonym(settings, user_id))
+
+
+def delete_pseudonym_data(settings: Settings, pseudonym: str, *, action: str = DELETE_ACTION) -> DeletionReport:
+    """Remove every record of the user with this pseudonym, and audit it under ``action``."""
+    if not is_pseudonym(pseudonym):
+        raise ValueError(f"not a user pseudonym: {pseudonym!r}")
+    started = time.perf_counter()
+    report = DeletionReport(user=pseudonym, deletion_id=uuid.uuid4().hex[:16],
+                            started_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    home = settings.home_dir
+    with StateDB.connect(settings) as db:
+        _delete(report, settings, db, home, pseudonym)
+    report.seconds = time.perf_counter() - started
+    recorded = audit(settings, action, target=pseudonym, outcome="failed" if report.failed else "ok",
+                     reason=", ".join(s.step for s in report.steps if s.status == "failed") or None,
+                     details={"deletion_id": report.deletion_id, "status": report.status, **report.counts()})
+    if recorded is None:
+        report.steps.append(DeletionStep("audit", "failed", error="the audit log could not be written: this "
+                                         "deletion will not be re-applied after a restore; run it again"))
+    log.info("user data deletion %s for %s: %s in %.2f s", report.deletion_id, pseudonym, report.status,
+             report.seconds)
+    return report
+
+
+def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path, pseudonym: str) -> None:
+    telemetry_dir = home / "telemetry"
+    traces = UserTraces()
+    request_ids: set[str] = set()
+
+    def find(step: DeletionStep) -> None:
+        problems = []
+        try:
+            indexed = request_ids_of(db, pseudonym)
+        except Exception as exc:  # the telemetry may still name them
+            indexed = set()
+            problems.append(f"request index: {type(exc).__name__}: {exc}")
+        found = find_user_requests(telemetry_dir, pseudonym) if telemetry_dir.is_dir() else UserTraces()
+        traces.request_ids |= found.request_ids
+        traces.inputs.extend(found.inputs)
+        request_ids.update(indexed | found.request_ids)
+        step.removed(len(request_ids), from_request_index=len(indexed), from_telemetry=len(found.request_ids))
+        if problems:
+            raise RuntimeError("; ".join(problems))
+
+    run_step(report, "find_requests", find)
+    purge = TelemetryPurge()
+
+    def telemetry(step: DeletionStep) -> None:
+        if telemetry_dir.is_dir():
+            purge.__dict__.update(purge_telemetry(telemetry_dir, pseudonym, request_ids, traces).__dict__)
+        step.removed(purge.removed["interactions"] + purge.removed["malformed"],
+                     malformed_removed=purge.removed["malformed"], malformed_kept=purge.malformed_kept,
+                     files_scanned=purge.files_scanned, files_rewritten=purge.files_rewritten,
+                     **({"truncated_files": purge.truncated_files} if purge.truncated_files else {}))
+
+    telemetry_step = run_step(report, "telemetry", telemetry)
+    for name, kind in (("shadow_records", "shadow"), ("feedback_telemetry", "feedback")):
+        run_step(report, name, lambda step, kind=kind: _from(telemetry_step, step, purge.removed[kind]))
+    run_step(report, "feedback_db", lambda step: step.removed(delete_feedback_rows(db, request_ids)))
+    run_step(report, "request_index",
+             lambda step: step.removed(delete_request_index_rows(db, pseudonym, request_ids)))
+    edit = {"deletion_id": report.deletion_id}
+    removed_values: list[dict[str, Any]] = []
+
+    def datasets(step: DeletionStep) -> None:
+        results = purge_datasets(home, _example_match(pseudonym, request_ids), edit=edit)
+        for result in results:
+            removed_values.extend(result.removed_values)
+        changed = [r.to_dict() for r in results if r.example_ids]
+        step.removed(sum(len(r.example_ids) for r in results), signatures=changed)
+
+    run_step(report, "datasets", datasets)
+
+    def demos(step: DeletionStep) -> None:
+        removed, versions = purge_demos(settings, traces.inputs, removed_values, edit=edit)
+        step.removed(removed, versions=versions)
+
+    run_step(report, "program_demos", demos)
+    run_step(report, "run_files", lambda step: step.removed(
+        *_files(purge_run_files(home / "runs", _example_match(pseudonym, request_ids)))))
+    run_step(report, "lm_cache", lambda step: _drop_lm_cache(step, home))
+    touched = sum(report.step(name).count for name in ("feedback_db", "request_index"))
+    run_step(report, "database_scrub", lambda step: _scrub(step, db) if touched else None)
+
+
+def _from(source: DeletionStep, step: DeletionStep, count: int) -> None:
+    if source.status == "failed":
+        raise RuntimeError("the telemetry files could not be rewritten (see the telemetry step)")
+    step.removed(count)
+
+
+def _files(changed: Mapping[str, int]) -> tuple[int, list[str]]:
+    return sum(changed.values()), sorted(changed)
+
+
+def _example_match(pseudonym: str, request_ids: set[str]) -> ExampleMatch:
+    """Whether a stored example came from the user: by the request id or pseudonym its provenance records."""
+
+    def match(item: Mapping[str, Any]) -> bool:
+        meta = item.get("_meta") if isinstance(item, Mapping) else None
+        metadata = meta.get("metadata") if isinstance(meta, Mapping) else None
+        if not isinstance(metadata, Mapping):
+            return False
+        return metadata.get("user_pseudonym") == pseudonym or metadata.get("request_id") in request_ids
+
+    return match
+
+
+def _drop_lm_cache(step: DeletionStep, home: Path) -> None:
+    """DSPy's disk cache keeps prompts (demos, evaluated examples): it is only a cache, so it goes whole."""
+    import shutil
+
+    directory = dspy_cache_dir(home)
+    if not directory.exists():
+        return
+    with unused_dspy_cache(home) as unused:
+        if not unused:
+            raise RuntimeError(f"{directory} is in use by an optimization or evaluation; run the deletion again "
+                               "after it ends")
+        shutil.rmtree(directory)
+    step.removed(1, removed=str(directory.relative_to(home)))
+
+
+def _scrub(step: DeletionStep, db: StateDB) -> None:
+    step.details.update(scrub(db))
+    step.details["dialect"] = db.dialect
+    step.status = "ok"
+
+
+def recorded_deletions(settings: Settings) -> list[str]:
+    """The pseudonyms of every deletion the home's audit log records, oldest first, once each."""
+    seen: dict[str, None] = {}
+    for entry in read_entries(settings.home_dir, action="privacy"):
+        if entry.get("action") in (DELETE_ACTION, REAPPLY_ACTION) and is_pseudonym(entry.get("target")):
+            seen.setdefault(entry["target"], None)
+    return list(seen)
+
+
+def reapply_deletions(settings: Settings) -> list[DeletionReport]:
+    """Run every recorded deletion again (after a restore put older data back); one report each."""
+    return [delete_pseudonym_data(settings, pseudonym, action=REAPPLY_ACTION)
+            for pseudonym in recorded_deletions(settings)]
