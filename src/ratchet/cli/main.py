@@ -20,6 +20,7 @@ from ratchet.cli import (
     dataset_cmd,
     keys_cmd,
     monitor_cmd,
+    privacy_cmd,
     programs_cmd,
     schedule_cmd,
 )
@@ -103,6 +104,7 @@ app.add_typer(monitor_cmd.app, name="monitor")
 app.add_typer(canary_cmd.app, name="canary")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(privacy_cmd.app, name="privacy")
 app.command("status")(monitor_cmd.status)
 
 

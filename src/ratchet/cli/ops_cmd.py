@@ -149,3 +149,10 @@ def restore(
     if result.config_file:
         console.print(f"config file → {result.config_file} (copy it to where `ratchet` reads its config)",
                       highlight=False, soft_wrap=True)
+    deletions = result.deletions or {}
+    if deletions.get("reapplied"):
+        console.print(f"user data deletions applied again: {deletions['reapplied']}", highlight=False)
+    if deletions.get("failed"):
+        console.print(f"[bold red]{len(deletions['failed'])} deletion(s) failed to re-apply[/]: run "
+                      "`ratchet privacy reapply` once the cause is fixed", highlight=False)
+        raise typer.Exit(1)
