@@ -32,7 +32,7 @@ def delete_user(
     """Remove every record of USER_ID: telemetry (rotated .gz too), shadow records, feedback, request index,
     dataset examples (all versions rewritten, a new one committed), program demos, run files; then scrub the
     database files. Audited by pseudonym, and applied again by `ratchet restore`."""
-    from ratchet.ops.privacy import delete_user_data
+    from ratchet.privacy import delete_user_data
 
     report = delete_user_data(get_state(ctx).settings, user_id)
     _show([report], as_json)
@@ -41,7 +41,7 @@ def delete_user(
 @app.command("reapply")
 def reapply(ctx: typer.Context, as_json: bool = _JSON) -> None:
     """Run every deletion the audit log records again (`ratchet restore` does this after restoring)."""
-    from ratchet.ops.privacy import reapply_deletions
+    from ratchet.privacy import reapply_deletions
 
     reports = reapply_deletions(get_state(ctx).settings)
     _show(reports, as_json, single=False)

@@ -13,7 +13,7 @@ restored only into a home without one. Every restore is recorded in the target h
 (``restore.apply``), as is one refused or failed over a home that already holds something.
 
 Deletions survive restores: the user data deletions the (kept) audit log records are applied again
-to what was restored (:func:`ratchet.ops.privacy.reapply_deletions`), so an older backup does not
+to what was restored (:func:`ratchet.privacy.reapply_deletions`), so an older backup does not
 bring a deleted user's records back. ``RestoreResult.deletions`` says how many, and whether any failed.
 """
 
@@ -121,7 +121,7 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
 
 def _reapply_deletions(settings: Settings, result: RestoreResult, *, home_given: bool) -> dict[str, Any]:
     """Apply every recorded user data deletion again to the restored home and database."""
-    from ratchet.ops.privacy import reapply_deletions
+    from ratchet.privacy import reapply_deletions
 
     update: dict[str, Any] = {"home": result.home}
     if home_given and not (settings.database_url and normalize_url(settings.database_url).get_backend_name()

@@ -16,6 +16,10 @@ program ran are never the arm's failures: see :data:`ratchet.serve.errors.REFUSA
 
 The server answers ``/health`` (alive) as soon as it listens and warms up in the
 background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
+
+``DELETE /v1/users/{user_id}/data`` (role ``admin``) removes a user's records everywhere
+(:mod:`ratchet.privacy`): 200 when every step ended ``ok``/``nothing``, 207 when a step failed (the body
+lists each step's status and count; the others still ran, and the deletion may be run again).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from ratchet.audit import audit_context
 from ratchet.auth import PUBLIC
 from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import (
@@ -44,6 +49,7 @@ from ratchet.errors import (
     OverloadedError,
     UnknownRequestError,
 )
+from ratchet.privacy import delete_user_data
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
 from ratchet.serve.auth import Authenticator, role_route
@@ -171,6 +177,23 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if not result.accepted:
             body_out["reason"] = result.reason
         return body_out
+
+    @app.delete("/v1/users/{user_id}/data", **role_route("admin", responses={
+        207: {"description": "some steps failed: each step's status is in the body; run it again"}}))
+    async def delete_user(user_id: str, request: Request) -> JSONResponse:
+        """Right to deletion: remove every record of ``user_id`` (telemetry, shadow and feedback records, request
+        index, dataset examples, demos). 200 when every step ended ok/nothing, 207 when a step failed (the body
+        names it; the others ran). The raw id is never stored: the answer names the user by pseudonym."""
+        rt: Runtime = request.app.state.runtime
+        principal = getattr(request.state, "principal", None)
+        with audit_context(actor=principal.actor if principal else None, source="http",
+                           client=request.client.host if request.client else None):
+            report = await asyncio.to_thread(delete_user_data, rt.settings, user_id)
+        body = report.to_dict()
+        for step in body["steps"]:
+            if step.get("error"):
+                step["error"] = public_text(step["error"])
+        return JSONResponse(status_code=207 if report.failed else 200, content=body)
 
     @app.get("/v1/programs", **role_route("read"))
     async def programs(request: Request) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Right to deletion: remove one user's records everywhere Ratchet keeps them (see :mod:`.service`)."""
 
-from ratchet.ops.privacy.report import STATUSES, DeletionReport, DeletionStep
-from ratchet.ops.privacy.service import (
+from ratchet.privacy.report import STATUSES, DeletionReport, DeletionStep
+from ratchet.privacy.service import (
     DELETE_ACTION,
     delete_pseudonym_data,
     delete_user_data,

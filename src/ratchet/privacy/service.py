@@ -32,10 +32,10 @@ from ratchet.audit import audit, read_entries
 from ratchet.config import Settings
 from ratchet.data.datasets.purge import ExampleMatch
 from ratchet.lm.cache import dspy_cache_dir, unused_dspy_cache
-from ratchet.ops.privacy.database import delete_feedback_rows, delete_request_index_rows, request_ids_of, scrub
-from ratchet.ops.privacy.files import purge_datasets, purge_demos, purge_run_files
-from ratchet.ops.privacy.report import DeletionReport, DeletionStep, run_step
-from ratchet.ops.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
+from ratchet.privacy.database import delete_feedback_rows, delete_request_index_rows, request_ids_of, scrub
+from ratchet.privacy.files import purge_datasets, purge_demos, purge_run_files
+from ratchet.privacy.report import DeletionReport, DeletionStep, run_step
+from ratchet.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
 from ratchet.store.db import StateDB
 from ratchet.store.pseudonyms import is_pseudonym, user_pseudonym
 
