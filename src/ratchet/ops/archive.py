@@ -37,7 +37,7 @@ FORMAT = 2
 LEGACY_FORMAT = 1
 """Archives of Ratchet before signed, data-only backups: read and verified, their database never restored."""
 TOP_LEVEL = frozenset({"programs", "training_data", "experiments", "routing_config.json", "monitoring_state.json",
-                       "config", "database", "telemetry", "audit"})
+                       "config", "database", "telemetry", "audit", "secrets"})
 """The only names a member may start with (besides the manifest): nothing else is ever written to a home."""
 
 Progress = Callable[[str, int, int], None]

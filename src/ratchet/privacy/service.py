@@ -130,8 +130,11 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
         step.removed(removed, versions=versions)
 
     run_step(report, "program_demos", demos)
-    run_step(report, "run_files", lambda step: step.removed(
-        *_files(purge_run_files(home / "runs", _example_match(pseudonym, request_ids)))))
+    def run_files(step: DeletionStep) -> None:
+        changed = purge_run_files(home / "runs", _example_match(pseudonym, request_ids))
+        step.removed(sum(changed.values()), files=sorted(changed))
+
+    run_step(report, "run_files", run_files)
     run_step(report, "lm_cache", lambda step: _drop_lm_cache(step, home))
     touched = sum(report.step(name).count for name in ("feedback_db", "request_index"))
     run_step(report, "database_scrub", lambda step: _scrub(step, db) if touched else None)
@@ -141,10 +144,6 @@ def _from(source: DeletionStep, step: DeletionStep, count: int) -> None:
     if source.status == "failed":
         raise RuntimeError("the telemetry files could not be rewritten (see the telemetry step)")
     step.removed(count)
-
-
-def _files(changed: Mapping[str, int]) -> tuple[int, list[str]]:
-    return sum(changed.values()), sorted(changed)
 
 
 def _example_match(pseudonym: str, request_ids: set[str]) -> ExampleMatch:
