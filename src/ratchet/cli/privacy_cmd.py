@@ -20,7 +20,7 @@ app = typer.Typer(help="Right to deletion: remove a user's telemetry, feedback, 
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 _STYLES = {"ok": "green", "nothing": "dim", "failed": "bold red", "needs_retraining": "yellow"}
 _SHOWN = ("files_rewritten", "malformed_kept", "malformed_removed", "from_request_index", "from_telemetry",
-          "versions", "signatures", "removed", "dialect", "truncated_files")
+          "versions", "signatures", "removed", "dialect", "truncated_files", "files")
 
 
 @app.command("delete-user")
@@ -61,10 +61,19 @@ def _show(reports: list, as_json: bool, *, single: bool = True) -> None:
             table.add_column(column, overflow="fold", justify="right" if column == "count" else "left")
         for step in report.steps:
             shown = {k: v for k, v in step.details.items() if k in _SHOWN and v not in (None, [], 0)}
-            details = ", ".join(f"{k}={v}" for k, v in shown.items())
+            details = ", ".join(_detail(k, v) for k, v in shown.items())
             if step.error:
                 details = f"{step.error}" + (f"; {details}" if details else "")
             style = _STYLES.get(step.status, "")
             table.add_row(step.step, f"[{style}]{step.status}[/]", str(step.count), escape(details))
         console.print(table)
     raise typer.Exit(1 if failed else 0)
+
+
+def _detail(key: str, value: object) -> str:
+    if key == "signatures" and isinstance(value, list):
+        return "; ".join(f"{s['signature']}: {s['examples']} example(s), {len(s['versions_rewritten'])} version(s) "
+                         f"rewritten" + (f", new {s['new_version']}" if s.get("new_version") else "") for s in value)
+    if isinstance(value, list):
+        return f"{key}: {', '.join(map(str, value))}"
+    return f"{key}={value}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -25,6 +26,7 @@ class DeletionStep:
     count: int = 0
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    seconds: float = 0.0
 
     def removed(self, count: int, **details: Any) -> DeletionStep:
         """Record ``count`` removed items (status ``ok`` when any, else ``nothing``) and details; returns self."""
@@ -35,7 +37,8 @@ class DeletionStep:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"step": self.step, "status": self.status, "count": self.count, **self.details}
+        out: dict[str, Any] = {"step": self.step, "status": self.status, "count": self.count, **self.details,
+                               "seconds": round(self.seconds, 4)}
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -84,10 +87,13 @@ def run_step(report: DeletionReport, name: str, work: Callable[[DeletionStep], A
     """Run ``work`` on a new step called ``name``; an exception marks it ``failed`` (the others still run)."""
     step = DeletionStep(name)
     report.steps.append(step)
+    started = time.perf_counter()
     try:
         work(step)
     except Exception as exc:
         log.exception("user data deletion %s: step %s failed", report.deletion_id, name)
         step.status = "failed"
         step.error = f"{type(exc).__name__}: {exc}"[:500]
+    finally:
+        step.seconds = time.perf_counter() - started
     return step
