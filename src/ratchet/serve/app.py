@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         principal = getattr(request.state, "principal", None)
         with audit_context(actor=principal.actor if principal else None, source="http",
                            client=request.client.host if request.client else None):
+            await asyncio.to_thread(rt.flush)  # this process's queued records of the user are written, then deleted
             report = await asyncio.to_thread(delete_user_data, rt.settings, user_id)
         body = report.to_dict()
         for step in body["steps"]:
