@@ -25,7 +25,7 @@ from ratchet.programs.versions import VersionStore
 from ratchet.serve import Runtime
 from ratchet.store.db import StateDB
 from ratchet.store.pseudonyms import Pseudonymizer, is_pseudonym, pseudonym_of, user_pseudonym
-from ratchet.store.tables import feedback, request_index
+from ratchet.store.tables import feedback, feedback_revisions, request_index
 from ratchet.telemetry.logfiles import ACTIVE_NAME, iter_log_files
 from ratchet.telemetry.rotation import compress_pending, rotate
 
@@ -200,6 +200,7 @@ def test_delete_user_data_removes_every_trace_and_keeps_others(make_runtime, tmp
     assert [d["text"] for _, p in module.named_predictors() for d in p.demos] == [V_TEXTS[0]]
     with runtime.db.begin() as conn:
         assert not conn.execute(select(feedback).where(feedback.c.request_id.in_(ids[U]))).all()
+        assert not conn.execute(select(feedback_revisions).where(feedback_revisions.c.request_id.in_(ids[U]))).all()
         assert not conn.execute(select(request_index).where(request_index.c.user_pseudonym == pseudonym)).all()
         assert len(conn.execute(select(feedback).where(feedback.c.request_id.in_(ids[V]))).all()) == 2
         if state_db_url.startswith("postgresql"):  # VACUUM FULL rewrote the table: no dead tuples left behind
@@ -214,11 +215,12 @@ def test_delete_user_data_removes_every_trace_and_keeps_others(make_runtime, tmp
 
 def test_sqlite_file_and_wal_hold_no_deleted_bytes(make_runtime, tmp_path) -> None:
     runtime = make_runtime()
-    secret = "platypusmarmalade-request"  # stored in the request index and the feedback table
-    for i in range(50):
-        runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U, request_id=f"{secret}-{i}")
-        runtime.feedback(f"{secret}-{i}", 0.1, {"intent": "pin_blocked"})
-    runtime.call(SIG, {"text": V_TEXTS[0]}, user_id=V, request_id="v-request")
+    issued = []  # the ids the service issued: stored in the request index, feedback and its revisions
+    for _ in range(50):
+        issued.append(runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U).request_id)
+        runtime.feedback(issued[-1], 0.1, {"intent": "pin_blocked"})
+        runtime.feedback(issued[-1], 0.2, {"intent": "age_limit"})  # a revision
+    other = runtime.call(SIG, {"text": V_TEXTS[0]}, user_id=V).request_id
     runtime.flush()
     db_files = sorted((tmp_path / "home").glob("ratchet.db*"))
     pseudonym = user_pseudonym(runtime.settings, U).encode()
@@ -226,25 +228,26 @@ def test_sqlite_file_and_wal_hold_no_deleted_bytes(make_runtime, tmp_path) -> No
     def stored(needle: bytes) -> bool:
         return any(needle in p.read_bytes() for p in db_files if p.exists())
 
-    assert stored(secret.encode()) and stored(pseudonym)  # the bytes are there (file or -wal) before
+    assert all(stored(rid.encode()) for rid in issued) and stored(pseudonym)  # there (file or -wal) before
     report = delete_user_data(runtime.settings, U)
+    assert report.step("feedback_db").count == 50 and report.step("feedback_db").details["revisions"] == 100
     assert report.step("database_scrub").details["wal_truncated"] is True
-    assert not stored(secret.encode()) and not stored(pseudonym)
-    assert stored(b"v-request")
+    assert not [rid for rid in issued if stored(rid.encode())] and not stored(pseudonym)
+    assert stored(other.encode())
     wal = tmp_path / "home" / "ratchet.db-wal"
     assert not wal.exists() or wal.stat().st_size == 0
 
 
 def test_a_malformed_line_is_kept_and_counted_unless_it_names_the_user(make_runtime, tmp_path) -> None:
     runtime = make_runtime()
-    runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U, request_id="u-req")
+    mine = runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U).request_id
     runtime.flush()
     active = tmp_path / "home" / "telemetry" / ACTIVE_NAME
     pseudonym = user_pseudonym(runtime.settings, U)
     with active.open("ab") as fh:
         fh.write(b'{"torn": "someone else\'s half line\n')
         fh.write(b'{"record":"interaction","user_pseudonym":"' + pseudonym.encode() + b'","input":{"te\n')
-        fh.write(json.dumps({"record": "feedback", "request_id": "u-req", "user_pseudonym": "f" * 32,
+        fh.write(json.dumps({"record": "feedback", "request_id": mine, "user_pseudonym": "f" * 32,
                              "signature": SIG, "score": 1, "timestamp_ms": 1}).encode() + b"\n")
     mode = active.stat().st_mode
     report = delete_user_data(runtime.settings, U)
@@ -258,13 +261,13 @@ def test_a_malformed_line_is_kept_and_counted_unless_it_names_the_user(make_runt
 
 def test_shadow_records_go_with_the_user_also_without_a_pseudonym(make_runtime, tmp_path) -> None:
     runtime = make_runtime()
-    runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U, request_id="u-1")
+    mine = runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U).request_id
     runtime.flush()
     pseudonym = user_pseudonym(runtime.settings, U)
     base = {"record": "interaction", "module_name": "m", "module_version": "v2", "signature": SIG,
             "output": {"intent": "card_arrival"}, "timestamp_ms": 1, "success": True, "arm": "shadow"}
-    shadow = [{**base, "input": {"text": U_TEXTS[0]}, "request_id": "u-1", "user_pseudonym": pseudonym},
-              {**base, "input": {"text": U_TEXTS[1]}, "request_id": "u-1"},  # written before pseudonyms existed
+    shadow = [{**base, "input": {"text": U_TEXTS[0]}, "request_id": mine, "user_pseudonym": pseudonym},
+              {**base, "input": {"text": U_TEXTS[1]}, "request_id": mine},  # written before pseudonyms existed
               {**base, "input": {"text": V_TEXTS[0]}, "request_id": "v-1"}]
     with (tmp_path / "home" / "telemetry" / ACTIVE_NAME).open("ab") as fh:
         fh.writelines(json.dumps(r).encode() + b"\n" for r in shadow)

@@ -20,7 +20,7 @@ app = typer.Typer(help="Right to deletion: remove a user's telemetry, feedback, 
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 _STYLES = {"ok": "green", "nothing": "dim", "failed": "bold red", "needs_retraining": "yellow"}
 _SHOWN = ("files_rewritten", "malformed_kept", "malformed_removed", "from_request_index", "from_telemetry",
-          "versions", "signatures", "removed", "dialect", "truncated_files", "files")
+          "versions", "signatures", "removed", "dialect", "truncated_files", "files", "revisions")
 
 
 @app.command("delete-user")

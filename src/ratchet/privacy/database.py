@@ -4,7 +4,8 @@ Deleting a row does not erase its bytes. SQLite keeps them in free pages and in 
 PostgreSQL keeps dead tuples until the table is rewritten. So the deleting connection turns on
 ``PRAGMA secure_delete`` (freed content is zeroed), and :func:`scrub` then rebuilds the file
 (``VACUUM``) and truncates the WAL (``wal_checkpoint(TRUNCATE)``, retried while readers hold it);
-on PostgreSQL it rewrites the touched tables (``VACUUM FULL``: new files, the old ones unlinked).
+on PostgreSQL it rewrites the touched tables (``VACUUM FULL`` of ``feedback``, ``feedback_revisions`` and
+``request_index``: new files, the old ones unlinked).
 PostgreSQL's own write-ahead log and its base backups are out of Ratchet's reach (docs/operations.md).
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select
 
 from ratchet.store.db import StateDB
-from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback, request_index
+from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback, feedback_revisions, request_index
 
 __all__ = ["delete_feedback_rows", "delete_request_index_rows", "request_ids_of", "scrub"]
 
@@ -31,15 +32,18 @@ def request_ids_of(db: StateDB, pseudonym: str) -> set[str]:
         return set(conn.scalars(select(request_index.c.request_id).where(request_index.c.user_pseudonym == pseudonym)))
 
 
-def delete_feedback_rows(db: StateDB, request_ids: Iterable[str]) -> int:
-    """Delete the feedback stored for these request ids; returns how many rows."""
+def delete_feedback_rows(db: StateDB, request_ids: Iterable[str]) -> tuple[int, int]:
+    """Delete the feedback stored for these request ids, and every revision of it; returns (feedback rows,
+    revision rows)."""
     ids = sorted({clean(rid, REQUEST_ID_LEN) for rid in request_ids})
-    deleted = 0
+    deleted = revisions = 0
     with db.begin(write=True) as conn:
         _secure_delete(conn)
         for chunk in _chunks(ids):
             deleted += conn.execute(delete(feedback).where(feedback.c.request_id.in_(chunk))).rowcount
-    return deleted
+            revisions += conn.execute(delete(feedback_revisions).where(
+                feedback_revisions.c.request_id.in_(chunk))).rowcount
+    return deleted, revisions
 
 
 def delete_request_index_rows(db: StateDB, pseudonym: str, request_ids: Iterable[str]) -> int:
@@ -57,7 +61,7 @@ def delete_request_index_rows(db: StateDB, pseudonym: str, request_ids: Iterable
     return deleted
 
 
-def scrub(db: StateDB, tables: Sequence[str] = ("feedback", "request_index")) -> dict[str, Any]:
+def scrub(db: StateDB, tables: Sequence[str] = ("feedback", "feedback_revisions", "request_index")) -> dict[str, Any]:
     """Make deleted rows' bytes unrecoverable from the database files (see the module docstring).
 
     Returns what was done; raises ``RuntimeError`` when SQLite's WAL could not be truncated because

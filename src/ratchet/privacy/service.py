@@ -110,7 +110,11 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     telemetry_step = run_step(report, "telemetry", telemetry)
     for name, kind in (("shadow_records", "shadow"), ("feedback_telemetry", "feedback")):
         run_step(report, name, lambda step, kind=kind: _from(telemetry_step, step, purge.removed[kind]))
-    run_step(report, "feedback_db", lambda step: step.removed(delete_feedback_rows(db, request_ids)))
+    def feedback_db(step: DeletionStep) -> None:
+        rows, revisions = delete_feedback_rows(db, request_ids)
+        step.removed(rows, revisions=revisions)
+
+    run_step(report, "feedback_db", feedback_db)
     run_step(report, "request_index",
              lambda step: step.removed(delete_request_index_rows(db, pseudonym, request_ids)))
     edit = {"deletion_id": report.deletion_id}
