@@ -169,9 +169,14 @@ def test_delete_user_data_removes_every_trace_and_keeps_others(make_runtime, tmp
         with runtime.db.begin() as conn:
             before = conn.scalar(text("SELECT pg_relation_filenode('feedback')"))
 
+    probes = home / "canaries" / f"{SIG}.jsonl"  # a canary probe set sampled from a test split
+    probes.parent.mkdir(mode=0o700)
+    probes.write_text("".join(json.dumps({"text": t, "intent": "card_arrival"}) + "\n"
+                              for t in (U_TEXTS[1], V_TEXTS[0])))
     report = delete_user_data(runtime.settings, U)
 
     steps = {s.step: s for s in report.steps}
+    assert steps["canary_probes"].count == 1 and V_TEXTS[0] in probes.read_text()
     assert report.status == "ok", report.to_dict()
     assert report.user == pseudonym and U not in json.dumps(report.to_dict())
     assert steps["find_requests"].count == 3

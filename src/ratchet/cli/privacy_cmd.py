@@ -1,8 +1,7 @@
 """``ratchet privacy``: right to deletion — remove one user's records everywhere Ratchet keeps them.
 
-Exit codes of ``delete-user`` and ``reapply``: 0 every step ended ``ok``/``nothing`` (or
-``needs_retraining``, reported), 1 a step failed (the others still ran; run it again once the cause
-is fixed: a deletion is idempotent).
+Exit codes of ``delete-user`` and ``reapply``: 0 every step ended ``ok``/``nothing``, 1 a step failed (the
+others still ran; run it again once the cause is fixed: a deletion is idempotent).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ app = typer.Typer(help="Right to deletion: remove a user's telemetry, feedback, 
                   no_args_is_help=True)
 
 _JSON = typer.Option(False, "--json", help="machine-readable output")
-_STYLES = {"ok": "green", "nothing": "dim", "failed": "bold red", "needs_retraining": "yellow"}
+_STYLES = {"ok": "green", "nothing": "dim", "failed": "bold red"}
 _SHOWN = ("files_rewritten", "malformed_kept", "malformed_removed", "from_request_index", "from_telemetry",
           "versions", "signatures", "removed", "dialect", "truncated_files", "files", "revisions")
 

@@ -1,9 +1,10 @@
-"""A user's examples in the home's files: dataset versions, program versions' demos, run files.
+"""A user's examples in the home's files: dataset versions, program versions' demos, canary probes, run files.
 
 Dataset examples are found by the request id or pseudonym their provenance records
 (:mod:`ratchet.data.datasets.purge` rewrites the versions). A demo is the user's when it holds
 all the input fields of one of the user's calls (from telemetry) or of one of their removed
-examples (its input fields when the program is registered, else all of its fields). Run files
+examples (its input fields when the program is registered, else all of its fields); so is a canary
+probe row (probe sets are sampled from dataset test splits and keep only the signature's fields). Run files
 (``runs/**.jsonl``: collected, validated and gated batches of a cycle) are rewritten atomically
 without the user's examples, keeping their mode.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from ratchet.programs.registry import NAME_PATTERN
 from ratchet.programs.versions import VersionStore
 from ratchet.store.atomic import atomic_write_bytes
 
-__all__ = ["purge_datasets", "purge_demos", "purge_run_files"]
+__all__ = ["purge_datasets", "purge_demos", "purge_probe_files", "purge_run_files"]
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +45,13 @@ def purge_demos(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
     root = Path(settings.home_dir) / "programs"
     if not root.is_dir() or not (call_inputs or removed_examples):
         return 0, []
-    input_names = _input_names(settings)
     store = VersionStore(settings.home_dir)
+    keys = _UserKeys(settings, call_inputs, removed_examples)
     removed, changed = 0, []
     for sig_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)):
-        names = input_names.get(sig_dir.name)
-        keys = [dict(i) for i in call_inputs if i]
-        keys += [{k: v for k, v in e.items() if names is None or k in names} for e in removed_examples]
-        keys = [k for k in keys if k]
-        if not keys:
+        mine = keys.matcher(sig_dir.name)
+        if mine is None:
             continue
-
-        def mine(demo: dict[str, Any], keys: list[dict[str, Any]] = keys) -> bool:
-            return any(all(k in demo and demo[k] == v for k, v in key.items()) for key in keys)
-
         for version in store.list(sig_dir.name):
             count = store.remove_demos(sig_dir.name, version.version, mine, edit=edit)
             if count:
@@ -66,24 +60,69 @@ def purge_demos(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
     return removed, changed
 
 
+def purge_probe_files(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
+                      removed_examples: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Remove the user's rows from the sampled canary probe sets (``<home>/canaries/<signature>.jsonl``, drawn from
+    dataset test splits); returns file → rows removed. The set's fingerprint changes: its run history starts anew."""
+    root = Path(settings.home_dir) / "canaries"
+    if not root.is_dir() or not (call_inputs or removed_examples):
+        return {}
+    keys = _UserKeys(settings, call_inputs, removed_examples)
+    changed: dict[str, int] = {}
+    for path in sorted(root.glob("*.jsonl")):
+        mine = keys.matcher(path.stem)
+        if mine is not None and (count := _rewrite_jsonl(path, lambda item, mine=mine: mine(item))):
+            changed[path.name] = count
+    return changed
+
+
+class _UserKeys:
+    """The field values that identify the user's examples: the inputs of their calls, and their removed examples
+    (only the input fields when the program is registered, else every field)."""
+
+    def __init__(self, settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
+                 removed_examples: Sequence[Mapping[str, Any]]) -> None:
+        self.input_names = _input_names(settings)
+        self.call_inputs = [dict(i) for i in call_inputs if i]
+        self.removed_examples = removed_examples
+
+    def matcher(self, signature: str) -> Callable[[Mapping[str, Any]], bool] | None:
+        """Whether a demo or probe row of ``signature`` holds all the fields of one of the user's keys (None:
+        the user has none)."""
+        names = self.input_names.get(signature)
+        keys = self.call_inputs + [{k: v for k, v in e.items() if names is None or k in names}
+                                   for e in self.removed_examples]
+        keys = [k for k in keys if k]
+        if not keys:
+            return None
+
+        def mine(row: Mapping[str, Any]) -> bool:
+            return any(all(k in row and row[k] == v for k, v in key.items()) for key in keys)
+
+        return mine
+
+
 def purge_run_files(runs_dir: Path, match: ExampleMatch) -> dict[str, int]:
     """Rewrite every ``*.jsonl`` under ``runs_dir`` without the matching examples; returns file → lines removed."""
     changed: dict[str, int] = {}
     if not runs_dir.is_dir():
         return changed
     for path in sorted(runs_dir.rglob("*.jsonl")):
-        if not path.is_file() or path.is_symlink():
-            continue
-        lines = path.read_bytes().splitlines(keepends=True)
-        kept = [line for line in lines if not _matches(line, match)]
-        if len(kept) == len(lines):
-            continue
-        atomic_write_bytes(path, b"".join(kept), mode=os.stat(path).st_mode & 0o777)
-        changed[str(path.relative_to(runs_dir))] = len(lines) - len(kept)
+        if path.is_file() and not path.is_symlink() and (count := _rewrite_jsonl(path, match)):
+            changed[str(path.relative_to(runs_dir))] = count
     return changed
 
 
-def _matches(line: bytes, match: ExampleMatch) -> bool:
+def _rewrite_jsonl(path: Path, match: Callable[[Mapping[str, Any]], bool]) -> int:
+    """Rewrite ``path`` (atomically, same mode) without the JSON-object lines ``match`` selects; returns how many."""
+    lines = path.read_bytes().splitlines(keepends=True)
+    kept = [line for line in lines if not _matches(line, match)]
+    if len(kept) < len(lines):
+        atomic_write_bytes(path, b"".join(kept), mode=os.stat(path).st_mode & 0o777)
+    return len(lines) - len(kept)
+
+
+def _matches(line: bytes, match: Callable[[Mapping[str, Any]], bool]) -> bool:
     try:
         item = json.loads(line)
     except ValueError:

@@ -12,14 +12,13 @@ __all__ = ["STATUSES", "DeletionReport", "DeletionStep", "Status", "run_step"]
 
 log = logging.getLogger(__name__)
 
-Status = Literal["ok", "nothing", "failed", "needs_retraining"]
-STATUSES: tuple[str, ...] = ("ok", "nothing", "failed", "needs_retraining")
+Status = Literal["ok", "nothing", "failed"]
+STATUSES: tuple[str, ...] = ("ok", "nothing", "failed")
 
 
 @dataclass
 class DeletionStep:
-    """One step: ``ok`` (removed ``count`` items), ``nothing`` (none found), ``failed`` (``error`` says why) or
-    ``needs_retraining`` (found where it cannot be removed in place)."""
+    """One step: ``ok`` (removed ``count`` items), ``nothing`` (none found) or ``failed`` (``error`` says why)."""
 
     step: str
     status: Status = "nothing"
@@ -56,11 +55,7 @@ class DeletionReport:
 
     @property
     def status(self) -> str:
-        if any(step.status == "failed" for step in self.steps):
-            return "failed"
-        if any(step.status == "needs_retraining" for step in self.steps):
-            return "needs_retraining"
-        return "ok"
+        return "failed" if any(step.status == "failed" for step in self.steps) else "ok"
 
     @property
     def failed(self) -> bool:

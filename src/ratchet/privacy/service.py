@@ -10,8 +10,8 @@ never stored, logged or audited. Their request ids come from the request index a
 records carrying the pseudonym; then each place is cleaned in its own step (one failing does not stop
 the others): telemetry (every file, rotated and ``.gz`` too), shadow records, feedback in telemetry and
 in the database, the request index, dataset examples (found by the request id or pseudonym their
-provenance records; every version rewritten, a new one committed), demos of program versions, run
-files, DSPy's disk cache, and finally the database files themselves (:func:`.database.scrub`).
+provenance records; every version rewritten, a new one committed), demos of program versions, canary
+probe sets, run files, DSPy's disk cache, and finally the database files themselves (:func:`.database.scrub`).
 
 Every deletion is recorded in the audit log (``privacy.delete_user``, target: the pseudonym, details:
 each step's count). The audit log is never rewound by ``ratchet restore``, which calls
@@ -33,7 +33,7 @@ from ratchet.config import Settings
 from ratchet.data.datasets.purge import ExampleMatch
 from ratchet.lm.cache import dspy_cache_dir, unused_dspy_cache
 from ratchet.privacy.database import delete_feedback_rows, delete_request_index_rows, request_ids_of, scrub
-from ratchet.privacy.files import purge_datasets, purge_demos, purge_run_files
+from ratchet.privacy.files import purge_datasets, purge_demos, purge_probe_files, purge_run_files
 from ratchet.privacy.report import DeletionReport, DeletionStep, run_step
 from ratchet.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
 from ratchet.store.db import StateDB
@@ -134,6 +134,12 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
         step.removed(removed, versions=versions)
 
     run_step(report, "program_demos", demos)
+
+    def probes(step: DeletionStep) -> None:
+        changed = purge_probe_files(settings, traces.inputs, removed_values)
+        step.removed(sum(changed.values()), files=sorted(changed))
+
+    run_step(report, "canary_probes", probes)
     def run_files(step: DeletionStep) -> None:
         changed = purge_run_files(home / "runs", _example_match(pseudonym, request_ids))
         step.removed(sum(changed.values()), files=sorted(changed))
