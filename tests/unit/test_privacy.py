@@ -308,19 +308,24 @@ def test_restore_of_an_older_backup_reapplies_recorded_deletions(make_runtime, t
     runtime = make_runtime()
     home = tmp_path / "home"
     _populate(runtime, home)
+    w_text = "the wombatjubilee card went missing"
+    runtime.call(SIG, {"text": w_text}, user_id="w-raw-id")
+    runtime.flush()
     settings = runtime.settings.model_copy(update={"backup_key": None})
     archive = create_backup(settings, tmp_path / "backup.tar.gz", include_telemetry=True).path
     with tarfile.open(archive) as tar:
         assert "secrets/service.key" in tar.getnames()  # pseudonyms still match after a restore
     runtime.close()
-    assert delete_user_data(settings, U).status == "ok"
+    assert delete_user_data(settings, U).status == "ok" and delete_user_data(settings, "w-raw-id").status == "ok"
+    assert not _leftovers([home], [*U_TEXTS, w_text])
     result = restore_backup(settings, archive, force=True, allow_unsigned=True)
-    assert result.deletions == {"reapplied": 1, "failed": []}
-    assert not _leftovers([home], [*U_TEXTS, U]) and _leftovers([home], V_TEXTS)
+    assert result.deletions == {"reapplied": 2, "status": "ok", "failed": []}
+    assert not _leftovers([home], [*U_TEXTS, U, w_text]) and _leftovers([home], V_TEXTS)
     entries = read_entries(home, action="privacy")
-    assert [e["action"] for e in entries] == ["privacy.delete_user", "privacy.reapply"]
-    assert entries[1]["details"]["telemetry"] >= 1  # the restored telemetry held U's records again
-    assert reapply_deletions(settings)[0].status == "ok"
+    assert [e["action"] for e in entries] == ["privacy.delete_user", "privacy.delete_user", "privacy.reapply"]
+    assert entries[2]["details"]["users"] == 2
+    assert entries[2]["details"]["telemetry"] == 4  # the restored telemetry held U's 3 and W's 1 again
+    assert reapply_deletions(settings).step("telemetry").count == 0
 
 
 def test_run_files_and_archived_versions_are_rewritten(make_runtime, tmp_path) -> None:

@@ -153,6 +153,6 @@ def restore(
     if deletions.get("reapplied"):
         console.print(f"user data deletions applied again: {deletions['reapplied']}", highlight=False)
     if deletions.get("failed"):
-        console.print(f"[bold red]{len(deletions['failed'])} deletion(s) failed to re-apply[/]: run "
+        console.print(f"[bold red]re-applying deletions failed at {', '.join(deletions['failed'])}[/]: run "
                       "`ratchet privacy reapply` once the cause is fixed", highlight=False)
         raise typer.Exit(1)

@@ -42,8 +42,8 @@ def reapply(ctx: typer.Context, as_json: bool = _JSON) -> None:
     """Run every deletion the audit log records again (`ratchet restore` does this after restoring)."""
     from ratchet.privacy import reapply_deletions
 
-    reports = reapply_deletions(get_state(ctx).settings)
-    _show(reports, as_json, single=False)
+    report = reapply_deletions(get_state(ctx).settings)
+    _show([report] if report is not None else [], as_json, single=False)
 
 
 def _show(reports: list, as_json: bool, *, single: bool = True) -> None:
@@ -54,7 +54,8 @@ def _show(reports: list, as_json: bool, *, single: bool = True) -> None:
     if not reports:
         console.print("no recorded deletions", highlight=False)
     for report in reports:
-        table = Table(title=f"user {report.user}: {report.status} in {report.seconds:.2f} s "
+        who = f"user {report.user}" if report.users == 1 else report.user
+        table = Table(title=f"{who}: {report.status} in {report.seconds:.2f} s "
                             f"(deletion {report.deletion_id})", title_justify="left")
         for column in ("step", "status", "count", "details"):
             table.add_column(column, overflow="fold", justify="right" if column == "count" else "left")

@@ -60,7 +60,7 @@ class RestoreResult:
     config_file: Path | None
     forced: bool
     signature: str = "signed"  # or "unsigned" (restored with allow_unsigned)
-    deletions: dict[str, Any] | None = None  # recorded user data deletions applied again: reapplied, failed
+    deletions: dict[str, Any] | None = None  # recorded deletions applied again: reapplied (users), failed (steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {"home": str(self.home), "members": self.members, "bytes": self.bytes,
@@ -127,9 +127,11 @@ def _reapply_deletions(settings: Settings, result: RestoreResult, *, home_given:
     if home_given and not (settings.database_url and normalize_url(settings.database_url).get_backend_name()
                            == "postgresql"):
         update["database_url"] = None  # the restored SQLite file is <home>/ratchet.db
-    reports = reapply_deletions(settings.model_copy(update=update))
-    failed = [r.user for r in reports if r.failed]
-    return {"reapplied": len(reports), "failed": failed}
+    report = reapply_deletions(settings.model_copy(update=update))
+    if report is None:
+        return {"reapplied": 0, "failed": []}
+    return {"reapplied": report.users, "status": report.status,
+            "failed": [s.step for s in report.steps if s.status == "failed"]}
 
 
 def _restore(settings: Settings, archive: Path, target_home: Path, *, home_given: bool, force: bool,

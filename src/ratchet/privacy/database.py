@@ -12,10 +12,10 @@ PostgreSQL's own write-ahead log and its base backups are out of Ratchet's reach
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, select
 
 from ratchet.store.db import StateDB
 from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback, feedback_revisions, request_index
@@ -26,10 +26,14 @@ _CHUNK = 500
 _CHECKPOINT_TRIES = 20
 
 
-def request_ids_of(db: StateDB, pseudonym: str) -> set[str]:
-    """Request ids the request index holds for ``pseudonym``."""
+def request_ids_of(db: StateDB, pseudonyms: Collection[str]) -> set[str]:
+    """Request ids the request index holds for ``pseudonyms``."""
+    found: set[str] = set()
     with db.begin() as conn:
-        return set(conn.scalars(select(request_index.c.request_id).where(request_index.c.user_pseudonym == pseudonym)))
+        for chunk in _chunks(sorted(pseudonyms)):
+            found.update(conn.scalars(select(request_index.c.request_id)
+                                      .where(request_index.c.user_pseudonym.in_(chunk))))
+    return found
 
 
 def delete_feedback_rows(db: StateDB, request_ids: Iterable[str]) -> tuple[int, int]:
@@ -46,18 +50,19 @@ def delete_feedback_rows(db: StateDB, request_ids: Iterable[str]) -> tuple[int, 
     return deleted, revisions
 
 
-def delete_request_index_rows(db: StateDB, pseudonym: str, request_ids: Iterable[str]) -> int:
-    """Delete the request-index rows of ``pseudonym`` and of these request ids when they carry no other user's
+def delete_request_index_rows(db: StateDB, pseudonyms: Collection[str], request_ids: Iterable[str]) -> int:
+    """Delete the request-index rows of ``pseudonyms`` and of these request ids when they carry no other user's
     pseudonym; returns how many rows."""
     ids = sorted({clean(rid, REQUEST_ID_LEN) for rid in request_ids})
     ri = request_index.c
     deleted = 0
     with db.begin(write=True) as conn:
         _secure_delete(conn)
-        deleted += conn.execute(delete(request_index).where(ri.user_pseudonym == pseudonym)).rowcount
+        for chunk in _chunks(sorted(pseudonyms)):
+            deleted += conn.execute(delete(request_index).where(ri.user_pseudonym.in_(chunk))).rowcount
         for chunk in _chunks(ids):
-            deleted += conn.execute(delete(request_index).where(
-                ri.request_id.in_(chunk), or_(ri.user_pseudonym.is_(None), ri.user_pseudonym == pseudonym))).rowcount
+            deleted += conn.execute(delete(request_index).where(ri.request_id.in_(chunk),
+                                                                 ri.user_pseudonym.is_(None))).rowcount
     return deleted
 
 

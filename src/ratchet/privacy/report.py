@@ -47,11 +47,12 @@ class DeletionStep:
 class DeletionReport:
     """Every step of one user's deletion; ``status`` is ``failed`` when any step failed, else ``ok``."""
 
-    user: str  # the keyed pseudonym: the raw user id is never kept
+    user: str  # the keyed pseudonym (the raw user id is never kept); for a re-application, how many users
     deletion_id: str
     started_at: str
     steps: list[DeletionStep] = field(default_factory=list)
     seconds: float = 0.0
+    users: int = 1  # how many users it removed at once (a re-application after a restore: every recorded one)
 
     @property
     def status(self) -> str:
@@ -73,7 +74,7 @@ class DeletionReport:
         return {step.step: step.count for step in self.steps}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"user": self.user, "deletion_id": self.deletion_id, "status": self.status,
+        return {"user": self.user, "users": self.users, "deletion_id": self.deletion_id, "status": self.status,
                 "started_at": self.started_at, "seconds": round(self.seconds, 3),
                 "steps": [step.to_dict() for step in self.steps]}
 

@@ -15,7 +15,8 @@ probe sets, run files, DSPy's disk cache, and finally the database files themsel
 
 Every deletion is recorded in the audit log (``privacy.delete_user``, target: the pseudonym, details:
 each step's count). The audit log is never rewound by ``ratchet restore``, which calls
-:func:`reapply_deletions` afterwards, so a restored older backup loses the deleted users again.
+:func:`reapply_deletions` afterwards — every recorded user in one pass — so a restored older backup loses the
+deleted users again.
 """
 
 from __future__ import annotations
@@ -58,25 +59,30 @@ def delete_pseudonym_data(settings: Settings, pseudonym: str, *, action: str = D
     """Remove every record of the user with this pseudonym, and audit it under ``action``."""
     if not is_pseudonym(pseudonym):
         raise ValueError(f"not a user pseudonym: {pseudonym!r}")
+    return _erase(settings, [pseudonym], action=action, target=pseudonym)
+
+
+def _erase(settings: Settings, pseudonyms: list[str], *, action: str, target: str) -> DeletionReport:
+    """Remove every record of these users in one pass over each place, and audit it as one entry."""
     started = time.perf_counter()
-    report = DeletionReport(user=pseudonym, deletion_id=uuid.uuid4().hex[:16],
+    report = DeletionReport(user=target, deletion_id=uuid.uuid4().hex[:16], users=len(pseudonyms),
                             started_at=datetime.now(UTC).isoformat(timespec="seconds"))
-    home = settings.home_dir
     with StateDB.connect(settings) as db:
-        _delete(report, settings, db, home, pseudonym)
+        _delete(report, settings, db, settings.home_dir, frozenset(pseudonyms))
     report.seconds = time.perf_counter() - started
-    recorded = audit(settings, action, target=pseudonym, outcome="failed" if report.failed else "ok",
-                     reason=", ".join(s.step for s in report.steps if s.status == "failed") or None,
-                     details={"deletion_id": report.deletion_id, "status": report.status, **report.counts()})
+    details: dict[str, Any] = {"deletion_id": report.deletion_id, "status": report.status, "users": len(pseudonyms),
+                               **report.counts()}
+    recorded = audit(settings, action, target=target, outcome="failed" if report.failed else "ok",
+                     reason=", ".join(s.step for s in report.steps if s.status == "failed") or None, details=details)
     if recorded is None:
         report.steps.append(DeletionStep("audit", "failed", error="the audit log could not be written: this "
                                          "deletion will not be re-applied after a restore; run it again"))
-    log.info("user data deletion %s for %s: %s in %.2f s", report.deletion_id, pseudonym, report.status,
+    log.info("user data deletion %s for %s: %s in %.2f s", report.deletion_id, target, report.status,
              report.seconds)
     return report
 
 
-def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path, pseudonym: str) -> None:
+def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path, pseudonyms: frozenset[str]) -> None:
     telemetry_dir = home / "telemetry"
     traces = UserTraces()
     request_ids: set[str] = set()
@@ -84,11 +90,11 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     def find(step: DeletionStep) -> None:
         problems = []
         try:
-            indexed = request_ids_of(db, pseudonym)
+            indexed = request_ids_of(db, pseudonyms)
         except Exception as exc:  # the telemetry may still name them
             indexed = set()
             problems.append(f"request index: {type(exc).__name__}: {exc}")
-        found = find_user_requests(telemetry_dir, pseudonym) if telemetry_dir.is_dir() else UserTraces()
+        found = find_user_requests(telemetry_dir, pseudonyms) if telemetry_dir.is_dir() else UserTraces()
         traces.request_ids |= found.request_ids
         traces.inputs.extend(found.inputs)
         request_ids.update(indexed | found.request_ids)
@@ -101,7 +107,7 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
 
     def telemetry(step: DeletionStep) -> None:
         if telemetry_dir.is_dir():
-            purge.__dict__.update(purge_telemetry(telemetry_dir, pseudonym, request_ids, traces).__dict__)
+            purge.__dict__.update(purge_telemetry(telemetry_dir, pseudonyms, request_ids, traces).__dict__)
         step.removed(purge.removed["interactions"] + purge.removed["malformed"],
                      malformed_removed=purge.removed["malformed"], malformed_kept=purge.malformed_kept,
                      files_scanned=purge.files_scanned, files_rewritten=purge.files_rewritten,
@@ -110,18 +116,19 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     telemetry_step = run_step(report, "telemetry", telemetry)
     for name, kind in (("shadow_records", "shadow"), ("feedback_telemetry", "feedback")):
         run_step(report, name, lambda step, kind=kind: _from(telemetry_step, step, purge.removed[kind]))
+
     def feedback_db(step: DeletionStep) -> None:
         rows, revisions = delete_feedback_rows(db, request_ids)
         step.removed(rows, revisions=revisions)
 
     run_step(report, "feedback_db", feedback_db)
     run_step(report, "request_index",
-             lambda step: step.removed(delete_request_index_rows(db, pseudonym, request_ids)))
+             lambda step: step.removed(delete_request_index_rows(db, pseudonyms, request_ids)))
     edit = {"deletion_id": report.deletion_id}
     removed_values: list[dict[str, Any]] = []
 
     def datasets(step: DeletionStep) -> None:
-        results = purge_datasets(home, _example_match(pseudonym, request_ids), edit=edit)
+        results = purge_datasets(home, _example_match(pseudonyms, request_ids), edit=edit)
         for result in results:
             removed_values.extend(result.removed_values)
         changed = [r.to_dict() for r in results if r.example_ids]
@@ -140,8 +147,9 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
         step.removed(sum(changed.values()), files=sorted(changed))
 
     run_step(report, "canary_probes", probes)
+
     def run_files(step: DeletionStep) -> None:
-        changed = purge_run_files(home / "runs", _example_match(pseudonym, request_ids))
+        changed = purge_run_files(home / "runs", _example_match(pseudonyms, request_ids))
         step.removed(sum(changed.values()), files=sorted(changed))
 
     run_step(report, "run_files", run_files)
@@ -156,15 +164,17 @@ def _from(source: DeletionStep, step: DeletionStep, count: int) -> None:
     step.removed(count)
 
 
-def _example_match(pseudonym: str, request_ids: set[str]) -> ExampleMatch:
-    """Whether a stored example came from the user: by the request id or pseudonym its provenance records."""
+def _example_match(pseudonyms: frozenset[str], request_ids: set[str]) -> ExampleMatch:
+    """Whether a stored example came from the users: by the pseudonym its provenance records, or by the request id
+    when it records no pseudonym (collected before pseudonyms existed)."""
 
     def match(item: Mapping[str, Any]) -> bool:
         meta = item.get("_meta") if isinstance(item, Mapping) else None
         metadata = meta.get("metadata") if isinstance(meta, Mapping) else None
         if not isinstance(metadata, Mapping):
             return False
-        return metadata.get("user_pseudonym") == pseudonym or metadata.get("request_id") in request_ids
+        owner = metadata.get("user_pseudonym")
+        return owner in pseudonyms or (owner is None and metadata.get("request_id") in request_ids)
 
     return match
 
@@ -194,12 +204,15 @@ def recorded_deletions(settings: Settings) -> list[str]:
     """The pseudonyms of every deletion the home's audit log records, oldest first, once each."""
     seen: dict[str, None] = {}
     for entry in read_entries(settings.home_dir, action="privacy"):
-        if entry.get("action") in (DELETE_ACTION, REAPPLY_ACTION) and is_pseudonym(entry.get("target")):
+        if entry.get("action") == DELETE_ACTION and is_pseudonym(entry.get("target")):
             seen.setdefault(entry["target"], None)
     return list(seen)
 
 
-def reapply_deletions(settings: Settings) -> list[DeletionReport]:
-    """Run every recorded deletion again (after a restore put older data back); one report each."""
-    return [delete_pseudonym_data(settings, pseudonym, action=REAPPLY_ACTION)
-            for pseudonym in recorded_deletions(settings)]
+def reapply_deletions(settings: Settings) -> DeletionReport | None:
+    """Run every recorded deletion again (after a restore put older data back), all users in one pass over each
+    place; one report and one audit entry (``privacy.reapply``). None when no deletion is recorded."""
+    pseudonyms = recorded_deletions(settings)
+    if not pseudonyms:
+        return None
+    return _erase(settings, pseudonyms, action=REAPPLY_ACTION, target=f"{len(pseudonyms)} recorded deletion(s)")

@@ -22,7 +22,7 @@ import gzip
 import io
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,32 +63,32 @@ def log_files(directory: Path) -> list[Path]:
     return files
 
 
-def find_user_requests(directory: Path, pseudonym: str) -> UserTraces:
-    """The request ids (and call inputs) of the records carrying ``pseudonym`` in every telemetry file."""
+def find_user_requests(directory: Path, pseudonyms: Collection[str]) -> UserTraces:
+    """The request ids (and call inputs) of the records carrying one of ``pseudonyms`` in every telemetry file."""
     traces = UserTraces()
-    needle = pseudonym.encode("ascii")
+    needles = [p.encode("ascii") for p in pseudonyms]
     for path in log_files(Path(directory)):
         traces.files += 1
         with contextlib.suppress(FileNotFoundError):  # compressed or expired meanwhile: the .gz is listed too
             lines, _complete = _read_lines(path)
             for raw in lines:
-                if needle not in raw:
+                if not any(needle in raw for needle in needles):
                     continue
                 record = _parse(raw)
-                if record is not None and record.get("user_pseudonym") == pseudonym:
+                if record is not None and record.get("user_pseudonym") in pseudonyms:
                     _note(traces, record)
     return traces
 
 
-def purge_telemetry(directory: Path, pseudonym: str, request_ids: set[str], traces: UserTraces | None = None
-                    ) -> TelemetryPurge:
+def purge_telemetry(directory: Path, pseudonyms: Collection[str], request_ids: set[str],
+                    traces: UserTraces | None = None) -> TelemetryPurge:
     """Remove the user's records from every telemetry file of ``directory`` (see the module docstring).
 
     ``traces``, when given, also collects the inputs of the calls removed (for finding demos).
     """
     directory = Path(directory)
     result = TelemetryPurge()
-    needles = [pseudonym.encode("ascii"), *(orjson.dumps(rid) for rid in request_ids)]
+    needles = [*(p.encode("ascii") for p in pseudonyms), *(orjson.dumps(rid) for rid in request_ids)]
     pending = log_files(directory)
     seen: set[Path] = set()
     while pending:
@@ -97,7 +97,7 @@ def purge_telemetry(directory: Path, pseudonym: str, request_ids: set[str], trac
             continue
         seen.add(path)
         try:
-            _purge_file(directory, path, pseudonym, request_ids, needles, result, traces)
+            _purge_file(directory, path, pseudonyms, request_ids, needles, result, traces)
         except FileNotFoundError:  # compressed meanwhile: its .gz holds the same lines
             gz = path.with_name(path.name + ".gz")
             if not path.name.endswith(".gz") and path.name != ACTIVE_NAME and gz.exists():
@@ -105,7 +105,7 @@ def purge_telemetry(directory: Path, pseudonym: str, request_ids: set[str], trac
     return result
 
 
-def _purge_file(directory: Path, path: Path, pseudonym: str, request_ids: set[str], needles: list[bytes],
+def _purge_file(directory: Path, path: Path, pseudonyms: Collection[str], request_ids: set[str], needles: list[bytes],
                 result: TelemetryPurge, traces: UserTraces | None) -> None:
     with _exclusive(directory, path):
         st = os.stat(path)
@@ -126,7 +126,7 @@ def _purge_file(directory: Path, path: Path, pseudonym: str, request_ids: set[st
                     kept.append(raw)
                     malformed_kept += 1
                 continue
-            kind = _user_record(record, pseudonym, request_ids)
+            kind = _user_record(record, pseudonyms, request_ids)
             if kind is None:
                 kept.append(raw)
                 continue
@@ -148,10 +148,10 @@ def _purge_file(directory: Path, path: Path, pseudonym: str, request_ids: set[st
             result.truncated_files.append(path.name)
 
 
-def _user_record(record: dict[str, Any], pseudonym: str, request_ids: set[str]) -> str | None:
-    """The kind of the user's record (``interactions``, ``shadow``, ``feedback``), or None when it is not theirs."""
+def _user_record(record: dict[str, Any], pseudonyms: Collection[str], request_ids: set[str]) -> str | None:
+    """The kind of the users' record (``interactions``, ``shadow``, ``feedback``), or None when it is not theirs."""
     owner = record.get("user_pseudonym")
-    if owner != pseudonym and (owner is not None or record.get("request_id") not in request_ids):
+    if owner not in pseudonyms and (owner is not None or record.get("request_id") not in request_ids):
         return None
     if record.get("record") == "feedback":
         return "feedback"
