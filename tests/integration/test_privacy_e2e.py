@@ -48,7 +48,19 @@ def _found(root: Path, needles: list[str]) -> list[str]:
     return [f"{path.relative_to(root)}: {n}" for path, data in _files(root) for n in needles if n.encode() in data]
 
 
-def _wait(predicate, timeout_s: float = 30) -> None:
+def _feedback_records(directory: Path) -> int:
+    """Feedback records written to the telemetry files so far."""
+    count = 0
+    for path in iter_log_files(directory):
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:  # compressed meanwhile: count again
+            return -1
+        count += (gzip.decompress(data) if path.name.endswith(".gz") else data).count(b'"record":"feedback"')
+    return count
+
+
+def _wait(predicate, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -78,8 +90,7 @@ def test_delete_user_leaves_no_byte_of_their_text(tmp_path: Path, ratchet_server
         for request_id in served[V]:
             assert httpx.post(f"{url}/v1/feedback", json={"request_id": request_id, "score": 1.0}).status_code == 202
         _wait(lambda: any(p.name.endswith(".gz") for p in iter_log_files(telemetry))
-              and sum(b'"feedback"' in d for _, d in _files(telemetry)) >= 2)
-        time.sleep(1.0)  # the last feedback records are written
+              and _feedback_records(telemetry) == len(U_TEXTS) + len(V_TEXTS))
         registry = load_programs(settings)
         TelemetryCollector(iter_log_files(telemetry), registry, signature="classify_intent",
                            min_quality_score=0.5).collect(home / "runs" / "collected")

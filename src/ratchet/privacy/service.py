@@ -106,8 +106,9 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     purge = TelemetryPurge()
 
     def telemetry(step: DeletionStep) -> None:
+        nonlocal purge
         if telemetry_dir.is_dir():
-            purge.__dict__.update(purge_telemetry(telemetry_dir, pseudonyms, request_ids, traces).__dict__)
+            purge = purge_telemetry(telemetry_dir, pseudonyms, request_ids, traces)
         step.removed(purge.removed["interactions"] + purge.removed["malformed"],
                      malformed_removed=purge.removed["malformed"], malformed_kept=purge.malformed_kept,
                      files_scanned=purge.files_scanned, files_rewritten=purge.files_rewritten,
@@ -159,6 +160,7 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
 
 
 def _from(source: DeletionStep, step: DeletionStep, count: int) -> None:
+    """A count of the telemetry step's rewrite (unknown when it failed)."""
     if source.status == "failed":
         raise RuntimeError("the telemetry files could not be rewritten (see the telemetry step)")
     step.removed(count)
