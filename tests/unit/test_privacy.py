@@ -415,3 +415,25 @@ def test_dataset_purge_keeps_content_hash_true(tmp_path) -> None:
     assert new.version == result.new_version and new.metadata["parent"] == old.version and len(new) == 4
     raw = io.BytesIO((store.root / SIG / old.version / "provenance.jsonl").read_bytes()).read().splitlines()
     assert len(raw) == 4
+
+
+def test_a_restore_whose_reapplication_fails_stands_and_says_so(make_runtime, tmp_path, monkeypatch) -> None:
+    from ratchet.ops.backup import create_backup, restore_backup
+
+    runtime = make_runtime()
+    runtime.call(SIG, {"text": U_TEXTS[0]}, user_id=U)
+    runtime.close()
+    settings = runtime.settings.model_copy(update={"backup_key": None})
+    archive = create_backup(settings, tmp_path / "backup.tar.gz", include_telemetry=True).path
+    delete_user_data(settings, U)
+
+    def broken(settings):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr("ratchet.ops.restore.reapply_deletions", broken)
+    result = restore_backup(settings, archive, force=True, allow_unsigned=True)
+    assert result.deletions == {"reapplied": 0, "status": "failed", "failed": ["OSError: [Errno 5] Input/output error"]}
+    assert _leftovers([tmp_path / "home"], U_TEXTS[:1])  # restored, not yet deleted again: `privacy reapply` does it
+    monkeypatch.undo()
+    assert reapply_deletions(settings).step("telemetry").count == 1
+    assert not _leftovers([tmp_path / "home"], U_TEXTS[:1])

@@ -20,6 +20,7 @@ bring a deleted user's records back. ``RestoreResult.deletions`` says how many, 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import uuid
@@ -37,6 +38,7 @@ from ratchet.ops.pgtools import current_schema, relation_count
 from ratchet.ops.rowload import load_tables
 from ratchet.ops.sqlitetools import place_file
 from ratchet.ops.trust import check_manifest
+from ratchet.privacy import reapply_deletions
 from ratchet.store.atomic import fsync_dir
 from ratchet.store.db import StateDB, masked_url, normalize_url
 from ratchet.store.private import PRIVATE_DIR, make_private_dir
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
     from ratchet.config import Settings
 
 __all__ = ["RestoreResult", "restore_backup", "verify_backup"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -121,15 +125,17 @@ def restore_backup(settings: Settings, archive: Path, *, home: Path | None = Non
 
 def _reapply_deletions(settings: Settings, result: RestoreResult, *, home_given: bool) -> dict[str, Any]:
     """Apply every recorded user data deletion again to the restored home and database."""
-    from ratchet.privacy import reapply_deletions
-
     update: dict[str, Any] = {"home": result.home}
     if home_given and not (settings.database_url and normalize_url(settings.database_url).get_backend_name()
                            == "postgresql"):
         update["database_url"] = None  # the restored SQLite file is <home>/ratchet.db
-    report = reapply_deletions(settings.model_copy(update=update))
+    try:
+        report = reapply_deletions(settings.model_copy(update=update))
+    except Exception as exc:  # the restore itself stands: say so, and how to finish
+        log.exception("re-applying recorded deletions after the restore failed")
+        return {"reapplied": 0, "status": "failed", "failed": [f"{type(exc).__name__}: {exc}"[:300]]}
     if report is None:
-        return {"reapplied": 0, "failed": []}
+        return {"reapplied": 0, "status": "ok", "failed": []}
     return {"reapplied": report.users, "status": report.status,
             "failed": [s.step for s in report.steps if s.status == "failed"]}
 
