@@ -437,3 +437,38 @@ def test_a_restore_whose_reapplication_fails_stands_and_says_so(make_runtime, tm
     monkeypatch.undo()
     assert reapply_deletions(settings).step("telemetry").count == 1
     assert not _leftovers([tmp_path / "home"], U_TEXTS[:1])
+
+
+def test_a_dataset_rewrite_cut_short_is_finished_by_running_it_again(tmp_path, monkeypatch) -> None:
+    from ratchet.data.datasets import purge
+    from ratchet.data.records import ExampleRecord
+    from ratchet.programs import load_programs
+
+    settings = Settings(home=tmp_path / "home")
+    store = DatasetStore(settings.home_dir, settings.data, registry=load_programs(settings))
+    records = [ExampleRecord(values={"text": t, "intent": "card_arrival"}, signature=SIG, source="telemetry",
+                             metadata={"request_id": f"r{i}"}) for i, t in enumerate(U_TEXTS + V_TEXTS)]
+    version = store.create(SIG, records, source="telemetry").version
+    store.add(SIG, [ExampleRecord(values={"text": "a later one", "intent": "pin_blocked"}, signature=SIG,
+                                  source="manual")], source="manual")
+    real = purge.atomic_write_bytes
+    writes: list[str] = []
+
+    def crash_on_dataset(path, data, **kwargs):  # the version's third and last file write fails
+        if path.parent.name == version:
+            writes.append(path.name)
+            if len(writes) == 3:
+                raise OSError(28, "No space left on device")
+        real(path, data, **kwargs)
+
+    def mine(item):
+        return item["_meta"].get("metadata", {}).get("request_id") == "r0"
+
+    monkeypatch.setattr(purge, "atomic_write_bytes", crash_on_dataset)
+    with pytest.raises(OSError):
+        purge.purge_signature(store.root / SIG, SIG, mine, edit={"deletion_id": "d1"})
+    monkeypatch.undo()
+    result = purge.purge_signature(store.root / SIG, SIG, mine, edit={"deletion_id": "d2"})
+    assert version in result.versions_rewritten
+    old = store.load(SIG, version)  # its hash check passes again
+    assert [r.values["text"] for r in old.records] == U_TEXTS[1:] + V_TEXTS

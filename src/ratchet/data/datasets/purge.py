@@ -5,8 +5,9 @@ signature's lock: when ``latest`` holds matching examples, a new version without
 first (parent: that version; operation ``delete_user_data``), so training moves on from clean data.
 Then every version that holds a match, live or archived, is rewritten without it: ``dataset.json``,
 ``provenance.jsonl`` and ``metadata.json`` (new ``content_sha256``, counts, statistics, and a
-``privacy_edits`` entry saying when and how many were removed), each file atomically and owner-read-only;
-an archive is repacked whole. Readers verify a version by its ``content_sha256``, which stays true.
+``privacy_edits`` entry saying when and how many were removed), each file atomically and owner-read-only,
+``dataset.json`` last (a crash before it leaves the examples there, so running the deletion again finishes
+the version); an archive is repacked whole. Readers verify a version by its ``content_sha256``.
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ def _purge_live(path: Path, match: ExampleMatch, edit: Mapping[str, Any], result
     rewritten = _rewrite(files, match, edit, result)
     if rewritten is None:
         return False
-    for name in ("dataset.json", "provenance.jsonl", "metadata.json"):  # the hash in metadata.json comes last
+    # metadata.json first, dataset.json last: after a crash in between, dataset.json still holds the examples, so
+    # running the deletion again finds them and writes all three (a reader meanwhile is refused by the hash check).
+    for name in ("metadata.json", "provenance.jsonl", "dataset.json"):
         atomic_write_bytes(path / name, rewritten[name], mode=PRIVATE_READ_ONLY)
     return True
 
