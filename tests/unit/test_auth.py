@@ -266,3 +266,30 @@ def test_an_operator_pauses_over_http_and_the_audit_log_names_the_key(server) ->
         [entry] = [e for e in read_entries(settings.home_dir, action="experiment.pause")]
         assert entry["actor"] == f"key:oncall/{op_row.key_id}" and entry["source"] == "http"
         assert entry["client"] == "127.0.0.1" and entry["outcome"] == "ok"
+
+
+def test_keys_and_feedback_revisions_on_both_databases(tmp_path: Path, state_db_url: str) -> None:
+    """The key store and feedback revisions on SQLite and PostgreSQL alike (the upsert returns the revision)."""
+    import threading
+
+    from ratchet.store.feedback import feedback_history, record_feedback
+
+    settings = _settings(tmp_path, mode="required", cache_seconds=0)
+    settings.database_url = state_db_url
+    with StateDB(state_db_url) as db:
+        key, row = create_key(db, "svc", ["feedback"], created_by="t")
+        auth = Authenticator(settings, db)
+        assert auth.principal(key).roles == ("feedback",)
+        rotate_key(db, row.key_id, created_by="t", grace_hours=0)
+        with pytest.raises(Exception, match="expired"):
+            auth.principal(key, now=time.time() + 1)
+        assert record_feedback(db, "r1", 0.5, principal="a") == 1
+        threads = [threading.Thread(target=record_feedback, args=(db, "r1", i / 10), kwargs={"principal": f"p{i}"})
+                   for i in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        history = feedback_history(db, "r1")
+        assert [h["revision"] for h in history] == list(range(1, 10))  # concurrent revisions: distinct, no gaps
+        assert {h["principal"] for h in history} == {"a", *(f"p{i}" for i in range(8))}
