@@ -18,7 +18,8 @@ The hierarchy::
     │   ├── InputValidationError        inputs do not match a program's schema
     │   │   ├── InvalidTextError            an input is not valid text (e.g. a lone surrogate)
     │   │   ├── InputTooLongError           the rendered prompt does not fit the model's context
-    │   │   └── FieldTooLongError           an input field is longer than [limits] allows
+    │   │   ├── FieldTooLongError           an input field is longer than [limits] allows
+    │   │   └── CorrectionMismatchError     feedback's correction is not the outputs of the program that served
     │   └── InjectionBlockedError       an input broke a rule of the injection guard in block mode
     ├── ExperimentError             A/B experiments
     │   ├── UnknownExperimentError      no experiment with that id
@@ -42,6 +43,7 @@ __all__ = [
     "BackupError",
     "ConcurrentChangeError",
     "ConfigError",
+    "CorrectionMismatchError",
     "DataError",
     "DeliveryError",
     "DuplicateProgramError",
@@ -143,6 +145,11 @@ class UnknownRequestError(InputValidationError):
 
 class InvalidTextError(InputValidationError):
     """An input field holds text that cannot be encoded as UTF-8 (a lone surrogate such as ``"\\ud800"``)."""
+
+
+class CorrectionMismatchError(InputValidationError):
+    """A feedback correction whose fields are not the outputs of the program that served the request (HTTP 409:
+    the request may be well formed, it conflicts with what the request id names)."""
 
 
 class InputTooLongError(InputValidationError):

@@ -175,6 +175,25 @@ def test_auth_matrix_every_endpoint_by_every_role(server) -> None:
         assert checked >= 6 * len(ROLES)
 
 
+def test_the_key_is_checked_before_the_body_is_read(server) -> None:
+    """Found by fuzzing without a key: FastAPI parses a JSON body before it solves dependencies, so a body that was
+    not JSON or not UTF-8 was answered 422 to a client without a key (and an anonymous body was parsed)."""
+    json_type = {"content-type": "application/json"}
+    with server(mode="required") as (url, runtime):
+        for path in (f"/v1/programs/{SIG}/predict", "/v1/feedback"):
+            for body in (b"\x00", b"\xff\xfe", b"{", b'{"inputs": 3}', b"[]"):
+                anonymous = httpx.post(f"{url}{path}", content=body, headers=json_type)
+                assert anonymous.status_code == 401, (path, body, anonymous.text)
+                assert anonymous.json()["error"] == "unauthorized" and "www-authenticate" in anonymous.headers
+        reader = create_key(runtime.db, "reader", ["read"], created_by="test")[0]
+        wrong_role = httpx.post(f"{url}/v1/feedback", content=b"{", headers={**json_type, "X-API-Key": reader})
+        assert wrong_role.status_code == 403
+        scorer = create_key(runtime.db, "scorer", ["feedback"], created_by="test")[0]
+        broken = httpx.post(f"{url}/v1/feedback", content=b"{",
+                            headers={**json_type, "Authorization": f"Bearer {scorer}"})
+        assert broken.status_code == 422 and broken.json()["error"] == "invalid_request"  # a key: then the body
+
+
 def test_bearer_header_revocation_and_last_use(server) -> None:
     with server(mode="required", cache_seconds=0) as (url, runtime):
         key, _row = create_key(runtime.db, "svc", ["read"], created_by="test")

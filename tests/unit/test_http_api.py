@@ -136,10 +136,10 @@ def test_lm_timeout_is_504_and_failure_502_both_counted(server) -> None:
     with server(latency_s=2.0) as (url, runtime):
         response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}},
                               timeout=10)
-        assert response.status_code == 504 and response.json()["error_type"] == "timeout"
+        assert response.status_code == 504 and response.json()["error"] == "timeout"
     with server(error=ServerError("upstream down")) as (url, runtime):
         response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}})
-        assert response.status_code == 502 and response.json()["error_type"] == "lm_error"
+        assert response.status_code == 502 and response.json()["error"] == "lm_error"
         metrics = httpx.get(f"{url}/metrics").text
         assert 'error_type="lm_error"' in metrics and 'error_type="timeout"' in metrics
         runtime.flush()
@@ -306,7 +306,7 @@ def test_a_missing_version_answers_json_503_and_ready_names_it(server, tmp_path)
         runtime.follower.refresh()
         response = httpx.post(f"{url}/v1/programs/classify_intent/predict", json={"inputs": {"text": "x"}})
         assert response.status_code == 503 and response.headers["content-type"] == "application/json"
-        assert response.json()["error_type"] == "version_unavailable" and "Traceback" not in response.text
+        assert response.json()["error"] == "version_unavailable" and "Traceback" not in response.text
         ready = _wait_ready(url)
         assert ready.status_code == 503 and not ready.json()["checks"]["versions"]["ok"]
         assert ready.json()["checks"]["versions"]["unavailable"][0]["version"] == "v1"

@@ -8,11 +8,13 @@ naming the field, 400 input refused by the injection guard (``{"error": "injecti
 ``[limits]`` allows (``field_too_long``, naming the field and its ``limit``) or an input whose prompt
 does not fit the model's context (``input_too_long``), 429 over the client's rate (``rate_limited``,
 with ``Retry-After``), 503 every call slot taken (``overloaded``, with ``Retry-After``) or model not
-available here, 504 LM timeout, 502 LM failure or unparsable answer, 500 anything else. Every error
-body is ``{"error": <type>, "message": …}`` (plus ``field`` where one is to blame) or, for a failed
-program call, the call's result with ``error_type`` and a fixed ``error`` message; none holds
-exception text or a traceback (the log has them, with the request id). Requests refused before the
-program ran are never the arm's failures: see :data:`ratchet.serve.errors.REFUSALS`.
+available here, 504 LM timeout, 502 LM failure or unparsable answer, 500 anything else, 409 a feedback
+correction with another program's fields (``correction_mismatch``). Every error body is an
+:class:`~ratchet.serve.api_models.ErrorBody`, ``{"error": <type>, "message": …}`` (plus ``field`` where one
+is to blame and the ``request_id`` of a call that ran; a failed program call's message is a fixed one);
+none holds exception text or a traceback (the log has them, with the request id). Requests refused before
+the program ran are never the arm's failures: see :data:`ratchet.serve.errors.REFUSALS`. Every answer is
+documented in ``/openapi.json`` with its model (:mod:`ratchet.serve.api_models`); ``/metrics`` is text.
 
 The server answers ``/health`` (alive) as soon as it listens and warms up in the
 background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
@@ -35,12 +37,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ratchet.audit import audit_context
 from ratchet.auth import PUBLIC
 from ratchet.config import Settings, load_settings, mask_urls_in_text
 from ratchet.errors import (
+    CorrectionMismatchError,
     FieldTooLongError,
     InjectionBlockedError,
     InputTooLongError,
@@ -52,7 +54,19 @@ from ratchet.errors import (
 from ratchet.privacy import delete_user_data
 from ratchet.programs import ProgramSpec, load_programs
 from ratchet.serve import metrics
-from ratchet.serve.auth import Authenticator, role_route
+from ratchet.serve.api_models import (
+    DeletionResponse,
+    FeedbackRequest,
+    FeedbackResponse,
+    HealthResponse,
+    ProgramsResponse,
+    ReadyResponse,
+    error_response,
+    error_responses,
+    feedback_request_model,
+    predict_models,
+)
+from ratchet.serve.auth import Authenticator, RoleRoute, role_route
 from ratchet.serve.body_limit import BodyLimitMiddleware
 from ratchet.serve.errors import CLIENT_ERRORS
 from ratchet.serve.experiments_api import add_experiment_routes
@@ -66,6 +80,8 @@ from ratchet.version import __version__
 __all__ = ["app_from_env", "create_app"]
 
 log = logging.getLogger(__name__)
+
+FEEDBACK_OPERATION = "feedback"  # the operationId predict's answers link to (OpenAPI links: request_id → feedback)
 
 STATUS_BY_ERROR = {
     "invalid_request": 422,
@@ -81,31 +97,6 @@ STATUS_BY_ERROR = {
     "version_unavailable": 503,
     "internal": 500,
 }
-
-
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    request_id: str = Field(..., min_length=1, max_length=200,
-                            description="the request_id a predict response returned (issued by this service)")
-    score: float = Field(..., ge=0.0, le=1.0, strict=True,
-                         description="quality of the answer, 0 (bad) to 1 (good): a JSON number (not a string, "
-                                     "not a boolean)")
-    correction: dict[str, Any] | None = Field(None, description="the corrected output fields, if any")
-
-
-def _predict_model(spec: ProgramSpec) -> type[BaseModel]:
-    name = "".join(part.capitalize() for part in spec.name.split("_"))
-    return create_model(
-        f"{name}PredictRequest",
-        __config__=ConfigDict(extra="forbid"),
-        inputs=(spec.schema.input_model, Field(..., description=f"the input fields of {spec.name}")),
-        request_id=(str | None, Field(None, min_length=1, max_length=200,
-                                      description="an idempotency key: the same one always gets the same issued "
-                                                  "request_id (send that one with feedback)")),
-        user_id=(str | None, Field(None, min_length=1, max_length=200,
-                                   description="keeps a user on one arm of an experiment")),
-    )
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -132,6 +123,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                   redoc_url=None, description="Serve registered DSPy programs with gradual rollouts and telemetry. "
                   "Send an API key (`ratchet keys create`) as X-API-Key or Authorization: Bearer; each operation "
                   "names the role it needs in `x-ratchet-role`.")
+    app.router.route_class = RoleRoute  # every route checks its role's key before its body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
     app.state.limiter = RateLimiter(settings.limits)
 
@@ -147,39 +139,44 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     @app.post("/v1/programs/{signature}/predict", include_in_schema=False, **role_route("predict"))
     async def unknown_signature(signature: str) -> JSONResponse:
-        return JSONResponse(status_code=404, content={
-            "error": "unknown_signature", "message": f"unknown signature '{signature}'",
-            "registered": registry.names()})
+        return error_response(404, "unknown_signature", f"unknown signature '{signature}'",
+                              registered=registry.names())
 
-    @app.post("/v1/feedback", status_code=202, **role_route("feedback", responses={
-        404: {"description": "request_id was not issued by this service"},
-        413: {"description": "a correction longer than limits.max_correction_chars"},
-        422: {"description": "invalid score, request id or correction"},
-        429: {"description": "over the client's rate ([limits]); Retry-After says when to retry"}}))
-    async def feedback(body: FeedbackRequest, request: Request) -> dict[str, Any]:
-        """Attach a quality score (and optional corrected outputs) to a served request."""
+    async def feedback(body: FeedbackRequest, request: Request) -> JSONResponse:
+        """Attach a quality score (and optional corrected outputs) to a request this service answered."""
         rt: Runtime = request.app.state.runtime
-        refused = _over_rate(request, "feedback") or rt.field_limits.check_correction(body.correction)
+        correction = body.correction_fields()
+        refused = _over_rate(request, "feedback") or rt.field_limits.check_correction(correction)
         if refused is not None:
             return _limit_refusal(refused)
         try:
-            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, body.correction,
+            result = await asyncio.to_thread(rt.feedback, body.request_id, body.score, correction,
                                              caller=request.state.principal.actor)
         except UnknownRequestError as exc:
-            return JSONResponse(status_code=404, content={"error": "unknown_request", "field": exc.field,
-                                                          "message": str(exc)})
+            return error_response(404, "unknown_request", str(exc), field=exc.field)
+        except CorrectionMismatchError as exc:
+            return error_response(409, "correction_mismatch", str(exc), field=exc.field)
         except InputValidationError as exc:
-            return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
-                                                          "message": str(exc)})
-        body_out = {"accepted": result.accepted, "matched": result.matched, "request_id": result.request_id,
-                    "signature": result.signature, "arm": result.arm, "version": result.version,
-                    "revision": result.revision}
+            return error_response(422, "invalid_request", str(exc), field=exc.field)
+        answer = FeedbackResponse(accepted=result.accepted, matched=result.matched, request_id=result.request_id,
+                                  signature=result.signature, arm=result.arm, version=result.version,
+                                  revision=result.revision)
         if not result.accepted:
-            body_out["reason"] = result.reason
-        return body_out
+            answer.reason = result.reason
+        return JSONResponse(status_code=202, content=answer.model_dump(exclude_unset=True))
 
-    @app.delete("/v1/users/{user_id}/data", **role_route("admin", responses={
-        207: {"description": "some steps failed: each step's status is in the body; run it again"}}))
+    feedback.__annotations__ = {"body": feedback_request_model(registry), "request": Request,
+                                "return": JSONResponse}
+    app.post("/v1/feedback", status_code=202, response_model=FeedbackResponse, operation_id=FEEDBACK_OPERATION,
+             **role_route("feedback", responses=error_responses(
+                 404, 409, 413, 422, 429, 500, s404="the request_id was not issued by this service (unknown_request)",
+                 s413="body too large (payload_too_large), or a correction longer than limits.max_correction_chars "
+                      "(field_too_long)")))(feedback)
+
+    @app.delete("/v1/users/{user_id}/data", response_model=DeletionResponse, **role_route("admin", responses={
+        207: {"model": DeletionResponse,
+              "description": "some steps failed: each step's status is in the body; run it again"},
+        **error_responses(500)}))
     async def delete_user(user_id: str, request: Request) -> JSONResponse:
         """Right to deletion: remove every record of ``user_id`` (telemetry, shadow and feedback records, request
         index, dataset examples, demos). 200 when every step ended ok/nothing, 207 when a step failed (the body
@@ -196,7 +193,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                 step["error"] = public_text(step["error"])
         return JSONResponse(status_code=207 if report.failed else 200, content=body)
 
-    @app.get("/v1/programs", **role_route("read"))
+    @app.get("/v1/programs", response_model=ProgramsResponse, response_model_exclude_unset=True,
+             **role_route("read", responses=error_responses(500)))
     async def programs(request: Request) -> dict[str, Any]:
         """Registered programs, their schemas, and what serves them now."""
         rt: Runtime = request.app.state.runtime
@@ -217,13 +215,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             })
         return {"programs": out, "routing_version": state.version}
 
-    @app.get("/health", **role_route(PUBLIC))
+    @app.get("/health", response_model=HealthResponse, **role_route(PUBLIC, responses=error_responses(500)))
     async def health(request: Request) -> dict[str, Any]:
         """Liveness: the process answers (whether it is warm yet is ``/ready``'s question)."""
         readiness: Readiness = request.app.state.readiness
         return {"status": "ok", "version": __version__, "ready": readiness.ready, "phase": readiness.phase}
 
-    @app.get("/ready", **role_route(PUBLIC))
+    @app.get("/ready", response_model=ReadyResponse, **role_route(PUBLIC, responses={
+        503: {"model": ReadyResponse, "description": "not ready: starting, failed (warm_up says why) or unavailable "
+                                                     "(checks say which)"},
+        **error_responses(500)}))
     async def ready(request: Request) -> JSONResponse:
         """Readiness: warmed up, state database reachable, telemetry writable; 503 with the reason otherwise."""
         rt: Runtime = request.app.state.runtime
@@ -238,15 +239,20 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
                             content={"status": "ready" if ok else "unavailable", "version": __version__,
                                      "warm_up": _public(readiness.to_dict()), "checks": checks})
 
-    @app.get("/metrics", **role_route("read"))
+    # response_class=Response (no media type of its own): the 200 is documented as text, the errors as JSON.
+    @app.get("/metrics", response_class=Response, **role_route("read", responses={
+        200: {"description": "Prometheus text exposition format",
+              "content": {metrics.CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}},
+        **error_responses(500)}))
     async def prometheus() -> Response:
+        """Prometheus metrics (text exposition format)."""
         return Response(metrics.render_latest(), media_type=metrics.CONTENT_TYPE_LATEST)
 
     return app
 
 
 def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
-    body_model = _predict_model(spec)
+    body_model, response_model = predict_models(spec)
 
     async def predict(body, request: Request) -> JSONResponse:
         rt: Runtime = request.app.state.runtime
@@ -255,34 +261,29 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
         if limited is not None:
             return _limit_refusal(limited)
         if readiness.error == "model_not_available":  # why (CPU, build, file) is for operators: /ready and the log
-            return JSONResponse(status_code=503, content={"error": readiness.error,
-                                                          "message": "the model cannot run on this server"})
+            return error_response(503, readiness.error, "the model cannot run on this server")
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
                                 user_id=body.user_id, caller=request.state.principal.actor)
         if result.error_type in CLIENT_ERRORS:
             return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
         if isinstance(result.exception, LimitError):  # overloaded: no call slot freed in time
             return _limit_refusal(result.exception, result.request_id)
-        payload = result.to_dict()
         if result.success:
-            return JSONResponse(status_code=200, content=payload)
+            return JSONResponse(status_code=200, content=result.to_dict())
         _log_failure(result)
-        status = STATUS_BY_ERROR.get(result.error_type or "internal", 500)
-        return JSONResponse(status_code=status, content=payload)
+        error = result.error_type or "internal"
+        return error_response(STATUS_BY_ERROR.get(error, 500), error, result.public_error(),
+                              request_id=result.request_id)
 
     predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
     app.post(f"/v1/programs/{spec.name}/predict", name=f"predict_{spec.name}", summary=f"Predict: {spec.name}",
+             response_model=response_model,
              **role_route("predict", responses={
-                 400: {"description": "input refused by the injection guard"},
-                 413: {"description": "body too large, an input field over its [limits] length, or an input too "
-                                      "long for the model's context"},
-                 422: {"description": "invalid input"},
-                 429: {"description": "over the client's rate ([limits]); Retry-After says when to retry"},
-                 502: {"description": "LM failure"},
-                 503: {"description": "every call slot taken (overloaded; Retry-After), or the model cannot run "
-                                      "on this machine"},
-                 504: {"description": "LM timeout"}}))(predict)
+                 200: {"links": {"feedback": {
+                     "operationId": FEEDBACK_OPERATION, "requestBody": {"request_id": "$response.body#/request_id"},
+                     "description": "score this answer: feedback names it by the request_id it returned"}}},
+                 **error_responses(400, 413, 422, 429, 500, 502, 503, 504)}))(predict)
 
 
 def _public(warm_up: dict[str, Any]) -> dict[str, Any]:
@@ -303,15 +304,11 @@ def _over_rate(request: Request, endpoint: str) -> LimitError | None:
 def _limit_refusal(exc: LimitError | FieldTooLongError, request_id: str | None = None) -> JSONResponse:
     """429 ``rate_limited`` or 503 ``overloaded`` with ``Retry-After``; 413 ``field_too_long`` for a correction."""
     if isinstance(exc, FieldTooLongError):
-        return JSONResponse(status_code=413, content={"error": "field_too_long", "field": exc.field,
-                                                      "limit": exc.limit, "length": exc.length, "message": str(exc)})
+        return error_response(413, "field_too_long", str(exc), field=exc.field, limit=exc.limit, length=exc.length)
     overloaded = isinstance(exc, OverloadedError)
-    content: dict[str, Any] = {"error": "overloaded" if overloaded else "rate_limited", "message": str(exc),
-                               "retry_after_s": exc.retry_after_s}
-    if request_id is not None:
-        content["request_id"] = request_id
-    return JSONResponse(status_code=503 if overloaded else 429, content=content,
-                        headers={"Retry-After": str(exc.retry_after_s)})
+    extra: dict[str, Any] = {} if request_id is None else {"request_id": request_id}
+    return error_response(503 if overloaded else 429, "overloaded" if overloaded else "rate_limited", str(exc),
+                          headers={"Retry-After": str(exc.retry_after_s)}, retry_after_s=exc.retry_after_s, **extra)
 
 
 def _log_failure(result: CallResult) -> None:
@@ -327,15 +324,16 @@ def _log_failure(result: CallResult) -> None:
 
 def _refused(error_type: str, exc: BaseException | None, request_id: str) -> JSONResponse:
     """The answer to a request refused for what it holds (one of ``CLIENT_ERRORS``)."""
-    content: dict[str, Any] = {"error": error_type, "field": getattr(exc, "field", None),
-                               "message": str(exc) if exc is not None else error_type, "request_id": request_id}
+    extra: dict[str, Any] = {}
     if isinstance(exc, InjectionBlockedError):
-        content["reason"] = exc.rule
+        extra["reason"] = exc.rule
     if isinstance(exc, InputTooLongError):
-        content.update(tokens=exc.tokens, limit=exc.limit)
+        extra.update(tokens=exc.tokens, limit=exc.limit)
     if isinstance(exc, FieldTooLongError):
-        content.update(limit=exc.limit, length=exc.length)
-    return JSONResponse(status_code=STATUS_BY_ERROR.get(error_type, 422), content=content)
+        extra.update(limit=exc.limit, length=exc.length)
+    return error_response(STATUS_BY_ERROR.get(error_type, 422), error_type,
+                          str(exc) if exc is not None else error_type, field=getattr(exc, "field", None),
+                          request_id=request_id, **extra)
 
 
 def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:

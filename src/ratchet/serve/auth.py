@@ -1,6 +1,7 @@
 """Who is calling: API keys checked on every request, and the role each endpoint declares.
 
-Every route is declared with :func:`role_route` (``app.get(path, **role_route("read"))``): its
+Every route is declared with :func:`role_route` (``app.get(path, **role_route("read"))``) on an app whose
+routes are :class:`RoleRoute` (the key is checked before the body is read): its
 dependency finds the key in ``X-API-Key`` or ``Authorization: Bearer``, checks it (a revoked or
 expired key stops working within ``auth.cache_seconds``), refuses 401 without a valid key and 403
 when the key lacks the role, and leaves the :class:`Principal` on ``request.state.principal``.
@@ -19,19 +20,23 @@ import ipaddress
 import logging
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Request, Response, Security
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from ratchet.audit import audit
 from ratchet.auth import PUBLIC, ROLES, ApiKey, grants, key_id_of
 from ratchet.auth.keys import lookup_key, matches, touch_key
 from ratchet.config import Settings
+from ratchet.serve.api_models import error_responses
 from ratchet.store.db import StateDB
 
-__all__ = ["ROLE_EXTENSION", "Authenticator", "Principal", "auth_required", "is_loopback", "role_route"]
+__all__ = ["ROLE_EXTENSION", "Authenticator", "Principal", "RoleRoute", "auth_required", "authorize", "is_loopback",
+           "presented_key", "role_route"]
 
 log = logging.getLogger(__name__)
 
@@ -168,22 +173,64 @@ async def _presented(api_key: str | None = Security(_API_KEY),
     return api_key or (bearer.credentials if bearer is not None else None)
 
 
+def presented_key(request: Request) -> str | None:
+    """The key a request shows, read as the OpenAPI security dependencies read it (``X-API-Key``, else
+    ``Authorization: Bearer``)."""
+    api_key = request.headers.get("x-api-key")
+    if api_key:
+        return api_key
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
+async def authorize(request: Request, role: str, presented: str | None) -> Principal:
+    """The principal ``request`` acts for when its key holds ``role`` (kept on ``request.state``: checked once per
+    request); an audited ``HTTPException`` 401 (no valid key) or 403 (the key lacks the role) otherwise."""
+    known: Principal | None = getattr(request.state, "principal", None)
+    if known is not None:
+        return known
+    auth: Authenticator = request.app.state.auth
+    client = request.client.host if request.client else None
+    try:
+        principal = await asyncio.to_thread(auth.principal, presented)
+        if not grants(principal.roles, role):
+            raise _Refusal(403, "role", f"this key does not hold the '{role}' role", principal.key_id)
+    except _Refusal as refusal:
+        await asyncio.to_thread(auth.refused, refusal, client=client, path=request.url.path, role=role)
+        raise HTTPException(status_code=refusal.status, detail=str(refusal),
+                            headers=_CHALLENGE if refusal.status == 401 else None) from None
+    request.state.principal = principal
+    return principal
+
+
 def _dependency(role: str) -> Any:
     async def check(request: Request, presented: str | None = Depends(_presented)) -> Principal:
-        auth: Authenticator = request.app.state.auth
-        client = request.client.host if request.client else None
-        try:
-            principal = await asyncio.to_thread(auth.principal, presented)
-            if not grants(principal.roles, role):
-                raise _Refusal(403, "role", f"this key does not hold the '{role}' role", principal.key_id)
-        except _Refusal as refusal:
-            await asyncio.to_thread(auth.refused, refusal, client=client, path=request.url.path, role=role)
-            raise HTTPException(status_code=refusal.status, detail=str(refusal),
-                                headers=_CHALLENGE if refusal.status == 401 else None) from None
-        request.state.principal = principal
-        return principal
+        return await authorize(request, role, presented)
 
     return Depends(check)
+
+
+class RoleRoute(APIRoute):
+    """A route that checks the key for its declared role before FastAPI reads and validates the body.
+
+    FastAPI parses a JSON body before it solves dependencies, so without this a request with no key
+    but a body that is not JSON (or not UTF-8) was answered 422, not 401 (found by fuzzing the API
+    without a key), and the server parsed bodies of anonymous requests. The role dependency stays
+    (it documents the security schemes and hands the principal to the endpoint); it finds the
+    principal already checked. Set as the app's ``router.route_class`` before routes are added.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        role = (self.openapi_extra or {}).get(ROLE_EXTENSION)
+        if role is None or role == PUBLIC:
+            return handler
+
+        async def key_first(request: Request) -> Response:
+            await authorize(request, role, presented_key(request))
+            return await handler(request)
+
+        return key_first
 
 
 def role_route(role: str, *, responses: dict[int | str, Any] | None = None) -> dict[str, Any]:
@@ -194,5 +241,6 @@ def role_route(role: str, *, responses: dict[int | str, Any] | None = None) -> d
     if role == PUBLIC:
         return {"openapi_extra": {ROLE_EXTENSION: PUBLIC}, "responses": dict(responses or {})}
     return {"dependencies": [_dependency(role)], "openapi_extra": {ROLE_EXTENSION: role},
-            "responses": {**(responses or {}), 401: {"description": "no valid API key"},
-                          403: {"description": f"the key lacks the '{role}' role"}}}
+            "responses": {**(responses or {}),
+                          **error_responses(401, 403, s401="no valid API key (unauthorized)",
+                                            s403=f"the key lacks the '{role}' role (forbidden)")}}

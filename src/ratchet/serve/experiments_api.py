@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -18,18 +18,19 @@ from ratchet.audit import audit_context
 from ratchet.errors import RatchetError, UnknownExperimentError
 from ratchet.rollout import RolloutController
 from ratchet.rollout.experiments import Experiment
+from ratchet.serve.api_models import ExperimentAnswer, ExperimentsResponse, error_response, error_responses
 from ratchet.serve.auth import role_route
 
 __all__ = ["add_experiment_routes"]
 
-Action = Literal["pause", "resume", "promote", "rollback"]
+Action = Literal["pause", "resume", "promote"]  # rollback has its own route: its reason is required
 
 
 class ActionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(None, min_length=1, max_length=500,
-                               description="why (recorded in the event and the audit log); required for rollback")
+                               description="why (recorded in the event and the audit log)")
 
 
 def _public(experiment: Experiment) -> dict[str, Any]:
@@ -45,9 +46,11 @@ def _controller(request: Request) -> RolloutController:
 
 
 def add_experiment_routes(app: FastAPI) -> None:
-    """``GET /v1/experiments`` and ``POST /v1/experiments/{experiment_id}/{action}``."""
+    """``GET /v1/experiments``, ``POST /v1/experiments/{experiment_id}/{pause|resume|promote}`` and
+    ``POST /v1/experiments/{experiment_id}/rollback`` (with its reason)."""
 
-    @app.get("/v1/experiments", **role_route("read"))
+    @app.get("/v1/experiments", response_model=ExperimentsResponse,
+             **role_route("read", responses=error_responses(422, 500)))
     async def list_experiments(request: Request, signature: str | None = None) -> dict[str, Any]:
         """Experiments, oldest first (optionally of one signature), with their stage, split and status."""
         controller = _controller(request)
@@ -55,33 +58,45 @@ def add_experiment_routes(app: FastAPI) -> None:
         return {"experiments": [_public(e) for e in found]}
 
 
-    @app.post("/v1/experiments/{experiment_id}/{action}", **role_route("operator", responses={
-        404: {"description": "no such experiment"}, 409: {"description": "the experiment cannot do that now"},
-        422: {"description": "invalid request (rollback needs a reason)"}}))
+    refusals = error_responses(404, 409, 413, 422, 500, s404="no such experiment (unknown_experiment)",
+                               s409="the experiment cannot do that now (conflict)")
+
+    # Declared before `{action}`: the schema says a rollback needs its reason (a fuzzer sending a bodiless rollback
+    # that the schema allowed was refused).
+    @app.post("/v1/experiments/{experiment_id}/rollback", response_model=ExperimentAnswer,
+              **role_route("operator", responses=refusals))
+    async def rollback(experiment_id: str, request: Request,
+                       reason: str = Body(..., embed=True, min_length=1, max_length=500,
+                                          description="why (recorded in the event and the audit log)")
+                       ) -> JSONResponse:
+        """Roll an experiment back now (as ``ratchet ab rollback`` does): production serves everything."""
+        return await _act(request, experiment_id, "rollback", reason)
+
+    @app.post("/v1/experiments/{experiment_id}/{action}", response_model=ExperimentAnswer,
+              **role_route("operator", responses=refusals))
     async def act(experiment_id: str, action: Action, request: Request, body: ActionRequest | None = None
                   ) -> JSONResponse:
-        """Pause, resume, promote or roll back an experiment now (as ``ratchet ab <action>`` does)."""
-        reason = body.reason if body is not None else None
-        if action == "rollback" and not reason:
-            return JSONResponse(status_code=422, content={"error": "invalid_request", "field": "reason",
-                                                          "message": "a rollback needs a reason"})
-        principal = request.state.principal
-        client = request.client.host if request.client else None
-        controller = _controller(request)
-        method = getattr(controller, action)
-        kwargs: dict[str, Any] = {"actor": principal.actor}
-        if reason:
-            kwargs["reason"] = reason
+        """Pause, resume or promote an experiment now (as ``ratchet ab <action>`` does)."""
+        return await _act(request, experiment_id, action, body.reason if body is not None else None)
 
-        def run() -> Experiment:
-            with audit_context(actor=principal.actor, source="http", client=client):
-                return method(experiment_id, **kwargs)
 
-        try:
-            changed = await asyncio.to_thread(run)
-        except UnknownExperimentError:
-            return JSONResponse(status_code=404, content={"error": "unknown_experiment",
-                                                          "message": f"no experiment '{experiment_id}'"})
-        except RatchetError as exc:  # an illegal transition, or someone else changed it first
-            return JSONResponse(status_code=409, content={"error": "conflict", "message": str(exc)})
-        return JSONResponse(status_code=200, content={"experiment": _public(changed)})
+async def _act(request: Request, experiment_id: str, action: str, reason: str | None) -> JSONResponse:
+    principal = request.state.principal
+    client = request.client.host if request.client else None
+    controller = _controller(request)
+    method = getattr(controller, action)
+    kwargs: dict[str, Any] = {"actor": principal.actor}
+    if reason:
+        kwargs["reason"] = reason
+
+    def run() -> Experiment:
+        with audit_context(actor=principal.actor, source="http", client=client):
+            return method(experiment_id, **kwargs)
+
+    try:
+        changed = await asyncio.to_thread(run)
+    except UnknownExperimentError:
+        return error_response(404, "unknown_experiment", f"no experiment '{experiment_id}'")
+    except RatchetError as exc:  # an illegal transition, or someone else changed it first
+        return error_response(409, "conflict", str(exc))
+    return JSONResponse(status_code=200, content={"experiment": _public(changed)})

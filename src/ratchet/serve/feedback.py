@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ratchet.config import Settings
-from ratchet.errors import InputValidationError, UnknownRequestError
+from ratchet.errors import CorrectionMismatchError, InputValidationError, UnknownRequestError
 from ratchet.programs import ProgramRegistry
 from ratchet.serve import metrics
 from ratchet.serve.deferred import Deferred
@@ -85,7 +85,12 @@ class FeedbackIntake:
             if not isinstance(correction, dict):
                 raise InputValidationError("correction must be an object of output fields", field="correction")
             if signature is not None and signature in self.registry:
-                correction = self.registry.get(signature).schema.validate_outputs(correction)
+                try:
+                    correction = self.registry.get(signature).schema.validate_outputs(correction)
+                except InputValidationError as exc:
+                    field = f"correction.{exc.field}" if exc.field else "correction"
+                    raise CorrectionMismatchError(f"the request was served by {signature}: {exc}",
+                                                  field=field) from None
             correction = self.redactor.redact(correction)[0]  # stored and logged without PII
         revision = record_feedback(self.db, request_id, float(score), correction, principal=caller)
         sent = _Sent(request_id, float(score), correction, caller, revision, time.time())
