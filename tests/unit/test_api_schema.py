@@ -166,3 +166,12 @@ def test_predict_answers_link_to_feedback(api) -> None:
         link = openapi["paths"][PREDICT]["post"]["responses"]["200"]["links"]["feedback"]
         assert link["operationId"] == openapi["paths"]["/v1/feedback"]["post"]["operationId"]
         assert link["requestBody"] == {"request_id": "$response.body#/request_id"}
+
+
+def test_a_deletion_answer_fits_its_model(api) -> None:
+    with api() as url:
+        check = checker(url)
+        assert _wait_ready(url).status_code == 200
+        httpx.post(f"{url}{PREDICT}", json={"inputs": {"text": "card stolen"}, "user_id": "u-9"})
+        deleted = check("DELETE", "/v1/users/{user_id}/data", httpx.delete(f"{url}/v1/users/u-9/data", timeout=60))
+        assert deleted.status_code == 200 and deleted.json()["status"] == "ok" and "u-9" not in deleted.text

@@ -176,7 +176,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     @app.delete("/v1/users/{user_id}/data", response_model=DeletionResponse, **role_route("admin", responses={
         207: {"model": DeletionResponse,
               "description": "some steps failed: each step's status is in the body; run it again"},
-        **error_responses(500)}))
+        **error_responses(422, 500)}))
     async def delete_user(user_id: str, request: Request) -> JSONResponse:
         """Right to deletion: remove every record of ``user_id`` (telemetry, shadow and feedback records, request
         index, dataset examples, demos). 200 when every step ended ok/nothing, 207 when a step failed (the body
