@@ -135,7 +135,8 @@ def test_fuzzing_every_operation_with_a_key_finds_no_5xx_and_no_schema_violation
     documented = documented_operations(schema)
     expected = {f"POST /v1/programs/{name}/predict" for name in served["registry"].names()} | {
         "POST /v1/feedback", "GET /v1/programs", "GET /health", "GET /ready", "GET /metrics",
-        "GET /v1/experiments", "POST /v1/experiments/{experiment_id}/{action}"}
+        "GET /v1/experiments", "POST /v1/experiments/{experiment_id}/{action}",
+        "POST /v1/experiments/{experiment_id}/rollback", "DELETE /v1/users/{user_id}/data"}
     assert expected <= documented, f"operations missing from the schema: {sorted(expected - documented)}"
 
     key_header = "X-API-Key: " + headers["X-API-Key"]
