@@ -39,6 +39,7 @@ from ratchet.programs.versions import VersionStore
 from ratchet.routing import ROUTING_FILENAME, choose_arm, shadows
 from ratchet.serve import metrics
 from ratchet.serve.call_gate import CallGate, call_limit
+from ratchet.serve.call_records import interaction_record, lm_usage, redact_free_text
 from ratchet.serve.errors import LM_FAILURES, REFUSALS, classify_error
 from ratchet.serve.feedback import FeedbackIntake
 from ratchet.serve.field_limits import FieldLimits
@@ -54,14 +55,12 @@ from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
 from ratchet.store.pseudonyms import Pseudonymizer
-from ratchet.telemetry.records import InteractionLog
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
 
 __all__ = ["Runtime"]
 
-_FREE_TEXT = ("input", "output", "correction", "error")
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +300,7 @@ class Runtime:
         request_id = ticket.request_id
         signature, version, arm = served.spec.name, served.version, served.arm
         model = (self.lms.fallback if fallback else self.lms.task).model
-        tokens_in, tokens_out = _usage(prediction)
+        tokens_in, tokens_out = lm_usage(prediction)
         cost = self._cost(model, prediction, tokens_in, tokens_out)
         error_type = classify_error(error) if error is not None else None
         if error_type in REFUSALS:  # refused before the program ran (the client's doing, or no slot): not the arm's
@@ -330,7 +329,7 @@ class Runtime:
         sampled = self.sampler.should_sample(signature, request_id)
         if sampled:
             metrics.TELEMETRY_SAMPLED.labels(signature).inc()
-            self._submit_telemetry(_interaction(
+            self._submit_telemetry(interaction_record(
                 served.module_name, served.fingerprint, version, signature, values, outputs, latency_s=latency_s,
                 tokens=(tokens_in, tokens_out), cost=cost, model=model, error=error, error_type=error_type,
                 request_id=request_id, arm=arm, user=ticket.user))
@@ -371,7 +370,7 @@ class Runtime:
         except Exception as exc:
             error = exc
         latency_s = time.perf_counter() - started
-        tokens_in, tokens_out = _usage(prediction)
+        tokens_in, tokens_out = lm_usage(prediction)
         cost = self._cost(self.lms.task.model, prediction, tokens_in, tokens_out)
         error_type = classify_error(error) if error is not None else None
         self.outcomes.record(signature, job.version, "shadow", latency_s=latency_s, success=error is None,
@@ -389,50 +388,15 @@ class Runtime:
             outcome = "agree" if agreed else "disagree"
         metrics.SHADOW_CALLS.labels(signature, job.version, outcome).inc()
         if self.sampler.should_sample(signature, job.request_id):
-            self._submit_telemetry(_interaction(
+            self._submit_telemetry(interaction_record(
                 served.module_name if served else "unavailable", served.fingerprint if served else None,
                 job.version, signature, job.values, outputs, latency_s=latency_s, tokens=(tokens_in, tokens_out),
                 cost=cost, model=self.lms.task.model, error=error, error_type=error_type,
                 request_id=job.request_id, arm="shadow", user=job.user))
 
     def _submit_telemetry(self, record: dict[str, Any]) -> None:
-        """Redact PII in the free-text parts first, then buffer; nothing unredacted is ever queued or written.
-
-        Only what users and the model wrote is redacted (inputs, outputs, corrections,
-        error messages); ids, versions and fingerprints stay intact for joins.
-        """
-        for key in _FREE_TEXT:
-            if record.get(key) is not None:
-                record[key], counts = self.redactor.redact(record[key])
-                for kind, count in counts.items():
-                    metrics.REDACTIONS.labels(kind).inc(count)
+        """Redact PII in the free-text parts first (:func:`redact_free_text`), then buffer: nothing unredacted is
+        ever queued or written."""
+        redact_free_text(self.redactor, record)
         if not self.telemetry.submit(record):
             metrics.TELEMETRY_DROPPED.inc()
-
-
-def _interaction(module_name: str, fingerprint: str | None, version: str, signature: str, values: dict[str, Any],
-                 outputs: dict[str, Any] | None, *, latency_s: float, tokens: tuple[int, int], cost: float | None,
-                 model: str, error: BaseException | None, error_type: str | None, request_id: str,
-                 arm: str, user: str | None) -> dict[str, Any]:
-    """The telemetry record of one program call (a served request, or a shadow call), before redaction."""
-    tokens_in, tokens_out = tokens
-    return InteractionLog(
-        module_name=module_name, module_version=version, signature=signature, input=values, output=outputs,
-        timestamp_ms=int(time.time() * 1000), latency_ms=round(latency_s * 1000, 3), tokens=tokens_in + tokens_out,
-        tokens_in=tokens_in, tokens_out=tokens_out, cost_usd=cost, model=model, success=error is None,
-        error=None if error is None else str(error)[:500], request_id=request_id, arm=arm,  # type: ignore[arg-type]
-        program_fingerprint=fingerprint, error_type=error_type, user_pseudonym=user,
-    ).to_dict()
-
-
-def _usage(prediction: dspy.Prediction | None) -> tuple[int, int]:
-    if prediction is None:
-        return 0, 0
-    getter = getattr(prediction, "get_lm_usage", None)
-    usage = getter() if callable(getter) else None
-    if not usage:
-        return 0, 0
-    tokens_in = sum(int((u or {}).get("prompt_tokens") or 0) for u in usage.values())
-    tokens_out = sum(int((u or {}).get("completion_tokens") or 0) for u in usage.values())
-    return tokens_in, tokens_out
-
