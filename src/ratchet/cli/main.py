@@ -18,6 +18,7 @@ from ratchet.cli import (
     controller_cmd,
     data_cmd,
     dataset_cmd,
+    golden_cmd,
     keys_cmd,
     monitor_cmd,
     privacy_cmd,
@@ -97,6 +98,7 @@ app.add_typer(programs_cmd.app, name="programs")
 app.add_typer(ab_cmd.app, name="ab")
 app.add_typer(controller_cmd.app, name="controller")
 app.add_typer(dataset_cmd.app, name="dataset")
+app.add_typer(golden_cmd.app, name="golden")
 app.add_typer(collect_cmd.app, name="collect")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(schedule_cmd.app, name="schedule")

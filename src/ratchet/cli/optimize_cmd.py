@@ -67,7 +67,9 @@ def print_optimization(data: dict[str, Any]) -> None:
     """A readable summary of an optimization report."""
     cmp, usage = data["comparison"], data["usage"]
     table = Table(title=f"{data['signature']}: {data['optimizer']} on dataset {data['dataset_version']} "
-                        f"(train {data['sizes']['train']}, dev {data['sizes']['dev']}, test {data['sizes']['test']})",
+                        f"(train {data['sizes']['train']}, dev {data['sizes']['dev']}, test {data['sizes']['test']}"
+                        + (f"; {data['excluded_golden']} golden inputs left out" if data.get("excluded_golden")
+                           else "") + ")",
                   title_justify="left", box=None)
     table.add_column("")
     table.add_column("", justify="right")

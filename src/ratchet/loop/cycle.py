@@ -139,8 +139,9 @@ def _run_signature(signature: str, settings: Settings, registry: ProgramRegistry
             data = result.pop("result")
             seconds = data.pop("seconds")
             result.update(status="ok", seconds=seconds.get("optimize", result["seconds"]),
-                          result={k: data[k] for k in ("optimizer", "parameters", "usage", "candidate_version",
-                                                       "dataset_version", "sizes")})
+                          result={**{k: data[k] for k in ("optimizer", "parameters", "usage", "candidate_version",
+                                                          "dataset_version", "sizes")},
+                                  "excluded_golden": data.get("excluded_golden", 0)})
             outcome["phases"]["optimize"] = result
             outcome["phases"]["evaluate"] = {"status": "ok", "seconds": seconds.get("evaluate"), "result": {
                 k: data[k] for k in ("baseline_version", "baseline", "candidate", "comparison")}}

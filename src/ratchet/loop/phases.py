@@ -190,15 +190,23 @@ def phase_gate(payload: dict[str, Any], progress: Callable[[int, int | None, str
 
 def phase_version(payload: dict[str, Any], progress: Callable[[int, int | None, str], None]) -> dict[str, Any]:
     from ratchet.data.datasets import DatasetStore
+    from ratchet.data.golden import golden_input_hashes, without_golden
 
     settings = settings_from_payload(payload)
+    registry = _registry(settings)
     signature = payload["signature"]
     records = read_batch(Path(payload["run_dir"]) / "validated_data" / f"{signature}.gated.jsonl",
                          signature=signature)
-    result = DatasetStore(settings.home_dir, settings.data, registry=_registry(settings)).add(
+    # The leakage rule: an input in the golden set never enters the training data.
+    records, excluded = without_golden(records, golden_input_hashes(settings, signature, registry=registry),
+                                       registry.get(signature).schema)
+    if not records:
+        raise PhaseFailed(f"every gated example of {signature} is in its golden set ({excluded}); nothing to store")
+    result = DatasetStore(settings.home_dir, settings.data, registry=registry).add(
         signature, records, source="cycle", notes=f"ratchet cycle {payload['run_id']}")
     return {"dataset_version": result.version, "parent": result.parent, "examples": result.example_count,
-            "added": result.added, "duplicates": len(result.duplicates), "rejected": len(result.rejected)}
+            "added": result.added, "duplicates": len(result.duplicates), "rejected": len(result.rejected),
+            "excluded_golden": excluded}
 
 
 def phase_optimize(payload: dict[str, Any], progress: Callable[[int, int | None, str], None]) -> dict[str, Any]:
@@ -219,8 +227,8 @@ def phase_optimize(payload: dict[str, Any], progress: Callable[[int, int | None,
     data = result.to_dict()
     atomic_write_json(run_dir / "optimization_results" / f"{signature}.json", data)
     return {k: data[k] for k in ("optimizer", "parameters", "dataset_version", "baseline_version",
-                                 "candidate_version", "sizes", "baseline", "candidate", "comparison", "decision",
-                                 "usage", "seconds")}
+                                 "candidate_version", "sizes", "excluded_golden", "baseline", "candidate",
+                                 "comparison", "decision", "usage", "seconds")}
 
 
 PHASE_FUNCTIONS = {"collect": phase_collect, "validate": phase_validate, "gate": phase_gate,

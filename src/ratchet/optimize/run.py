@@ -14,6 +14,7 @@ import dspy
 
 from ratchet.config import Settings
 from ratchet.data.datasets import DatasetStore, assign_split
+from ratchet.data.golden import golden_input_hashes, without_golden
 from ratchet.data.records import ExampleRecord
 from ratchet.errors import DataError
 from ratchet.evaluation.runner import EvalReport, evaluate_program
@@ -50,6 +51,7 @@ class OptimizationResult:
     decision: dict[str, Any]
     usage: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    excluded_golden: int = 0  # examples left out because their inputs are in the golden set
 
     @property
     def deploy(self) -> bool:
@@ -64,6 +66,7 @@ class OptimizationResult:
             "baseline_version": self.baseline_version,
             "candidate_version": self.candidate_version,
             "sizes": self.sizes,
+            "excluded_golden": self.excluded_golden,
             "baseline": self.baseline.summary(),
             "candidate": self.candidate.summary(),
             "comparison": self.comparison,
@@ -97,7 +100,9 @@ def run_optimization(
     """Optimize ``signature`` on a dataset version's train split and compare it with production on its test split.
 
     ``records`` (a batch that was not stored, e.g. in a dry run) replaces the dataset version;
-    their splits come from the same stable hash the dataset store uses.
+    their splits come from the same stable hash the dataset store uses. Examples whose inputs
+    are in the signature's golden set are left out of every split (the leakage rule), counted
+    in ``excluded_golden``.
     """
     spec = registry.get(signature)
     plugin = get_optimizer(optimizer)
@@ -106,6 +111,8 @@ def run_optimization(
         records, dataset_label = dataset.records, dataset.version
     else:
         dataset_label = "unstored batch"
+    records, excluded_golden = without_golden(records, golden_input_hashes(settings, signature, registry=registry),
+                                              spec.schema)
     ratios = settings.data.split_ratios
     splits: dict[str, list[dspy.Example]] = {"train": [], "dev": [], "test": []}
     for record in records:
@@ -175,7 +182,7 @@ def run_optimization(
         baseline_version=baseline_version, candidate_version=candidate_version,
         sizes={"train": len(splits["train"]), "dev": len(splits["dev"]), "test": len(test)},
         baseline=base_report, candidate=cand_report, comparison=comparison.to_dict(), decision=decision,
-        usage=usage, seconds=seconds,
+        usage=usage, seconds=seconds, excluded_golden=excluded_golden,
     )
 
 

@@ -45,6 +45,7 @@ class WriteResult:
     added: int
     duplicates: list[str] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)  # ids whose example an incoming one replaced (golden sets)
 
     @property
     def skipped_duplicates(self) -> int:
@@ -54,7 +55,8 @@ class WriteResult:
         return {"signature": self.signature, "version": self.version, "parent": self.parent,
                 "path": str(self.path), "example_count": self.example_count, "added": self.added,
                 "skipped_duplicates": self.skipped_duplicates, "duplicate_ids": self.duplicates[:20],
-                "rejected": len(self.rejected), "rejections": [r.to_dict() for r in self.rejected[:50]]}
+                "rejected": len(self.rejected), "rejections": [r.to_dict() for r in self.rejected[:50]],
+                **({"replaced": len(self.replaced)} if self.replaced else {})}
 
 
 @dataclass

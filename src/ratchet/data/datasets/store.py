@@ -33,10 +33,17 @@ __all__ = ["DatasetStore"]
 
 
 class DatasetStore:
-    """Versioned training data of every signature under ``<home>/training_data``."""
+    """Versioned training data of every signature under ``<home>/training_data``.
+
+    A subclass may keep another kind of dataset in the same layout under another root
+    (``DIRECTORY``), audited under its own name (``KIND``): the golden sets do.
+    """
+
+    DIRECTORY = "training_data"
+    KIND = "dataset"
 
     def __init__(self, home: Path, settings: DataSettings, *, registry: ProgramRegistry | None = None) -> None:
-        self.root = Path(home) / "training_data"
+        self.root = Path(home) / self.DIRECTORY
         self.settings = settings
         self.registry = registry if registry is not None else REGISTRY
 
@@ -65,7 +72,7 @@ class DatasetStore:
         if not sig_dir.is_dir():
             return []
         cutoff = datetime.now(UTC) - timedelta(days=days)
-        with locked(sig_dir), audited(self.root.parent, "dataset.archive", target=signature,
+        with locked(sig_dir), audited(self.root.parent, f"{self.KIND}.archive", target=signature,
                                       details={"older_than_days": days, "keep": keep}) as note:
             infos = self.list_versions(signature)
             protected = {i.version for i in infos[max(0, len(infos) - keep):]} if keep else set()
@@ -148,13 +155,15 @@ class DatasetStore:
 
     # -- internals ----------------------------------------------------------------------------
     def _write(self, signature: str, records: Iterable[ExampleRecord], *, source: str, notes: str,
-               incremental: bool) -> WriteResult:
+               incremental: bool, replace: bool = False) -> WriteResult:
+        """Validate and commit; with ``replace`` (incremental only) an incoming example replaces latest's example
+        of equal inputs (equal id) instead of being skipped as a duplicate."""
         spec = self._spec(signature)
         if not isinstance(source, str) or not source.strip():
             raise DataError("a source name is required (e.g. git_mining, synthetic, telemetry)")
         sig_dir = self.root / signature
         make_private_dir(sig_dir)
-        action = "dataset.add" if incremental else "dataset.create"
+        action = f"{self.KIND}.add" if incremental else f"{self.KIND}.create"
         with locked(sig_dir), audited(self.root.parent, action, target=signature,
                                       details={"source": source.strip()}) as note:
             self.sweep_temp(signature=signature)
@@ -162,23 +171,29 @@ class DatasetStore:
             base = read_version(sig_dir, signature, parent, restore=False).records if incremental and parent else []
             base_rows = [(r, *encoded(r)) for r in base]
             previous = {} if incremental else previous_splits(sig_dir, parent)
-            accepted, duplicates, rejected = accept_records(spec, records, source.strip(), {r.id for r in base},
-                                                            previous, self.settings)
+            seen = set() if replace else {r.id for r in base}
+            accepted, duplicates, rejected = accept_records(spec, records, source.strip(), seen, previous,
+                                                            self.settings)
+            incoming = {row[0].id for row in accepted}
+            replaced = [row[0].id for row in base_rows if row[0].id in incoming]
+            base_rows = [row for row in base_rows if row[0].id not in incoming]
             if not accepted:
                 reasons = "; ".join(f"#{r.index}: {r.reason}" for r in rejected[:3])
                 what = (f"{len(rejected)} rejected ({reasons})" if rejected else
                         f"all {len(duplicates)} already in {parent}" if duplicates else "none given")
                 raise DataError(f"no acceptable examples for '{signature}': {what}; nothing stored")
             operation = {"kind": "add" if incremental else "create", "source": source.strip(),
-                         "added": len(accepted), "skipped_duplicates": len(duplicates), "rejected": len(rejected)}
+                         "added": len(accepted) - len(replaced), "replaced": len(replaced),
+                         "skipped_duplicates": len(duplicates), "rejected": len(rejected)}
             version = commit_version(sig_dir, signature, base_rows + accepted, parent=parent if incremental else None,
                                      notes=notes, operation=operation)
             note.details.update(version=version, parent=parent if incremental else None, examples=len(base_rows)
-                                + len(accepted), added=len(accepted), duplicates=len(duplicates),
-                                rejected=len(rejected))
+                                + len(accepted), added=len(accepted) - len(replaced), replaced=len(replaced),
+                                duplicates=len(duplicates), rejected=len(rejected))
         return WriteResult(signature=signature, version=version, parent=parent if incremental else None,
-                           path=sig_dir / version, example_count=len(base) + len(accepted), added=len(accepted),
-                           duplicates=duplicates, rejected=rejected)
+                           path=sig_dir / version, example_count=len(base_rows) + len(accepted),
+                           added=len(accepted) - len(replaced), duplicates=duplicates, rejected=rejected,
+                           replaced=replaced)
 
     def _spec(self, signature: str) -> ProgramSpec:
         return self.registry.get(checked_name(signature))
