@@ -247,3 +247,26 @@ def test_cli_add_refuses_an_invalid_file(tmp_path: Path) -> None:
     assert "intent" in result.output and "nothing stored" in result.output
     empty = runner.invoke(app, ["golden", "stats", "-s", SIG, "--json"])
     assert json.loads(empty.stdout)["golden"][0]["size"] == 0
+
+
+# --- a home's other duties: backup and the right to deletion cover golden sets -------------------------
+
+def test_backup_holds_the_golden_sets_and_deletion_purges_them(env, tmp_path: Path) -> None:
+    from ratchet.ops.backup import create_backup
+    from ratchet.ops.restore import verify_backup
+    from ratchet.privacy.files import purge_datasets
+
+    settings, registry = env
+    rows = banking(0, 3)
+    add_golden(settings, SIG, [golden(r, i) for i, r in enumerate(rows)], source="annotation", registry=registry)
+    archive = tmp_path / "backup.tar.gz"
+    create_backup(settings, archive)
+    names = {m["path"] for m in verify_backup(archive, allow_unsigned=True)["members"]}
+    assert f"golden/{SIG}/latest" in names
+
+    results = purge_datasets(settings.home_dir, lambda item: item["_meta"]["metadata"].get("request_id") == "req-1",
+                             edit={"deletion_id": "d1"})
+    [purged] = [r for r in results if r.store == "golden"]
+    assert len(purged.example_ids) == 1 and purged.to_dict()["store"] == "golden" and purged.new_version
+    left = load_golden(settings, SIG, registry=registry)
+    assert sorted(e.request_id for e in left) == ["req-0", "req-2"]

@@ -36,8 +36,8 @@ MANIFEST = "manifest.json"
 FORMAT = 2
 LEGACY_FORMAT = 1
 """Archives of Ratchet before signed, data-only backups: read and verified, their database never restored."""
-TOP_LEVEL = frozenset({"programs", "training_data", "experiments", "routing_config.json", "monitoring_state.json",
-                       "config", "database", "telemetry", "audit", "secrets"})
+TOP_LEVEL = frozenset({"programs", "training_data", "golden", "experiments", "routing_config.json",
+                       "monitoring_state.json", "config", "database", "telemetry", "audit", "secrets"})
 """The only names a member may start with (besides the manifest): nothing else is ever written to a home."""
 
 Progress = Callable[[str, int, int], None]

@@ -4,6 +4,7 @@ The archive (see :mod:`ratchet.ops.archive`) holds::
 
     programs/…                 program versions and production pointers
     training_data/…            dataset versions, their archives and ``latest`` links
+    golden/…                   golden dataset versions (same layout)
     experiments/…              experiment snapshots
     secrets/service.key        the generated service secret, when there is one (RATCHET_SECRET_KEY unset): restored
                                request ids and user pseudonyms keep matching, so deletions still find their users
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 
 __all__ = ["BackupResult", "RestoreResult", "create_backup", "restore_backup", "verify_backup"]
 
-_DIRS = ("programs", "training_data", "experiments", "secrets")  # secrets: the service key (pseudonyms still match)
+# secrets: the service key (pseudonyms still match)
+_DIRS = ("programs", "training_data", "golden", "experiments", "secrets")
 _FILES = (ROUTING_FILENAME, "monitoring_state.json")
 
 

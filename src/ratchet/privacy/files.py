@@ -1,4 +1,5 @@
-"""A user's examples in the home's files: dataset versions, program versions' demos, canary probes, run files.
+"""A user's examples in the home's files: dataset and golden versions, program versions' demos, canary probes, run
+files.
 
 Dataset examples are found by the request id or pseudonym their provenance records
 (:mod:`ratchet.data.datasets.purge` rewrites the versions). A demo is the user's when it holds
@@ -31,12 +32,19 @@ log = logging.getLogger(__name__)
 
 
 def purge_datasets(home: Path, match: ExampleMatch, *, edit: Mapping[str, Any]) -> list[SignaturePurge]:
-    """Remove matching examples from every signature's dataset versions under ``<home>/training_data``."""
-    root = Path(home) / "training_data"
-    if not root.is_dir():
-        return []
-    return [purge_signature(sig_dir, sig_dir.name, match, edit=edit)
-            for sig_dir in sorted(root.iterdir()) if sig_dir.is_dir() and NAME_PATTERN.match(sig_dir.name)]
+    """Remove matching examples from every signature's dataset versions under ``<home>/training_data`` and its
+    golden versions under ``<home>/golden`` (same layout; golden examples record the request they label)."""
+    results = []
+    for store in ("training_data", "golden"):
+        root = Path(home) / store
+        if not root.is_dir():
+            continue
+        for sig_dir in sorted(root.iterdir()):
+            if sig_dir.is_dir() and NAME_PATTERN.match(sig_dir.name):
+                result = purge_signature(sig_dir, sig_dir.name, match, edit=edit)
+                result.store = store
+                results.append(result)
+    return results
 
 
 def purge_demos(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],

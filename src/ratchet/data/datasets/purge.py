@@ -48,10 +48,12 @@ class SignaturePurge:
     versions_rewritten: list[str] = field(default_factory=list)
     new_version: str | None = None
     removed_values: list[dict[str, Any]] = field(default_factory=list)  # their fields (to find demos made of them)
+    store: str = "training_data"  # or "golden": which root the versions live under
 
     def to_dict(self) -> dict[str, Any]:
         return {"signature": self.signature, "examples": len(self.example_ids),
-                "versions_rewritten": self.versions_rewritten, "new_version": self.new_version}
+                "versions_rewritten": self.versions_rewritten, "new_version": self.new_version,
+                **({"store": self.store} if self.store != "training_data" else {})}
 
 
 def purge_signature(sig_dir: Path, signature: str, match: ExampleMatch, *, edit: Mapping[str, Any]) -> SignaturePurge:
