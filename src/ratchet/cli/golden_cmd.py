@@ -19,7 +19,7 @@ app = typer.Typer(help="Golden datasets: curated examples training never reads; 
 
 _SIGNATURE = typer.Option(None, "--signature", "-s", help="one registered signature (default: every one)")
 _JSON = typer.Option(False, "--json", help="machine-readable output")
-BAR_WIDTH = 24
+BAR_WIDTH = 16
 
 
 def _store(ctx: typer.Context) -> GoldenStore:
@@ -133,10 +133,12 @@ def _print_coverage(report: GoldenCoverage, top: int) -> None:
     table = Table(title=f"{len(gaps)} under-represented label(s), largest gap first; shortfall for a golden set of "
                         f"{report.target_size}", title_justify="left")
     for column in ("dimension", "label", "traffic", "traffic %", "golden", "golden %", "gap", "shortfall"):
-        table.add_column(column, justify="left" if column in ("dimension", "label") else "right")
-    table.add_column("traffic [cyan]█[/] vs golden [green]█[/]")
+        table.add_column(column, justify="left" if column in ("dimension", "label") else "right",
+                         overflow="fold", min_width=len(column) if column != "label" else 12)
+    table.add_column("[cyan]traffic[/] · [green]golden[/]", no_wrap=True, min_width=BAR_WIDTH)
+    scale = max(max(r.traffic_share, r.golden_share) for r in gaps[:top]) or 1.0  # the largest share: a full bar
     for row in gaps[:top]:
-        bars = _bar(row.traffic_share, "cyan") + "\n" + _bar(row.golden_share, "green")
+        bars = _bar(row.traffic_share / scale, "cyan") + "\n" + _bar(row.golden_share / scale, "green")
         table.add_row(row.dimension, row.label, str(row.traffic), f"{row.traffic_share:.1%}", str(row.golden),
                       f"{row.golden_share:.1%}", f"{row.gap:+.1%}", str(row.shortfall), bars)
     console.print(table)

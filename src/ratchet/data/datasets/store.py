@@ -183,8 +183,8 @@ class DatasetStore:
                         f"all {len(duplicates)} already in {parent}" if duplicates else "none given")
                 raise DataError(f"no acceptable examples for '{signature}': {what}; nothing stored")
             operation = {"kind": "add" if incremental else "create", "source": source.strip(),
-                         "added": len(accepted) - len(replaced), "replaced": len(replaced),
-                         "skipped_duplicates": len(duplicates), "rejected": len(rejected)}
+                         "added": len(accepted) - len(replaced), "skipped_duplicates": len(duplicates),
+                         "rejected": len(rejected), **({"replaced": len(replaced)} if replace else {})}
             version = commit_version(sig_dir, signature, base_rows + accepted, parent=parent if incremental else None,
                                      notes=notes, operation=operation)
             note.details.update(version=version, parent=parent if incremental else None, examples=len(base_rows)
