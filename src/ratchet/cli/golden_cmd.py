@@ -135,13 +135,20 @@ def _print_coverage(report: GoldenCoverage, top: int) -> None:
     for column in ("dimension", "label", "traffic", "traffic %", "golden", "golden %", "gap", "shortfall"):
         table.add_column(column, justify="left" if column in ("dimension", "label") else "right",
                          overflow="fold", min_width=len(column) if column != "label" else 12)
-    table.add_column("[cyan]traffic[/] · [green]golden[/]", no_wrap=True, min_width=BAR_WIDTH)
+    for row in gaps[:top]:
+        table.add_row(row.dimension, row.label, str(row.traffic), f"{row.traffic_share:.1%}", str(row.golden),
+                      f"{row.golden_share:.1%}", f"{row.gap:+.1%}", str(row.shortfall))
+    console.print(table)
+    chart = Table(box=None, show_header=False, padding=(0, 1))
+    chart.add_column("label", overflow="fold")
+    chart.add_column("", no_wrap=True)
+    chart.add_column("bars", no_wrap=True, min_width=BAR_WIDTH)
     scale = max(max(r.traffic_share, r.golden_share) for r in gaps[:top]) or 1.0  # the largest share: a full bar
     for row in gaps[:top]:
-        bars = _bar(row.traffic_share / scale, "cyan") + "\n" + _bar(row.golden_share / scale, "green")
-        table.add_row(row.dimension, row.label, str(row.traffic), f"{row.traffic_share:.1%}", str(row.golden),
-                      f"{row.golden_share:.1%}", f"{row.gap:+.1%}", str(row.shortfall), bars)
-    console.print(table)
+        chart.add_row(row.label, "[cyan]traffic[/]\n[green]golden[/]",
+                      _bar(row.traffic_share / scale, "cyan") + f" {row.traffic_share:.0%}\n"
+                      + _bar(row.golden_share / scale, "green") + f" {row.golden_share:.0%}")
+    console.print(chart)
     if len(gaps) > top:
         console.print(f"  [dim]… {len(gaps) - top} more (--top, or --json)[/]")
 
