@@ -188,8 +188,8 @@ class DatasetStore:
             version = commit_version(sig_dir, signature, base_rows + accepted, parent=parent if incremental else None,
                                      notes=notes, operation=operation)
             note.details.update(version=version, parent=parent if incremental else None, examples=len(base_rows)
-                                + len(accepted), added=len(accepted) - len(replaced), replaced=len(replaced),
-                                duplicates=len(duplicates), rejected=len(rejected))
+                                + len(accepted), added=len(accepted) - len(replaced), duplicates=len(duplicates),
+                                rejected=len(rejected), **({"replaced": len(replaced)} if replace else {}))
         return WriteResult(signature=signature, version=version, parent=parent if incremental else None,
                            path=sig_dir / version, example_count=len(base_rows) + len(accepted),
                            added=len(accepted) - len(replaced), duplicates=duplicates, rejected=rejected,
