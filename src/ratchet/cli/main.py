@@ -11,6 +11,7 @@ from typer.core import TyperGroup
 from ratchet.audit import operator_actor, set_audit_defaults
 from ratchet.cli import (
     ab_cmd,
+    annotate_cmd,
     audit_cmd,
     canary_cmd,
     collect_cmd,
@@ -107,6 +108,7 @@ app.add_typer(canary_cmd.app, name="canary")
 app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(privacy_cmd.app, name="privacy")
+app.add_typer(annotate_cmd.app, name="annotate")
 app.command("status")(monitor_cmd.status)
 
 

@@ -34,6 +34,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     insert,
     inspect,
     select,
@@ -346,6 +347,47 @@ def _m010_request_index_user(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_request_index_user_pseudonym ON request_index (user_pseudonym)"))
 
 
+def _m011_annotation_queue(conn: Connection) -> None:
+    """The annotation queue: tasks (one per signature, request and week) under leases, and their annotations
+    (at most one per task and annotator).
+
+    Number 11 depends on no other migration (it creates two new tables).
+    """
+    md = MetaData()
+    Table(
+        "annotation_tasks", md,
+        Column("task_id", String(32), primary_key=True),
+        Column("signature", String(200), nullable=False),
+        Column("request_id", String(200), nullable=False),
+        Column("week", String(16), nullable=False),
+        Column("inputs", Text, nullable=False),
+        Column("output", Text, nullable=False),
+        Column("cluster_id", String(200), nullable=True),
+        Column("cluster_label", Text, nullable=True),
+        Column("priority", Float, nullable=False),
+        Column("needed", Integer, nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("lease_holder", String(200), nullable=True),
+        Column("lease_expires_at", Float, nullable=True),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        UniqueConstraint("signature", "request_id", "week", name="ux_annotation_tasks_request_week"),
+        Index("ix_annotation_tasks_queue", "status", "signature", "priority"),
+    )
+    Table(
+        "annotations", md,
+        Column("task_id", String(32), nullable=False),
+        Column("annotator", String(200), nullable=False),
+        Column("kind", String(16), nullable=False),
+        Column("values", Text, nullable=True),
+        Column("reason", Text, nullable=True),
+        Column("created_at", Float, nullable=False),
+        PrimaryKeyConstraint("task_id", "annotator", name="pk_annotations"),
+        Index("ix_annotations_annotator", "annotator"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -357,6 +399,7 @@ MIGRATIONS: list[Migration] = [
     Migration(8, "API keys", _m008_api_keys),
     Migration(9, "feedback principals and revisions", _m009_feedback_revisions),
     Migration(10, "user pseudonyms in the request index", _m010_request_index_user),
+    Migration(11, "the annotation queue", _m011_annotation_queue),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

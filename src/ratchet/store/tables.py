@@ -11,7 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 __all__ = [
     "ARM_LEN",
@@ -19,6 +31,8 @@ __all__ = [
     "NAME_LEN",
     "PSEUDONYM_COLUMN_LEN",
     "REQUEST_ID_LEN",
+    "annotation_tasks",
+    "annotations",
     "api_keys",
     "arm_errors",
     "arm_latency_buckets",
@@ -281,4 +295,39 @@ canary_runs = Table(
     Column("seconds", Float, nullable=False),  # wall time of the run
     Column("scores", Text, nullable=False),  # JSON object: probe id → score, what paired comparisons read
     Index("ix_canary_runs_signature_version_at", "signature", "version", "at"),
+)
+
+annotation_tasks = Table(
+    "annotation_tasks",
+    metadata,
+    Column("task_id", String(32), primary_key=True),  # stable: a hash of signature, request id and week
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("request_id", String(NAME_LEN), nullable=False),
+    Column("week", String(16), nullable=False),  # ISO week the task was made for, e.g. 2026-W48
+    Column("inputs", Text, nullable=False),  # JSON: the request's inputs (PII-redacted: they come from telemetry)
+    Column("output", Text, nullable=False),  # JSON: the model's output fields
+    Column("cluster_id", String(NAME_LEN), nullable=True),
+    Column("cluster_label", Text, nullable=True),
+    Column("priority", Float, nullable=False),  # higher first
+    Column("needed", Integer, nullable=False),  # annotations (by different annotators) it needs: 1 or 2
+    Column("status", String(16), nullable=False),  # open | leased | done | skipped
+    Column("lease_holder", String(NAME_LEN), nullable=True),  # the annotator who may submit
+    Column("lease_expires_at", Float, nullable=True),  # after this the task is back in the queue
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    UniqueConstraint("signature", "request_id", "week", name="ux_annotation_tasks_request_week"),
+    Index("ix_annotation_tasks_queue", "status", "signature", "priority"),
+)
+
+annotations = Table(
+    "annotations",
+    metadata,
+    Column("task_id", String(32), nullable=False),
+    Column("annotator", String(NAME_LEN), nullable=False),
+    Column("kind", String(16), nullable=False),  # accept | correct | reject | skip
+    Column("values", Text, nullable=True),  # JSON: the output fields this annotator stands behind (accept, correct)
+    Column("reason", Text, nullable=True),  # why (required for reject)
+    Column("created_at", Float, nullable=False),
+    PrimaryKeyConstraint("task_id", "annotator", name="pk_annotations"),
+    Index("ix_annotations_annotator", "annotator"),
 )

@@ -1,0 +1,55 @@
+"""The annotation queue (seed 004's human flywheel, item 2): tasks made from triaged failures, leased to one
+annotator at a time, answered against the signature's schema, exported as labelled JSON Lines.
+
+Triage (``ratchet.flywheel``) creates tasks with :func:`create_tasks`; annotators work through
+:func:`next_task` and :func:`submit` (``ratchet annotate next|submit``); :func:`stats` and :func:`export` feed
+the operators and the golden dataset.
+"""
+
+from ratchet.annotate.export import ExportResult, export
+from ratchet.annotate.model import (
+    KINDS,
+    MAX_SKIPS,
+    STATUSES,
+    Annotation,
+    AnnotationError,
+    LeaseError,
+    Task,
+    UnknownTaskError,
+)
+from ratchet.annotate.nearest import Neighbour, nearest_examples, nearest_labelled
+from ratchet.annotate.parse import allowed_labels, parse_assignments
+from ratchet.annotate.queue import next_task, release, submit
+from ratchet.annotate.stats import Agreement, Backlog, QueueStats, cohen_kappa, stats
+from ratchet.annotate.tasks import CreateResult, TaskItem, create_tasks, get_task, task_id_for
+
+__all__ = [
+    "KINDS",
+    "MAX_SKIPS",
+    "STATUSES",
+    "Agreement",
+    "Annotation",
+    "AnnotationError",
+    "Backlog",
+    "CreateResult",
+    "ExportResult",
+    "LeaseError",
+    "Neighbour",
+    "QueueStats",
+    "Task",
+    "TaskItem",
+    "UnknownTaskError",
+    "allowed_labels",
+    "cohen_kappa",
+    "create_tasks",
+    "export",
+    "get_task",
+    "nearest_examples",
+    "nearest_labelled",
+    "next_task",
+    "parse_assignments",
+    "release",
+    "stats",
+    "submit",
+    "task_id_for",
+]
