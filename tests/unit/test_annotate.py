@@ -4,6 +4,7 @@ double annotation, validated answers, Cohen's kappa, export with provenance, ide
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import stat
 import threading
@@ -123,6 +124,34 @@ def test_racing_annotators_never_share_a_task(db: StateDB) -> None:
     taken = [t for ids in got.values() for t in ids]
     assert len(taken) == 12 and len(set(taken)) == 12  # each task leased to exactly one annotator
     assert stats(db).backlog[0].done == 12
+
+
+def _drain_in_process(url: str, name: str, barrier, queue) -> None:
+    """A separate annotator process: lease and answer (reject: no registry needed) until the queue is empty."""
+    taken = []
+    with StateDB(url) as db:
+        barrier.wait()
+        while (task := next_task(db, annotator=name, lease_s=60)) is not None:
+            taken.append(task.task_id)
+            submit(db, ProgramRegistry(), task.task_id, name, reject=True, reason="race test")
+    queue.put(taken)
+
+
+def test_racing_annotator_processes_never_share_a_task(db: StateDB, state_db_url: str) -> None:
+    create_tasks(db, SIG, items(30), week=WEEK, double_share=0.0)
+    ctx = multiprocessing.get_context("spawn")
+    barrier, queue = ctx.Barrier(3), ctx.Queue()
+    processes = [ctx.Process(target=_drain_in_process, args=(state_db_url, f"p{i}", barrier, queue))
+                 for i in range(3)]
+    for process in processes:
+        process.start()
+    results = [queue.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    taken = [t for ids in results for t in ids]
+    assert len(taken) == 30 and len(set(taken)) == 30
+    assert stats(db).backlog[0].done == 30
 
 
 def _registry() -> ProgramRegistry:
