@@ -27,6 +27,7 @@ from ratchet.annotate import (
     nearest_examples,
     next_task,
     parse_assignments,
+    release,
     stats,
     submit,
 )
@@ -174,6 +175,21 @@ def test_an_expired_lease_returns_to_the_queue(db: StateDB, registry: ProgramReg
         submit(db, registry, task.task_id, "ann", accept=True)
     assert submit(db, registry, task.task_id, "bob", accept=True).kind == "accept"
     assert get_task(db, task.task_id).status == "done"
+
+
+def test_an_expired_lease_is_still_yours_until_taken_and_release_frees_it(db: StateDB,
+                                                                         registry: ProgramRegistry) -> None:
+    create_tasks(db, SIG, items(2), week=WEEK, double_share=0.0)
+    task = next_task(db, annotator="ann", lease_s=60)
+    assert task is not None
+    with db.begin(write=True) as conn:
+        conn.execute(update(annotation_tasks).where(annotation_tasks.c.task_id == task.task_id)
+                     .values(lease_expires_at=time.time() - 1))
+    assert submit(db, registry, task.task_id, "ann", accept=True).kind == "accept"  # nobody took it meanwhile
+    other = next_task(db, annotator="ann", lease_s=60)
+    assert other is not None and other.task_id != task.task_id
+    assert not release(db, other.task_id, "bob") and release(db, other.task_id, "ann")
+    assert get_task(db, other.task_id).status == "open" and stats(db).backlog[0].open == 1
 
 
 def test_double_annotation_needs_two_different_annotators(db: StateDB, registry: ProgramRegistry) -> None:
