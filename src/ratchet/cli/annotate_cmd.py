@@ -180,11 +180,12 @@ def stats_cmd(ctx: typer.Context, as_json: bool = _JSON) -> None:
         return
     widest = max((b.open + b.leased for b in result.backlog), default=0) or 1
     backlog = Table(title="backlog")
-    for column in ("signature", "open", "leased", "done", "skipped", "oldest (h)", ""):
+    backlog.add_column("signature", no_wrap=True)
+    for column in ("open", "leased", "done", "skipped", "oldest (h)", "waiting"):
         backlog.add_column(column)
     for b in result.backlog:
         waiting = b.open + b.leased
-        bar = "█" * max(1 if waiting else 0, round(30 * waiting / widest))
+        bar = "█" * max(1 if waiting else 0, round(20 * waiting / widest))
         age = "—" if b.oldest_age_s is None else f"{b.oldest_age_s / 3600:.1f}"
         backlog.add_row(b.signature, str(b.open), str(b.leased), str(b.done), str(b.skipped), age,
                         f"[cyan]{bar}[/]")
