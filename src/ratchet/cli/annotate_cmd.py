@@ -185,7 +185,7 @@ def stats_cmd(ctx: typer.Context, as_json: bool = _JSON) -> None:
         backlog.add_column(column)
     for b in result.backlog:
         waiting = b.open + b.leased
-        bar = "█" * max(1 if waiting else 0, round(20 * waiting / widest))
+        bar = "█" * max(1 if waiting else 0, round(12 * waiting / widest))
         age = "—" if b.oldest_age_s is None else f"{b.oldest_age_s / 3600:.1f}"
         backlog.add_row(b.signature, str(b.open), str(b.leased), str(b.done), str(b.skipped), age,
                         f"[cyan]{bar}[/]")
