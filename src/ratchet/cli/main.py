@@ -19,6 +19,7 @@ from ratchet.cli import (
     controller_cmd,
     data_cmd,
     dataset_cmd,
+    flywheel_cmd,
     golden_cmd,
     keys_cmd,
     monitor_cmd,
@@ -109,6 +110,7 @@ app.add_typer(audit_cmd.app, name="audit")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(privacy_cmd.app, name="privacy")
 app.add_typer(annotate_cmd.app, name="annotate")
+app.add_typer(flywheel_cmd.app, name="flywheel")
 app.command("status")(monitor_cmd.status)
 
 

@@ -1,0 +1,102 @@
+"""``ratchet flywheel``: the weekly human flywheel. Phase 1 triages the week's failures into clusters.
+
+Exit codes of ``flywheel run``: 0 the report was written (also for a week without failures);
+2 a bad week, an unreadable previous report, or a configuration error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.state import get_state
+
+app = typer.Typer(help="The human flywheel: weekly failure triage (phase 1).", no_args_is_help=True)
+
+_BAR_WIDTH = 20
+
+
+@app.command("run")
+def run(
+    ctx: typer.Context,
+    week: str = typer.Option(..., "--week", help="ISO week to triage, e.g. 2026-W48 (UTC, Monday to Sunday)"),
+    signature: str | None = typer.Option(None, "--signature", "-s", help="one signature (default: all); "
+                                         "the week's report keeps the others"),
+    score_threshold: float = typer.Option(0.5, "--score-threshold", min=0.0, max=1.0,
+                                          help="feedback scoring under this is a failure"),
+    distance: float | None = typer.Option(None, "--distance", min=0.01, max=1.0,
+                                          help="cosine distance under which clusters merge (default 0.85)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output (the report itself)"),
+) -> None:
+    """Phase 1: collect the week's failures, cluster them, compare with last week, write reports/triage_<week>."""
+    from ratchet.flywheel import TriageOptions, parse_week, run_triage
+    from ratchet.flywheel.cluster import DEFAULT_DISTANCE
+    from ratchet.store.db import StateDB
+
+    iso_week = parse_week(week)
+    settings = get_state(ctx).settings
+    options = TriageOptions(score_threshold=score_threshold, signature=signature,
+                            distance_threshold=DEFAULT_DISTANCE if distance is None else distance)
+    db = StateDB.connect(settings)
+    try:
+        with progress_bar(transient=True, enabled=not as_json) as progress:
+            task = progress.add_task(f"triage {iso_week}", total=None, status="")
+            report, md_path, json_path = run_triage(
+                settings.home_dir, db, iso_week, options,
+                on_step=lambda message: progress.update(task, status=escape(message)))
+    finally:
+        db.dispose()
+    if as_json:
+        print_json(report)
+        return
+    _print_summary(report)
+    console.print(f"\nwrote {escape(str(md_path))}\n  and {escape(str(json_path))}", highlight=False)
+
+
+def _print_summary(report: dict[str, Any]) -> None:
+    totals, scan = report["totals"], report["scan"]
+    console.print(f"[bold]failure triage {report['week']}[/] ({report['start'][:10]} to {report['end'][:10]} UTC)",
+                  highlight=False)
+    skipped = scan["malformed_lines"] + scan["invalid_records"]
+    if skipped:
+        console.print(f"[yellow]skipped {scan['malformed_lines']} malformed lines and {scan['invalid_records']} "
+                      "invalid records in telemetry[/]", highlight=False)
+    if not report["signatures"]:
+        console.print("no failures this week: nothing to triage", highlight=False)
+        return
+    compared = "vs " + report["previous_week"] if report["previous_report"] else "no report for last week"
+    console.print(f"{totals['failures']} failures, {totals['clusters']} clusters ({totals['new_clusters']} new, "
+                  f"{totals['recurring_clusters']} recurring; {compared})", highlight=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("signature", "failures", "last week", "clusters", "failure types"):
+        table.add_column(column, justify="right" if column in ("failures", "last week", "clusters") else "left")
+    for name, sig in report["signatures"].items():
+        types = ", ".join(f"{k} {v['this_week']}" + ("" if v["last_week"] is None else f" ({v['last_week']})")
+                          for k, v in sig["failure_type_change"].items())
+        last = "–" if sig["previous_failures"] is None else str(sig["previous_failures"])
+        table.add_row(escape(name), str(sig["failures"]), last, str(len(sig["clusters"])), escape(types))
+    console.print(table)
+    _print_bars(report)
+
+
+def _print_bars(report: dict[str, Any], limit: int = 10) -> None:
+    """A bar per cluster (the largest ``limit`` by priority), sized by its share of the largest."""
+    queue = report["queue"][:limit]
+    if not queue:
+        return
+    clusters = {c["id"]: c for sig in report["signatures"].values() for c in sig["clusters"]}
+    largest = max(q["size"] for q in queue)
+    console.print("\n[bold]clusters[/] (by priority)", highlight=False)
+    for q in queue:
+        cluster = clusters[q["cluster"]]
+        width = max(1, round(_BAR_WIDTH * q["size"] / largest))
+        colour = "magenta" if q["status"] == "new" else "cyan"
+        terms = escape(", ".join(cluster["terms"][:3]) or "(no terms)")
+        console.print(f"  {escape(q['signature']):<16.16} [{colour}]{'█' * width:<{_BAR_WIDTH}}[/] "
+                      f"{q['size']:>4} {q['status']:<9} {terms}", highlight=False, overflow="ellipsis", no_wrap=True)
+    if len(report["queue"]) > limit:
+        console.print(f"  … and {len(report['queue']) - limit} more clusters in the report", highlight=False)
