@@ -92,6 +92,10 @@ def test_clustering_groups_near_duplicates_and_separates_different_texts() -> No
     assert {"card", "arrived"} <= set(card.terms)
     assert cluster_texts([]).clusters == []
     assert cluster_texts(["only one"]).labels == [0]
+    assert len(cluster_texts(["", "  ", "?!"]).clusters) == 1  # no words at all: one cluster, no error
+    sampled = cluster_texts(texts * 3, max_items=12)  # above max_items the rest join the nearest cluster
+    assert sampled.labels == [sampled.labels[i % len(texts)] for i in range(len(texts) * 3)]
+    assert len(sampled.clusters) == 3
 
 
 def test_representatives_are_distinct_texts_closest_to_the_centroid() -> None:

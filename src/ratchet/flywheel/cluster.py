@@ -10,6 +10,7 @@ highest mean TF-IDF words of its members; its representatives are the members cl
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,10 +19,15 @@ from sklearn.cluster import AgglomerativeClustering
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
-__all__ = ["DEFAULT_DISTANCE", "Clustering", "TextCluster", "cluster_texts", "vectorize"]
+from ratchet.hashing import sha256_hex
+
+__all__ = ["DEFAULT_DISTANCE", "MAX_ITEMS", "Clustering", "TextCluster", "cluster_texts", "vectorize"]
 
 DEFAULT_DISTANCE = 0.85
 """Cosine distance under which clusters merge (average linkage); see docs/benchmarks.md for the measurement."""
+_WORD = re.compile(r"\w")
+MAX_ITEMS = 5000
+"""Most texts clustered directly (their distance matrix takes 4·n² bytes); above it, the rest join the nearest."""
 
 
 @dataclass(slots=True)
@@ -67,6 +73,41 @@ def _top_terms(word: TfidfVectorizer, rows: csr_matrix, n: int) -> list[str]:
     return (unigrams or [names[i] for i in order])[:n]
 
 
+def _agglomerate(matrix: csr_matrix, distance_threshold: float, svd_components: int | None) -> np.ndarray:
+    """Average-linkage labels of the rows of ``matrix`` (at least two) under a cosine distance threshold."""
+    if svd_components is not None and matrix.shape[1] > svd_components:
+        from sklearn.decomposition import TruncatedSVD
+        points = normalize(TruncatedSVD(svd_components, random_state=0).fit_transform(matrix))
+        return AgglomerativeClustering(n_clusters=None, distance_threshold=distance_threshold,
+                                       metric="cosine", linkage="average").fit_predict(points)
+    # cosine distances straight from the sparse rows: n x n floats, never n x vocabulary
+    distances = 1.0 - (matrix @ matrix.T).toarray().astype(np.float32)
+    np.clip(distances, 0.0, 2.0, out=distances)
+    np.fill_diagonal(distances, 0.0)
+    return AgglomerativeClustering(n_clusters=None, distance_threshold=distance_threshold,
+                                   metric="precomputed", linkage="average").fit_predict(distances)
+
+
+def _labels(matrix: csr_matrix, distance_threshold: float, svd_components: int | None, max_items: int
+            ) -> np.ndarray:
+    """Cluster labels of every row; above ``max_items`` rows, a stable sample is clustered and the rest
+    join the cluster whose centroid is nearest (memory grows with the square of the clustered rows)."""
+    n = matrix.shape[0]
+    if n == 1:
+        return np.zeros(1, dtype=int)
+    if n <= max_items:
+        return _agglomerate(matrix, distance_threshold, svd_components)
+    order = sorted(range(n), key=lambda i: sha256_hex(f"triage:{i}"))
+    sample = np.array(sorted(order[:max_items]))
+    sample_labels = _agglomerate(matrix[sample], distance_threshold, svd_components)
+    k = int(sample_labels.max()) + 1
+    centroids = normalize(np.vstack([np.asarray(matrix[sample[sample_labels == c]].mean(axis=0)).ravel()
+                                     for c in range(k)]))
+    labels = np.asarray(matrix @ centroids.T).argmax(axis=1).ravel()
+    labels[sample] = sample_labels
+    return labels
+
+
 def _distinct_first(ordered: list[int], texts: list[str], n: int) -> list[int]:
     """``ordered`` with its first ``n`` distinct texts moved to the front (representatives that are not copies)."""
     seen: set[str] = set()
@@ -83,30 +124,18 @@ def _distinct_first(ordered: list[int], texts: list[str], n: int) -> list[int]:
 
 
 def cluster_texts(texts: list[str], *, distance_threshold: float = DEFAULT_DISTANCE, n_terms: int = 5,
-                  n_representatives: int = 3, svd_components: int | None = None) -> Clustering:
+                  n_representatives: int = 3, svd_components: int | None = None,
+                  max_items: int = MAX_ITEMS) -> Clustering:
     """Cluster ``texts`` (largest cluster first); members are ordered representatives-first: the
     ``n_representatives`` distinct texts closest to the centroid, then the rest by closeness.
-    ``svd_components`` first projects onto that many LSA dimensions (for the benchmark)."""
+    ``svd_components`` first projects onto that many LSA dimensions (for the benchmark). Above ``max_items``
+    texts, a stable sample of that many is clustered and every other text joins its nearest cluster."""
     if not texts:
         return Clustering([], [], None)
-    if all(not t.strip() for t in texts):
-        texts = [t or "(empty)" for t in texts]
+    texts = [t if _WORD.search(t) else "(no words)" for t in texts]  # an empty vocabulary cannot be fitted
     matrix, (word, char) = vectorize(texts)
     word_rows = word.transform(texts)
-    if len(texts) == 1:
-        labels = np.zeros(1, dtype=int)
-    else:
-        if svd_components is not None and matrix.shape[1] > svd_components:
-            from sklearn.decomposition import TruncatedSVD
-            points = normalize(TruncatedSVD(svd_components, random_state=0).fit_transform(matrix))
-            labels = AgglomerativeClustering(n_clusters=None, distance_threshold=distance_threshold,
-                                             metric="cosine", linkage="average").fit_predict(points)
-        else:  # cosine distances straight from the sparse rows: n x n floats, never n x vocabulary
-            distances = 1.0 - (matrix @ matrix.T).toarray().astype(np.float32)
-            np.clip(distances, 0.0, 2.0, out=distances)
-            np.fill_diagonal(distances, 0.0)
-            labels = AgglomerativeClustering(n_clusters=None, distance_threshold=distance_threshold,
-                                             metric="precomputed", linkage="average").fit_predict(distances)
+    labels = _labels(matrix, distance_threshold, svd_components, max_items)
     groups: dict[int, list[int]] = {}
     for index, label in enumerate(labels):
         groups.setdefault(int(label), []).append(index)
