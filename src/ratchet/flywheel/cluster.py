@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.sparse import csr_matrix, hstack
 from sklearn.cluster import AgglomerativeClustering
-from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 from sklearn.preprocessing import normalize
 
 from ratchet.hashing import sha256_hex
@@ -65,12 +65,14 @@ def vectorize(texts: list[str]) -> tuple[csr_matrix, tuple[TfidfVectorizer, Tfid
 
 
 def _top_terms(word: TfidfVectorizer, rows: csr_matrix, n: int) -> list[str]:
-    """The ``n`` single words with the highest mean TF-IDF over ``rows`` (bigrams only when no word is left)."""
+    """The ``n`` single words with the highest mean TF-IDF over ``rows``, English stop words left out (unless
+    nothing else is left; bigrams only when no single word is)."""
     names = word.get_feature_names_out()
     weights = np.asarray(rows.mean(axis=0)).ravel()
     order = [i for i in np.argsort(-weights, kind="stable") if weights[i] > 0]
     unigrams = [names[i] for i in order if " " not in names[i]]
-    return (unigrams or [names[i] for i in order])[:n]
+    content = [t for t in unigrams if t not in ENGLISH_STOP_WORDS]  # "card, arrived", not "my, has"
+    return (content or unigrams or [names[i] for i in order])[:n]
 
 
 def _agglomerate(matrix: csr_matrix, distance_threshold: float, svd_components: int | None) -> np.ndarray:

@@ -51,6 +51,8 @@ def _cluster(cluster: dict[str, Any]) -> list[str]:
              f"- failure types: {types}", f"- id `{cluster['id']}`", "", "Representatives:", ""]
     for member in cluster["members"][: len(cluster["representatives"])]:
         output = _excerpt(member["output"]) if member.get("output") else "(no output)"
+        if member.get("correction") is not None:
+            output += f", corrected to {_excerpt(member['correction'])}"
         detail = f" — {_excerpt(member['detail'])}" if member.get("detail") else ""
         lines.append(f"- `{member['request_id']}` ({member['failure_type']}{detail}): {_inputs(member['inputs'])}"
                      f" → {output}")
