@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,3 +199,16 @@ def test_one_signature_rerun_keeps_the_others_and_a_bad_previous_report_is_clear
     (tmp_path / "reports/triage_2026-W49.json").write_text("{torn")
     with pytest.raises(DataError, match="unreadable"):
         run_triage(tmp_path, None, parse_week("2026-W50"))
+
+
+def test_feedback_may_score_calls_of_the_lookback_window_only(tmp_path: Path) -> None:
+    week46 = parse_week("2026-W46")
+    _write(tmp_path, [_call("old", CARD[0], _ms(week46, day=0)), _call("recent", CARD[1], _ms(W47, day=5)),
+                      _feedback("old", 0.0, _ms(W48)), _feedback("recent", 0.0, _ms(W48))])
+    _write(tmp_path, [_call("stale", CARD[2], _ms(week46, day=0))], name="interactions-20261109T000000-1-0.jsonl")
+    rotated = tmp_path / "telemetry/interactions-20261109T000000-1-0.jsonl"
+    os.utime(rotated, (W47.start.timestamp() - 86_400 * 8,) * 2)  # last written before the window: not opened
+    found = collect_failures(tmp_path / "telemetry", None, W48, lookback_days=7)
+    inputs = {f.request_id: f.inputs for f in found.failures[SIG]}
+    assert inputs == {"old": None, "recent": {"text": CARD[1]}}
+    assert found.scan.files == 1

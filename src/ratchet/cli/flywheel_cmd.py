@@ -40,7 +40,8 @@ def run(
     iso_week = parse_week(week)
     settings = get_state(ctx).settings
     options = TriageOptions(score_threshold=score_threshold, signature=signature,
-                            distance_threshold=DEFAULT_DISTANCE if distance is None else distance)
+                            distance_threshold=DEFAULT_DISTANCE if distance is None else distance,
+                            lookback_days=settings.serve.request_index_days)
     db = StateDB.connect(settings)
     try:
         with progress_bar(transient=True, enabled=not as_json) as progress:

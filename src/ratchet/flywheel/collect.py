@@ -117,14 +117,26 @@ def _rank(failure_type: str) -> int:
 
 
 def collect_failures(telemetry_dir: Path, db: StateDB | None, week: IsoWeek, *, score_threshold: float = 0.5,
-                     canary_threshold: float | None = 0.5, signature: str | None = None) -> WeekFailures:
-    """Every failure of ``week`` (one per request), by signature, from telemetry and the state database."""
+                     canary_threshold: float | None = 0.5, signature: str | None = None,
+                     lookback_days: float = 7.0) -> WeekFailures:
+    """Every failure of ``week`` (one per request), by signature, from telemetry and the state database.
+
+    Feedback of the week may score calls served up to ``lookback_days`` before it (the feedback window,
+    ``serve.request_index_days``): their telemetry records are kept to give them inputs; files last
+    modified before that hold only older calls and are not opened.
+    """
     scan = TriageScan()
     interactions: dict[str, InteractionLog] = {}
     feedbacks: dict[str, tuple[int, FeedbackRecord]] = {}
     found: dict[str, Failure] = {}
     directory = Path(telemetry_dir)
+    since_ms = week.start_ms - int(lookback_days * 86_400_000)
     for path in iter_log_files(directory) if directory.is_dir() else []:
+        try:
+            if path.stat().st_mtime * 1000 < since_ms:
+                continue
+        except OSError:  # rotated or removed meanwhile
+            continue
         scan.files += 1
         for data in iter_jsonl(path, scan.read):
             try:
@@ -140,7 +152,7 @@ def collect_failures(telemetry_dir: Path, db: StateDB | None, week: IsoWeek, *, 
                     if previous is None or record.revision >= previous[0]:
                         feedbacks[record.request_id] = (record.revision, record)
                 continue
-            if record.request_id:
+            if record.request_id and since_ms <= record.timestamp_ms < week.end_ms:
                 interactions[record.request_id] = record
             if week.contains_ms(record.timestamp_ms):
                 scan.interactions_in_week += 1

@@ -39,12 +39,13 @@ class TriageOptions:
     canary_threshold: float | None = 0.5  # canary runs scoring under this are listed (None: not read)
     distance_threshold: float = DEFAULT_DISTANCE  # cosine distance under which clusters merge
     recurring_similarity: float = 0.5  # a cluster this similar to one of last week's is recurring
+    lookback_days: float = 7.0  # feedback of the week may score calls served this long before it
     signature: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"score_threshold": self.score_threshold, "canary_threshold": self.canary_threshold,
                 "distance_threshold": self.distance_threshold, "recurring_similarity": self.recurring_similarity,
-                "signature": self.signature}
+                "lookback_days": self.lookback_days, "signature": self.signature}
 
 
 def report_paths(reports_dir: Path, week: IsoWeek) -> tuple[Path, Path]:
@@ -186,7 +187,8 @@ def run_triage(home: Path, db: StateDB | None, week: IsoWeek, options: TriageOpt
     previous = load_report(reports_dir, week.previous())
     step("reading telemetry and feedback")
     found = collect_failures(Path(home) / "telemetry", db, week, score_threshold=options.score_threshold,
-                             canary_threshold=options.canary_threshold, signature=options.signature)
+                             canary_threshold=options.canary_threshold, signature=options.signature,
+                             lookback_days=options.lookback_days)
     report = build_report(found, week, previous, options, on_signature=lambda name: step(f"clustering {name}"))
     if options.signature is not None:  # one signature re-triaged: keep the others of this week's report
         current = load_report(reports_dir, week)
