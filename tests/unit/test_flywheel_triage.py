@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ def _failing(texts: list[str], week: Any, prefix: str, error_type: str = "parse_
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> StateDB:
+def db(tmp_path: Path) -> Iterator[StateDB]:
     state = StateDB(f"sqlite:///{tmp_path / 'state.db'}")
     yield state
     state.dispose()
@@ -162,6 +163,9 @@ def test_iso_week_parsing_errors_are_clear() -> None:
         parse_week("2025-W53")
     result = CliRunner().invoke(app, ["flywheel", "run", "--week", "W48"])
     assert result.exit_code == 2 and "not an ISO week" in result.stderr
+    typo = CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48", "--signature", "clasify_intent"])
+    assert typo.exit_code == 2 and "unknown signature 'clasify_intent'; registered: " in typo.stderr
+    assert CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48", "-s", SIG]).exit_code == 0
 
 
 def test_feedback_from_the_state_database_and_low_canary_runs(tmp_path: Path, db: StateDB) -> None:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ratchet.cli.output import console, print_json, progress_bar
+from ratchet.cli.output import console, fail, print_json, progress_bar
 from ratchet.cli.state import get_state
 
 app = typer.Typer(help="The human flywheel: weekly failure triage (phase 1).", no_args_is_help=True)
@@ -38,7 +38,10 @@ def run(
     from ratchet.store.db import StateDB
 
     iso_week = parse_week(week)
-    settings = get_state(ctx).settings
+    state = get_state(ctx)
+    settings = state.settings
+    if signature is not None and signature not in state.registry:  # a typo would write an empty section
+        fail(f"unknown signature {signature!r}; registered: {', '.join(state.registry.names()) or 'none'}")
     options = TriageOptions(score_threshold=score_threshold, signature=signature,
                             distance_threshold=DEFAULT_DISTANCE if distance is None else distance,
                             lookback_days=settings.serve.request_index_days)
