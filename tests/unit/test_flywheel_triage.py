@@ -80,6 +80,11 @@ def test_week_without_failures_writes_a_clear_empty_report(tmp_path: Path) -> No
     assert report["scan"]["interactions_in_week"] == 1
     as_json = CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48", "--json"])
     assert as_json.exit_code == 0 and json.loads(as_json.stdout)["totals"]["clusters"] == 0
+    _write(tmp_path / ".ratchet", _failing(CARD, W48, "a"))  # last week failed, this week did not
+    assert CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48"]).exit_code == 0
+    quiet = CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W49"])
+    assert quiet.exit_code == 0 and "no failures this week" in quiet.stdout
+    assert "| parse_error | 0 | 0 % | 4 | 100 % |" in (tmp_path / ".ratchet/reports/triage_2026-W49.md").read_text()
 
 
 def test_clustering_groups_near_duplicates_and_separates_different_texts() -> None:

@@ -69,9 +69,10 @@ def _print_summary(report: dict[str, Any]) -> None:
     if skipped:
         console.print(f"[yellow]skipped {scan['malformed_lines']} malformed lines and {scan['invalid_records']} "
                       "invalid records in telemetry[/]", highlight=False)
-    if not report["signatures"]:
+    if not totals["failures"] and not totals["low_canary_runs"]:
         console.print("no failures this week: nothing to triage", highlight=False)
-        return
+        if not report["signatures"]:
+            return
     compared = "vs " + report["previous_week"] if report["previous_report"] else "no report for last week"
     console.print(f"{totals['failures']} failures, {totals['clusters']} clusters ({totals['new_clusters']} new, "
                   f"{totals['recurring_clusters']} recurring; {compared})", highlight=False)

@@ -65,7 +65,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# Failure triage — {report['week']}", "",
              f"{report['start'][:10]} to {report['end'][:10]} (UTC), generated {report['generated_at']}.", "",
              "## Summary", ""]
-    if not report["signatures"]:
+    if not totals["failures"] and not totals["low_canary_runs"]:
         lines += ["No failures this week: no failed calls, no feedback under "
                   f"{report['options']['score_threshold']:g}, no corrections"
                   + (", no low canary runs." if report["options"]["canary_threshold"] is not None else "."), ""]
