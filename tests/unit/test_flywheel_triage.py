@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from ratchet.cli.main import app
 from ratchet.errors import ConfigError, DataError
-from ratchet.flywheel import TriageOptions, cluster_texts, collect_failures, parse_week, run_triage
+from ratchet.flywheel import TriageOptions, cluster_texts, collect_failures, parse_week, run_triage, task_items
 from ratchet.store.canaries import CanaryRun, record_canary_runs
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
@@ -221,3 +221,22 @@ def test_feedback_may_score_calls_of_the_lookback_window_only(tmp_path: Path) ->
     inputs = {f.request_id: f.inputs for f in found.failures[SIG]}
     assert inputs == {"old": None, "recent": {"text": CARD[1]}}
     assert found.scan.files == 1
+
+
+def test_task_items_feed_the_annotation_queue_representatives_first(tmp_path: Path, db: StateDB) -> None:
+    from ratchet.annotate import create_tasks, get_task
+
+    _write(tmp_path, [*_failing(CARD, W48, "a"), *[_call(f"c{i}", t, _ms(W48)) for i, t in enumerate(CHARGE)],
+                      *[_feedback(f"c{i}", 0.0, _ms(W48) + 9) for i in range(len(CHARGE))]])
+    report = run_triage(tmp_path, db, W48)[0]
+    items = task_items(report, SIG)
+    assert len(items) == 8 and task_items(report, "other") == []
+    assert [i["priority"] for i in items] == sorted((i["priority"] for i in items), reverse=True)
+    first = report["signatures"][SIG]["clusters"][0]
+    assert [i["request_id"] for i in items[:3]] == first["representatives"]
+    created = create_tasks(db, SIG, items, week=str(W48), double_share=0.0)
+    assert len(created.created) == 8
+    failed_call = next(i for i in items if i["request_id"].startswith("a"))
+    assert failed_call["output"] == {}
+    task = get_task(db, created.created[0])
+    assert task.cluster_id == first["id"] and task.request_id == first["representatives"][0]
