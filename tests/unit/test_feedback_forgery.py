@@ -59,7 +59,7 @@ def _post(client: httpx.Client, path: str, body: dict, key: str | None = None) -
     return client.post(path, json=body, headers={"X-API-Key": key} if key else {})
 
 
-def _snapshot(runtime: Runtime, out: Path) -> tuple[dict, str, list]:
+def _snapshot(runtime: Runtime, out: Path) -> tuple[dict, tuple, list]:
     runtime.flush()
     controller = RolloutController(runtime.settings, runtime.registry, db=runtime.db)
     decision = controller.evaluate(controller.store.get("exp_1"))
@@ -69,7 +69,10 @@ def _snapshot(runtime: Runtime, out: Path) -> tuple[dict, str, list]:
     TelemetryCollector(logs, runtime.registry, signature=SIG).collect(out)
     examples = [json.loads(line) for line in (out / f"{SIG}.jsonl").read_text().splitlines()]
     labels = sorted((e["text"], e["intent"]) for e in examples)
-    return stats, f"{decision.action}: {decision.reason}", labels
+    # the decision and every trigger's verdict and numbers (not its wording, which names the stage's elapsed time)
+    verdict = (decision.action, [(c.trigger, c.fired, round(c.estimate, 6), round(c.low, 6), round(c.high, 6),
+                                  c.n_candidate, c.n_baseline) for c in decision.checks])
+    return stats, verdict, labels
 
 
 def test_forged_and_replayed_feedback_changes_nothing(served, tmp_path: Path) -> None:
