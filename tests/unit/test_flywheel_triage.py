@@ -240,3 +240,28 @@ def test_task_items_feed_the_annotation_queue_representatives_first(tmp_path: Pa
     assert failed_call["output"] == {}
     task = get_task(db, created.created[0])
     assert task.cluster_id == first["id"] and task.request_id == first["representatives"][0]
+
+
+def test_phase_one_queues_annotation_tasks_once_even_after_a_crash(tmp_path: Path) -> None:
+    """`flywheel run` ends by queueing a task per clustered failure; re-running (after a crash between writing the
+    report and queueing, or just twice) queues each failure once."""
+    from ratchet.annotate import next_task, stats
+    from ratchet.config import Settings
+
+    home = tmp_path / ".ratchet"
+    _write(home, [*_failing(CARD, W48, "a"), *_failing(PIN, W48, "p")])
+    settings = Settings(home=home)
+    state = StateDB.connect(settings)
+    try:
+        run_triage(home, state, W48)  # phase 1's report written, then the process died before queueing
+        assert stats(state).backlog == []
+        first = CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48", "--json", "--double-share", "0"])
+        assert first.exit_code == 0, first.output
+        assert json.loads(first.stdout)["annotation_tasks"][SIG] == {"created": 7, "existing": 0, "double": 0}
+        again = CliRunner().invoke(app, ["flywheel", "run", "--week", "2026-W48"])
+        assert again.exit_code == 0 and "annotation tasks: 0 queued (7 already were)" in again.stdout
+        assert [(b.signature, b.open) for b in stats(state).backlog] == [(SIG, 7)]
+        task = next_task(state, annotator="ann")
+        assert task is not None and task.signature == SIG and task.week == "2026-W48"
+    finally:
+        state.dispose()

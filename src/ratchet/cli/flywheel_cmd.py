@@ -30,10 +30,13 @@ def run(
                                           help="feedback scoring under this is a failure"),
     distance: float | None = typer.Option(None, "--distance", min=0.01, max=1.0,
                                           help="cosine distance under which clusters merge (default 0.85)"),
-    as_json: bool = typer.Option(False, "--json", help="machine-readable output (the report itself)"),
+    double_share: float = typer.Option(0.1, "--double-share", min=0.0, max=1.0,
+                                       help="share of new annotation tasks that go to two annotators (agreement)"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output (the report, and the tasks queued)"),
 ) -> None:
-    """Phase 1: collect the week's failures, cluster them, compare with last week, write reports/triage_<week>."""
-    from ratchet.flywheel import TriageOptions, parse_week, run_triage
+    """Phase 1: collect the week's failures, cluster them, compare with last week, write reports/triage_<week>,
+    and queue an annotation task per clustered failure (representatives first; `ratchet annotate next`)."""
+    from ratchet.flywheel import TriageOptions, parse_week, queue_tasks, run_triage
     from ratchet.flywheel.cluster import DEFAULT_DISTANCE
     from ratchet.store.db import StateDB
 
@@ -52,13 +55,19 @@ def run(
             report, md_path, json_path = run_triage(
                 settings.home_dir, db, iso_week, options,
                 on_step=lambda message: progress.update(task, status=escape(message)))
+            progress.update(task, status="queueing annotation tasks")
+            queued = queue_tasks(db, report, double_share=double_share)
     finally:
         db.dispose()
     if as_json:
-        print_json(report)
+        print_json({**report, "annotation_tasks": queued})
         return
     _print_summary(report)
     console.print(f"\nwrote {escape(str(md_path))}\n  and {escape(str(json_path))}", highlight=False)
+    created = sum(q["created"] for q in queued.values())
+    existing = sum(q["existing"] for q in queued.values())
+    console.print(f"annotation tasks: {created} queued ({existing} already were); next: `ratchet annotate next`",
+                  highlight=False)
 
 
 def _print_summary(report: dict[str, Any]) -> None:

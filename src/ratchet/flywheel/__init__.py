@@ -9,7 +9,7 @@ week's report, compares failure types and writes ``<home>/reports/triage_<week>.
 from ratchet.flywheel.cluster import Clustering, TextCluster, cluster_texts
 from ratchet.flywheel.collect import Failure, TriageScan, WeekFailures, collect_failures
 from ratchet.flywheel.report import render_markdown
-from ratchet.flywheel.tasks import task_items
+from ratchet.flywheel.tasks import queue_tasks, task_items
 from ratchet.flywheel.triage import TriageOptions, build_report, load_report, report_paths, run_triage
 from ratchet.flywheel.week import IsoWeek, parse_week
 
@@ -26,6 +26,7 @@ __all__ = [
     "collect_failures",
     "load_report",
     "parse_week",
+    "queue_tasks",
     "render_markdown",
     "report_paths",
     "run_triage",
