@@ -57,7 +57,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
 @app.command("check-all", epilog=_EXIT_HELP)
 def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
     """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift, canaries, the audit log's
-    chain) and send what is due."""
+    chain, API keys, the annotation backlog) and send what is due."""
     from ratchet.monitor.checks import CHECKS
 
     _run(ctx, list(CHECKS), as_json, no_dispatch)
@@ -123,6 +123,13 @@ def check_audit(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _
 def check_keys(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
     """API keys due for rotation (older than auth.max_key_age_days, 90) or unused for auth.max_unused_days (30)."""
     _run(ctx, ["keys"], as_json, no_dispatch)
+
+
+@app.command("check-annotation", epilog=_EXIT_HELP)
+def check_annotation(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Annotation tasks waiting longer than flywheel.max_backlog_age_days (7). When dispatching, also writes the
+    backlog and feedback-rate gauges to <home>/metrics/ for Prometheus."""
+    _run(ctx, ["annotation"], as_json, no_dispatch)
 
 
 @app.command("dashboard")

@@ -34,6 +34,7 @@ __all__ = [
     "CanarySettings",
     "DataSettings",
     "DriftSettings",
+    "FlywheelSettings",
     "GateThresholds",
     "GuardSettings",
     "GuardSignatureSettings",
@@ -429,6 +430,13 @@ class LoopSettings(TriggerSettings):
         return TriggerSettings(**values)
 
 
+class FlywheelSettings(_Section):
+    """The human flywheel's operations: how old an annotation backlog may grow before the annotation check warns."""
+
+    max_backlog_age_days: float = Field(7.0, gt=0, description="the annotation check warns when a signature's oldest "
+                                                               "waiting annotation task is older than this")
+
+
 class ScheduleSettings(_Section):
     """`ratchet schedule run`: when the monthly cycle, the hourly checks and the weekly cleanup run."""
 
@@ -498,6 +506,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     loop: LoopSettings = Field(default_factory=LoopSettings)
+    flywheel: FlywheelSettings = Field(default_factory=FlywheelSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)

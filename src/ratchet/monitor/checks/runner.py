@@ -12,6 +12,7 @@ from ratchet.config import Settings
 from ratchet.errors import RatchetError
 from ratchet.monitor.alerts import Alert, level_rank
 from ratchet.monitor.checks.ab_tests import check_ab_tests
+from ratchet.monitor.checks.annotation import check_annotation
 from ratchet.monitor.checks.audit import check_audit
 from ratchet.monitor.checks.canary import check_canary
 from ratchet.monitor.checks.controller import check_controller
@@ -30,7 +31,8 @@ __all__ = ["CHECKS", "EXIT_CODES", "CheckRun", "exit_code", "run_checks"]
 
 log = logging.getLogger(__name__)
 
-CHECKS = ("orchestration", "ab_tests", "controller", "dataset_quality", "slo", "drift", "canary", "audit", "keys")
+CHECKS = ("orchestration", "ab_tests", "controller", "dataset_quality", "slo", "drift", "canary", "audit", "keys",
+          "annotation")
 EXIT_CODES = {None: 0, "info": 0, "warning": 1, "error": 2, "critical": 3}
 """Exit code of a check command by the worst level found."""
 
@@ -117,6 +119,7 @@ def run_checks(
         "canary": lambda: check_canary(settings, db=lazy.db, registry=lazy.registry, now=now),
         "audit": lambda: check_audit(settings),
         "keys": lambda: check_keys(settings, db=lazy.db, now=now),
+        "annotation": lambda: check_annotation(settings, db=lazy.db, now=now, export=dispatcher is not None),
     }
     results = [_run_one(name, runners[name]) for name in names]
     for result in results:  # an event already delivered (a rollback alerted last hour) is not a finding any more
