@@ -6,7 +6,7 @@ import signal
 import sys
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 
@@ -86,6 +86,28 @@ def test_job_commands_run_the_same_ratchet_with_the_same_config(tmp_path: Path) 
     triggers = job_triggers(settings)
     first = triggers["cycle"].get_next_fire_time(None, datetime.now(UTC))
     assert (first.day, first.hour, first.minute) == (1, 2, 0)
+
+
+def test_weekdays_mean_what_cron_means(tmp_path: Path) -> None:
+    """APScheduler 3 numbers weekdays from Monday = 0; ``schedule run`` must fire on the days crontab lines do."""
+    start = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)  # a Sunday
+
+    def days(expression: str, n: int = 7) -> list[str]:
+        trigger = job_triggers(Settings(schedule={"cleanup_cron": expression}))["cleanup"]
+        fired, at = [], start
+        for _ in range(n):
+            at = trigger.get_next_fire_time(None, at)
+            fired.append(at.strftime("%a"))
+            at = at + timedelta(seconds=1)
+        return fired
+
+    assert days("0 3 * * 0", 2) == days("0 3 * * 7", 2) == days("0 3 * * sun", 2) == ["Sun", "Sun"]
+    assert days("0 6 * * 1", 1) == ["Mon"]
+    assert days("0 6 * * 1-5", 5) == ["Mon", "Tue", "Wed", "Thu", "Fri"]
+    assert days("0 6 * * */2", 4) == ["Tue", "Thu", "Sat", "Sun"]
+    assert days("0 6 * * 5-7", 3) == ["Fri", "Sat", "Sun"]
+    with pytest.raises(ConfigError, match=r"schedule\.cleanup_cron.*day of week"):
+        job_triggers(Settings(schedule={"cleanup_cron": "0 3 * * 8"}))
 
 
 def test_crontab_lines(tmp_path: Path) -> None:

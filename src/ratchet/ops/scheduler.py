@@ -115,6 +115,43 @@ def _timezone(settings: Settings) -> ZoneInfo:
                           "(use an IANA name such as UTC or Europe/Berlin)") from None
 
 
+_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # cron's numbering: 0 (and 7) is Sunday
+
+
+def _cron_weekdays(field: str) -> str:
+    """A crontab day-of-week field as APScheduler 3 reads it: day names, never numbers.
+
+    APScheduler 3 numbers weekdays from Monday = 0 (its ``from_crontab`` passes cron's numbers through, so
+    ``0 3 * * 0`` would run on Mondays); names mean the same to both. ``ValueError`` for a malformed field.
+    """
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.lower().split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"day-of-week step must be positive: {part!r}")
+        if span == "*":
+            first, last = 0, 6
+        else:
+            low, _, high = span.partition("-")
+            first = _weekday_number(low)
+            last = _weekday_number(high) if high else (6 if step_text else first)
+        if last < first:
+            raise ValueError(f"day-of-week range runs backwards: {part!r}")
+        days.update(day % 7 for day in range(first, last + 1, step))
+    return ",".join(_WEEKDAYS[day] for day in sorted(days))
+
+
+def _weekday_number(text: str) -> int:
+    if text in _WEEKDAYS:
+        return _WEEKDAYS.index(text)
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise ValueError(f"unknown day of week {text!r} (0-7 or sun-sat)")
+
+
 def job_triggers(settings: Settings) -> dict[str, CronTrigger]:
     """A cron trigger per job from ``schedule.<job>_cron``; ``ConfigError`` naming the key when one is invalid."""
     tz = _timezone(settings)
@@ -123,7 +160,10 @@ def job_triggers(settings: Settings) -> dict[str, CronTrigger]:
         key = f"{job}_cron"
         expression = getattr(settings.schedule, key)
         try:
-            triggers[job] = CronTrigger.from_crontab(expression, timezone=tz)
+            fields = expression.split()
+            if len(fields) == 5:
+                fields[4] = _cron_weekdays(fields[4])
+            triggers[job] = CronTrigger.from_crontab(" ".join(fields), timezone=tz)
         except ValueError as exc:
             raise ConfigError(f"schedule.{key}: invalid cron expression {expression!r}: {exc} "
                               "(five fields: minute hour day-of-month month day-of-week)") from None
