@@ -6,7 +6,7 @@ import json
 import os
 import stat
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,15 @@ from typer.testing import CliRunner
 
 from ratchet.cli.main import app
 from ratchet.errors import ConfigError, DataError
-from ratchet.flywheel import TriageOptions, cluster_texts, collect_failures, parse_week, run_triage, task_items
+from ratchet.flywheel import (
+    TriageOptions,
+    cluster_texts,
+    collect_failures,
+    last_week,
+    parse_week,
+    run_triage,
+    task_items,
+)
 from ratchet.store.canaries import CanaryRun, record_canary_runs
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
@@ -162,6 +170,11 @@ def test_iso_week_parsing_errors_are_clear() -> None:
     assert str(parse_week(" 2026-W01 ")) == "2026-W01"
     assert parse_week("2026-W01").previous() == parse_week("2025-W52")
     assert parse_week("2021-W01").start.date().isoformat() == "2021-01-04"
+    monday = datetime(2026, 11, 30, 6, 0, tzinfo=UTC)  # the weekly job's time, first day of 2026-W49
+    assert str(parse_week("last", now=monday)) == str(last_week(monday)) == "2026-W48"
+    sunday = monday.replace(hour=0) - timedelta(minutes=1)
+    assert str(parse_week("LAST", now=sunday)) == "2026-W47"  # Sunday 23:59: W48 is not over yet
+    assert str(last_week(datetime(2027, 1, 4, tzinfo=UTC))) == "2026-W53"
     with pytest.raises(ConfigError, match="not an ISO week: write YYYY-Www"):
         parse_week("2026-48")
     with pytest.raises(ConfigError, match="2025 has weeks 01 to 52"):

@@ -23,7 +23,8 @@ _BAR_WIDTH = 20
 @app.command("run")
 def run(
     ctx: typer.Context,
-    week: str = typer.Option(..., "--week", help="ISO week to triage, e.g. 2026-W48 (UTC, Monday to Sunday)"),
+    week: str = typer.Option(..., "--week", help="ISO week to triage, e.g. 2026-W48 (UTC, Monday to Sunday), or "
+                                                     "last: the last complete week (what the weekly job runs)"),
     signature: str | None = typer.Option(None, "--signature", "-s", help="one signature (default: all); "
                                          "the week's report keeps the others"),
     score_threshold: float = typer.Option(0.5, "--score-threshold", min=0.0, max=1.0,

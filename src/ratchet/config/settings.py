@@ -438,11 +438,14 @@ class FlywheelSettings(_Section):
 
 
 class ScheduleSettings(_Section):
-    """`ratchet schedule run`: when the monthly cycle, the hourly checks and the weekly cleanup run."""
+    """`ratchet schedule run`: when the monthly cycle, the hourly checks, the weekly cleanup and the weekly flywheel
+    triage run."""
 
     cycle_cron: str = "0 2 1 * *"
     checks_cron: str = "0 * * * *"
     cleanup_cron: str = "0 3 * * 0"
+    flywheel_cron: str = Field("0 6 * * 1", description="`ratchet flywheel run --week last`: triage of the week "
+                                                          "that just ended, queueing annotation tasks")
     timezone: str = "UTC"
     cycle_args: list[str] = Field(default_factory=list, description="extra `ratchet cycle` options")
     run_controller: bool = Field(True, description="`schedule run` also keeps `ratchet controller run` running "

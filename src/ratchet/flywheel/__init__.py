@@ -11,7 +11,7 @@ from ratchet.flywheel.collect import Failure, TriageScan, WeekFailures, collect_
 from ratchet.flywheel.report import render_markdown
 from ratchet.flywheel.tasks import queue_tasks, task_items
 from ratchet.flywheel.triage import TriageOptions, build_report, load_report, report_paths, run_triage
-from ratchet.flywheel.week import IsoWeek, parse_week
+from ratchet.flywheel.week import IsoWeek, last_week, parse_week
 
 __all__ = [
     "Clustering",
@@ -24,6 +24,7 @@ __all__ = [
     "build_report",
     "cluster_texts",
     "collect_failures",
+    "last_week",
     "load_report",
     "parse_week",
     "queue_tasks",

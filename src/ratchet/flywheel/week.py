@@ -1,4 +1,4 @@
-"""ISO weeks (``2026-W48``): their UTC bounds and the week before."""
+"""ISO weeks (``2026-W48``): their UTC bounds, the week before, and ``last`` (the last complete week)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from ratchet.errors import ConfigError
 
-__all__ = ["IsoWeek", "parse_week"]
+__all__ = ["LAST", "IsoWeek", "last_week", "parse_week"]
+
+LAST = "last"
+"""What ``parse_week`` reads as the last complete ISO week (the weekly job's ``--week last``)."""
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 
@@ -49,11 +52,21 @@ class IsoWeek:
         return IsoWeek(year, week)
 
 
-def parse_week(text: str) -> IsoWeek:
-    """``"2026-W48"`` → :class:`IsoWeek`; a clear ``ConfigError`` for anything else."""
+def last_week(now: datetime | None = None) -> IsoWeek:
+    """The last complete ISO week before ``now`` (UTC): on any day of 2026-W49, ``2026-W48``."""
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
+    year, week, _ = now.isocalendar()
+    return IsoWeek(year, week).previous()
+
+
+def parse_week(text: str, *, now: datetime | None = None) -> IsoWeek:
+    """``"2026-W48"`` → :class:`IsoWeek`, ``"last"`` → :func:`last_week`; a clear ``ConfigError`` for anything
+    else."""
+    if text.strip().lower() == LAST:
+        return last_week(now)
     match = _WEEK.match(text.strip())
     if not match:
-        raise ConfigError(f"week {text!r} is not an ISO week: write YYYY-Www, e.g. 2026-W48")
+        raise ConfigError(f"week {text!r} is not an ISO week: write YYYY-Www, e.g. 2026-W48 (or last)")
     year, week = int(match.group(1)), int(match.group(2))
     try:
         date.fromisocalendar(year, week, 1)

@@ -1,4 +1,5 @@
-"""``ratchet schedule``: the monthly cycle, the hourly checks and the weekly cleanup, on cron schedules.
+"""``ratchet schedule``: the monthly cycle, the hourly checks, the weekly cleanup and the weekly flywheel triage,
+on cron schedules.
 
 Each job runs as a child process of the same ``ratchet`` command with the same config
 (``python -m ratchet --config … cycle``), never two runs of one job at once:
@@ -62,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JOBS = ("cycle", "checks", "cleanup")
+JOBS = ("cycle", "checks", "cleanup", "flywheel")
 """The scheduled jobs, each with a ``schedule.<job>_cron`` setting."""
 
 _STOP_GRACE_S = 30.0  # a child still running at shutdown gets SIGTERM, then SIGKILL after this
@@ -98,12 +99,14 @@ def ratchet_argv(settings: Settings, executable: str | None = None) -> list[str]
 
 
 def job_commands(settings: Settings, *, executable: str | None = None) -> dict[str, list[str]]:
-    """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``."""
+    """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``, and
+    ``flywheel run --week last`` (phase 1 for the last complete ISO week, resolved when the job runs)."""
     base = ratchet_argv(settings, executable)
     return {
         "cycle": [*base, "cycle", *settings.schedule.cycle_args],
         "checks": [*base, "monitor", "check-all"],
         "cleanup": [*base, "cleanup"],
+        "flywheel": [*base, "flywheel", "run", "--week", "last"],
     }
 
 
@@ -188,7 +191,8 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
     ]
     if settings.schedule.timezone != "UTC":
         lines.append(f"CRON_TZ={settings.schedule.timezone}")
-    titles = {"cycle": "monthly optimization cycle", "checks": "monitoring checks", "cleanup": "retention cleanup"}
+    titles = {"cycle": "monthly optimization cycle", "checks": "monitoring checks", "cleanup": "retention cleanup",
+              "flywheel": "weekly failure triage into the annotation queue (last week)"}
     for job in JOBS:
         logfile = shlex.quote(str(home / "logs" / f"{job}.log"))
         lines.append(f"# {titles[job]}")
