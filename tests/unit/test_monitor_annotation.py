@@ -8,16 +8,20 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
+from sqlalchemy import update
+from typer.testing import CliRunner
 
 from ratchet.annotate import create_tasks, next_task, submit
-from ratchet.config import Settings
+from ratchet.cli.main import app
+from ratchet.config import Settings, load_settings
 from ratchet.monitor import AlertDispatcher
 from ratchet.monitor.annotation_metrics import TEXTFILE_NAME, feedback_rates
 from ratchet.monitor.checks import check_annotation, run_checks
 from ratchet.programs.registry import ProgramRegistry
 from ratchet.store.db import StateDB
 from ratchet.store.feedback import record_feedback
-from ratchet.store.tables import request_index
+from ratchet.store.tables import annotation_tasks, request_index
 
 DAY = 86400.0
 WEEK = "2026-W48"
@@ -115,3 +119,27 @@ def test_textfile_gauges_backlog_age_and_feedback_rate(settings: Settings, db: S
     assert got[("ratchet_feedback_rate", (("signature", "extract_fields"),))] == 0.0
     assert got[("ratchet_annotation_last_check_timestamp_seconds", ())] == pytest.approx(now + 100)
     assert ("ratchet_feedback_rate", (("signature", "old_sig"),)) not in got
+
+
+def test_check_annotation_command_and_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "ratchet.toml"
+    config.write_text('home = "home"\n\n[monitor]\nretry_backoff_s = 0\n\n[flywheel]\nmax_backlog_age_days = 3\n')
+    settings = load_settings(config)
+    assert settings.flywheel.max_backlog_age_days == 3
+    monkeypatch.setenv("RATCHET_FLYWHEEL__MAX_BACKLOG_AGE_DAYS", "10")
+    assert load_settings(config).flywheel.max_backlog_age_days == 10
+    monkeypatch.delenv("RATCHET_FLYWHEEL__MAX_BACKLOG_AGE_DAYS")
+    with pytest.raises(ValidationError):
+        Settings(flywheel={"max_backlog_age_days": 0})
+    db = StateDB.connect(settings)
+    queue(db, "classify_intent", 2)
+    cli = CliRunner()
+    fresh = cli.invoke(app, ["--config", str(config), "monitor", "check-annotation", "--json"])
+    assert fresh.exit_code == 0, fresh.output
+    with db.begin(write=True) as conn:  # the tasks were queued four days ago
+        conn.execute(update(annotation_tasks).values(created_at=time.time() - 4 * DAY))
+    db.dispose()
+    stale = cli.invoke(app, ["--config", str(config), "monitor", "check-annotation"])
+    assert stale.exit_code == 1, stale.output
+    assert "Annotation Backlog Stale" in stale.stdout and "classify_intent" in stale.stdout
+    assert (settings.home_dir / "metrics" / TEXTFILE_NAME).exists()
