@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import typing
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
 from ratchet.annotate.model import AnnotationError
 from ratchet.errors import InputValidationError
@@ -45,10 +43,4 @@ def parse_assignments(schema: ProgramSchema, pairs: Iterable[str]) -> dict[str, 
 def _parse(spec: FieldSpec, raw: str) -> Any:
     if spec.optional and raw.strip() in ("null", "None"):
         return None
-    base = spec.base_annotation
-    if base is str or (typing.get_origin(base) is Literal and all(isinstance(c, str) for c in typing.get_args(base))):
-        return raw
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+    return spec.parse_text(raw)

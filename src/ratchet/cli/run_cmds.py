@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,13 +30,7 @@ def parse_input_pairs(pairs: list[str], schema: ProgramSchema) -> dict[str, Any]
         if not sep or not name:
             raise DataError(f"--input {pair!r}: expected field=value")
         field = types.get(name)
-        if field is not None and field.base_annotation is not str:
-            try:
-                values[name] = json.loads(raw)
-                continue
-            except json.JSONDecodeError:
-                pass
-        values[name] = raw
+        values[name] = field.parse_text(raw) if field is not None else raw
     return schema.validate_inputs(values)
 
 

@@ -6,6 +6,7 @@ pipeline validates examples against: field names, roles, types, choices.
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from dataclasses import dataclass
@@ -69,6 +70,18 @@ class FieldSpec:
         if typing.get_origin(base) is Literal:
             return tuple(str(a) for a in typing.get_args(base))
         return ()
+
+    def parse_text(self, raw: str) -> Any:
+        """A value typed on a command line (``field=value``): text and text labels as written, anything else read
+        as JSON (``3``, ``true``, ``["a"]``), falling back to the raw text so validation can name what it expected."""
+        base = self.base_annotation
+        text_labels = typing.get_origin(base) is Literal and all(isinstance(c, str) for c in typing.get_args(base))
+        if base is str or text_labels:
+            return raw
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "role": self.role, "type": self.type}
