@@ -312,3 +312,32 @@ def test_keys_and_feedback_revisions_on_both_databases(tmp_path: Path, state_db_
         history = feedback_history(db, "r1")
         assert [h["revision"] for h in history] == list(range(1, 10))  # concurrent revisions: distinct, no gaps
         assert {h["principal"] for h in history} == {"a", *(f"p{i}" for i in range(8))}
+
+
+def test_keys_cli_refuses_bad_input_clearly_and_stores_nothing(tmp_path: Path) -> None:
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from ratchet.cli.main import app
+
+    config = tmp_path / "ratchet.toml"
+    config.write_text(f'home = "{tmp_path / "home"}"\n')
+    runner = CliRunner()
+
+    def run(*args: str):
+        return runner.invoke(app, ["--config", str(config), "keys", *args])
+
+    bad_role = run("create", "--name", "svc", "--role", "boss")
+    assert bad_role.exit_code == 2 and "unknown role(s) boss" in bad_role.output
+    bad_days = run("create", "--name", "svc", "--role", "read", "--expires-days", "0")
+    assert bad_days.exit_code == 2 and "--expires-days must be positive" in bad_days.output
+    assert _json.loads(run("list", "--all", "--json").output)["keys"] == []
+    missing = run("revoke", "nobody")
+    assert missing.exit_code == 2 and "no active key named or with id 'nobody'" in missing.output
+    made = _json.loads(run("create", "--name", "svc", "--role", "read", "--json").output)
+    assert made["key"].startswith("rtk_") and made["roles"] == ["read"]
+    entries = read_entries(tmp_path / "home", action="keys")
+    assert [(e["action"], e["outcome"]) for e in entries] == [
+        ("keys.create", "refused"), ("keys.create", "refused"), ("keys.revoke", "refused"), ("keys.create", "ok")]
+    assert made["key"] not in str(entries)
