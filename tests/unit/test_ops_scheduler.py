@@ -83,7 +83,7 @@ def test_job_commands_run_the_same_ratchet_with_the_same_config(tmp_path: Path) 
     assert commands["cycle"] == [*base, "cycle", "--trials", "12", "--signatures", "classify_intent"]
     assert commands["checks"] == [*base, "monitor", "check-all"]
     assert commands["cleanup"] == [*base, "cleanup"]
-    assert commands["flywheel"] == [*base, "flywheel", "run", "--week", "last"]  # resolved when the job runs
+    assert commands["flywheel"] == [*base, "flywheel", "run", "--week", "last", "--both"]  # resolved when the job runs
     triggers = job_triggers(settings)
     first = triggers["cycle"].get_next_fire_time(None, datetime.now(UTC))
     assert (first.day, first.hour, first.minute) == (1, 2, 0)

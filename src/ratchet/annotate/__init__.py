@@ -6,7 +6,7 @@ Triage (``ratchet.flywheel``) creates tasks with :func:`create_tasks`; annotator
 the operators and the golden dataset.
 """
 
-from ratchet.annotate.export import ExportResult, export
+from ratchet.annotate.export import ExportResult, LabelledCase, LabelledCases, export, labelled_cases
 from ratchet.annotate.model import (
     KINDS,
     MAX_SKIPS,
@@ -33,6 +33,8 @@ __all__ = [
     "Backlog",
     "CreateResult",
     "ExportResult",
+    "LabelledCase",
+    "LabelledCases",
     "LeaseError",
     "Neighbour",
     "QueueStats",
@@ -44,6 +46,7 @@ __all__ = [
     "create_tasks",
     "export",
     "get_task",
+    "labelled_cases",
     "nearest_examples",
     "nearest_labelled",
     "next_task",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ratchet.store.private import make_private_dir
 from ratchet.store.tables import annotation_tasks as t
 from ratchet.store.tables import annotations as a
 
-__all__ = ["ExportResult", "export"]
+__all__ = ["ExportResult", "LabelledCase", "LabelledCases", "export", "labelled_cases"]
 
 SOURCE = "annotation"
 
@@ -43,8 +44,46 @@ class ExportResult:
                 "conflicts": self.conflicts}
 
 
-def export(db: StateDB, output_dir: Path, signature: str | None = None) -> ExportResult:
-    """Write ``<output_dir>/<signature>.jsonl`` for every signature (or just ``signature``) with done tasks."""
+@dataclass(frozen=True)
+class LabelledCase:
+    """A done task the annotators agree on: its inputs, the output values they stand behind, and provenance."""
+
+    task_id: str
+    signature: str
+    request_id: str
+    week: str
+    inputs: dict[str, Any]
+    values: dict[str, Any]
+    kind: str  # "correct" when any annotator corrected the model, else "accept"
+    annotators: tuple[str, ...]
+    cluster_id: str | None
+    cluster_label: str | None
+
+    def meta(self) -> dict[str, Any]:
+        """The ``_meta`` object of the case as a labelled example (``source`` annotation, provenance inside)."""
+        return {"id": self.task_id, "signature": self.signature, "source": SOURCE, "kind": self.kind,
+                "metadata": {"task_id": self.task_id, "request_id": self.request_id, "week": self.week,
+                             "annotators": list(self.annotators), "cluster_id": self.cluster_id,
+                             "cluster_label": self.cluster_label}}
+
+    def to_json(self) -> dict[str, Any]:
+        """The case as one labelled example object: input and output fields at the top level, plus ``_meta``."""
+        return {**self.inputs, **self.values, "_meta": self.meta()}
+
+
+@dataclass
+class LabelledCases:
+    """What the done tasks yield: agreed cases, and per task id those rejected and those in conflict."""
+
+    cases: list[LabelledCase] = field(default_factory=list)
+    rejected: list[tuple[str, str, str]] = field(default_factory=list)  # (signature, task id, week)
+    conflicts: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def labelled_cases(db: StateDB, *, signature: str | None = None, task_ids: Collection[str] | None = None,
+                   through_week: str | None = None) -> LabelledCases:
+    """The done tasks (of ``signature``, of weeks up to ``through_week``, or just ``task_ids``) as agreed cases,
+    rejections and conflicts, oldest task first."""
     query = (select(t.c.task_id, t.c.signature, t.c.request_id, t.c.week, t.c.inputs, t.c.cluster_id,
                     t.c.cluster_label, a.c.annotator, a.c.kind, a.c["values"].label("answer_values"),
                     a.c.created_at)
@@ -53,30 +92,44 @@ def export(db: StateDB, output_dir: Path, signature: str | None = None) -> Expor
              .order_by(t.c.signature, t.c.created_at, t.c.task_id, a.c.created_at, a.c.annotator))
     if signature is not None:
         query = query.where(t.c.signature == signature)
+    if through_week is not None:
+        query = query.where(t.c.week <= through_week)
+    if task_ids is not None:
+        query = query.where(t.c.task_id.in_(sorted(task_ids)))
     with db.begin(snapshot=True) as conn:
         rows = conn.execute(query).all()
     tasks: dict[str, list[Any]] = defaultdict(list)
     for row in rows:
         tasks[row.task_id].append(row)
-    lines: dict[str, list[str]] = defaultdict(list)
-    result = ExportResult()
+    out = LabelledCases()
     for answers in tasks.values():
         first = answers[0]
-        name = first.signature
         labels = {answer_label(r.kind, r.answer_values) for r in answers}
         if len(labels) > 1:
-            result.conflicts[name] = result.conflicts.get(name, 0) + 1
-            continue
-        if labels == {"reject"}:
-            result.rejected[name] = result.rejected.get(name, 0) + 1
-            continue
-        values = json.loads(first.answer_values)
-        kind = "correct" if any(r.kind == "correct" for r in answers) else "accept"
-        meta = {"id": first.task_id, "signature": name, "source": SOURCE, "kind": kind,
-                "metadata": {"task_id": first.task_id, "request_id": first.request_id, "week": first.week,
-                             "annotators": [r.annotator for r in answers], "cluster_id": first.cluster_id,
-                             "cluster_label": first.cluster_label}}
-        lines[name].append(json.dumps({**json.loads(first.inputs), **values, "_meta": meta}, sort_keys=True))
+            out.conflicts.append((first.signature, first.task_id, first.week))
+        elif labels == {"reject"}:
+            out.rejected.append((first.signature, first.task_id, first.week))
+        else:
+            kind = "correct" if any(r.kind == "correct" for r in answers) else "accept"
+            out.cases.append(LabelledCase(
+                task_id=first.task_id, signature=first.signature, request_id=first.request_id, week=first.week,
+                inputs=json.loads(first.inputs), values=json.loads(first.answer_values), kind=kind,
+                annotators=tuple(r.annotator for r in answers), cluster_id=first.cluster_id,
+                cluster_label=first.cluster_label))
+    return out
+
+
+def export(db: StateDB, output_dir: Path, signature: str | None = None) -> ExportResult:
+    """Write ``<output_dir>/<signature>.jsonl`` for every signature (or just ``signature``) with done tasks."""
+    found = labelled_cases(db, signature=signature)
+    result = ExportResult()
+    for name, _, _ in found.conflicts:
+        result.conflicts[name] = result.conflicts.get(name, 0) + 1
+    for name, _, _ in found.rejected:
+        result.rejected[name] = result.rejected.get(name, 0) + 1
+    lines: dict[str, list[str]] = defaultdict(list)
+    for case in found.cases:
+        lines[case.signature].append(json.dumps(case.to_json(), sort_keys=True))
     if lines:
         make_private_dir(Path(output_dir))
     for name, body in sorted(lines.items()):

@@ -1,21 +1,26 @@
-"""``ratchet flywheel``: the weekly human flywheel. Phase 1 triages the week's failures into clusters.
+"""``ratchet flywheel``: the weekly human flywheel. Phase 1 triages the week's failures into clusters and queues
+annotation tasks; phase 2 (``--continue``) imports the answers and writes the weekly report.
 
-Exit codes of ``flywheel run``: 0 the report was written (also for a week without failures);
-2 a bad week, an unreadable previous report, or a configuration error.
+Exit codes of ``flywheel run``: 0 the report was written (also for a week without failures or annotations);
+2 a bad week, a missing or unreadable report, or a configuration error.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ratchet.cli.output import console, fail, print_json, progress_bar
-from ratchet.cli.state import get_state
+from ratchet.cli.state import CliState, get_state
 
-app = typer.Typer(help="The human flywheel: weekly failure triage (phase 1).", no_args_is_help=True)
+if TYPE_CHECKING:
+    from ratchet.flywheel.week import IsoWeek
+
+app = typer.Typer(help="The human flywheel: weekly failure triage (phase 1) and the import of annotations (phase 2).",
+                  no_args_is_help=True)
 
 _BAR_WIDTH = 20
 
@@ -33,10 +38,18 @@ def run(
                                           help="cosine distance under which clusters merge (default 0.85)"),
     double_share: float = typer.Option(0.1, "--double-share", min=0.0, max=1.0,
                                        help="share of new annotation tasks that go to two annotators (agreement)"),
+    continue_: bool = typer.Option(False, "--continue", help="phase 2: import the week's answered annotation "
+                                   "tasks (golden set or training data) and write reports/weekly_<week>"),
+    both: bool = typer.Option(False, "--both", help="phase 1, then phase 2 (what the weekly job runs: the answers "
+                              "given since the last run are imported, late ones of earlier weeks included)"),
+    golden_share: float | None = typer.Option(None, "--golden-share", min=0.0, max=1.0,
+                                              help="phase 2: share of annotated cases for the golden set, the rest "
+                                                   "for training (default: flywheel.golden_share, 0.5)"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output (the report, and the tasks queued)"),
 ) -> None:
     """Phase 1: collect the week's failures, cluster them, compare with last week, write reports/triage_<week>,
-    and queue an annotation task per clustered failure (representatives first; `ratchet annotate next`)."""
+    and queue an annotation task per clustered failure (representatives first; `ratchet annotate next`).
+    With --continue, phase 2: import the answers and write reports/weekly_<week>; --both runs one, then the other."""
     from ratchet.flywheel import TriageOptions, parse_week, queue_tasks, run_triage
     from ratchet.flywheel.cluster import DEFAULT_DISTANCE
     from ratchet.store.db import StateDB
@@ -46,6 +59,15 @@ def run(
     settings = state.settings
     if signature is not None and signature not in state.registry:  # a typo would write an empty section
         fail(f"unknown signature {signature!r}; registered: {', '.join(state.registry.names()) or 'none'}")
+    if continue_ and both:
+        fail("give --continue (phase 2) or --both (phase 1, then phase 2), not both")
+    share = settings.flywheel.golden_share if golden_share is None else golden_share
+    if continue_:
+        weekly = _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share,
+                         as_json=as_json)
+        if as_json:
+            print_json(weekly)
+        return
     options = TriageOptions(score_threshold=score_threshold, signature=signature,
                             distance_threshold=DEFAULT_DISTANCE if distance is None else distance,
                             lookback_days=settings.serve.request_index_days)
@@ -61,7 +83,13 @@ def run(
     finally:
         db.dispose()
     if as_json:
-        print_json({**report, "annotation_tasks": queued})
+        triage = {**report, "annotation_tasks": queued}
+        if both:
+            weekly = _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share,
+                             as_json=True)
+            print_json({"triage": triage, "weekly": weekly})
+        else:
+            print_json(triage)
         return
     _print_summary(report)
     console.print(f"\nwrote {escape(str(md_path))}\n  and {escape(str(json_path))}", highlight=False)
@@ -69,6 +97,58 @@ def run(
     existing = sum(q["existing"] for q in queued.values())
     console.print(f"annotation tasks: {created} queued ({existing} already were); next: `ratchet annotate next`",
                   highlight=False)
+    if both:
+        console.print()
+        _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share, as_json=False)
+
+
+def _phase2(state: CliState, week: IsoWeek, *, signature: str | None, golden_share: float, double_share: float,
+            as_json: bool) -> dict[str, Any]:
+    """Run phase 2; print its summary unless ``as_json``; return the weekly report."""
+    from ratchet.flywheel import run_phase2
+    from ratchet.store.db import StateDB
+
+    db = StateDB.connect(state.settings)
+    try:
+        with progress_bar(transient=True, enabled=not as_json) as progress:
+            task = progress.add_task(f"weekly flywheel {week}, phase 2", total=None, status="")
+            report, md_path, json_path = run_phase2(
+                state.settings, state.registry, db, week, signature=signature, golden_share=golden_share,
+                double_share=double_share, on_step=lambda message: progress.update(task, status=escape(message)))
+    finally:
+        db.dispose()
+    if not as_json:
+        _print_phase2(report)
+        console.print(f"\nwrote {escape(str(md_path))}\n  and {escape(str(json_path))}", highlight=False)
+    return report
+
+
+def _print_phase2(report: dict[str, Any]) -> None:
+    totals = report["totals"]
+    console.print(f"[bold]weekly flywheel {report['week']}, phase 2[/]", highlight=False)
+    if not totals["annotated"]:
+        console.print("no answered annotation tasks to import (`ratchet annotate stats` shows the queue)",
+                      highlight=False)
+    table = Table(box=None, pad_edge=False)
+    for column in ("signature", "accepted", "corrected", "rejected", "conflicts", "golden", "training"):
+        table.add_column(column, justify="left" if column == "signature" else "right")
+    for name, sig in report["signatures"].items():
+        part = sig.get("import")
+        if not part:
+            continue
+        golden, training = part["golden"], part["training"]
+        table.add_row(escape(name), str(part["accepted"]), str(part["corrected"]), str(part["rejected"]),
+                      str(part["conflicts"]), f"{golden['before']} → {golden['after']}", f"+{training['added']}")
+    if table.rows:
+        console.print(table)
+    for name, count in report["unregistered"].items():
+        console.print(f"[yellow]{count} answered task(s) of {escape(name)} left alone: the signature is not "
+                      "registered[/]", highlight=False)
+    for backlog in report["queue"].get("backlog", []):
+        waiting = backlog["open"] + backlog["leased"]
+        if waiting:
+            console.print(f"{escape(backlog['signature'])}: {waiting} task(s) still waiting for annotation",
+                          highlight=False)
 
 
 def _print_summary(report: dict[str, Any]) -> None:

@@ -431,10 +431,14 @@ class LoopSettings(TriggerSettings):
 
 
 class FlywheelSettings(_Section):
-    """The human flywheel's operations: how old an annotation backlog may grow before the annotation check warns."""
+    """The human flywheel: how old an annotation backlog may grow before the annotation check warns, and how phase 2
+    divides annotated cases between the golden set and the training data."""
 
     max_backlog_age_days: float = Field(7.0, gt=0, description="the annotation check warns when a signature's oldest "
                                                                "waiting annotation task is older than this")
+    golden_share: float = Field(0.5, ge=0, le=1, description="phase 2 (`ratchet flywheel run --continue`): the share "
+                                "of annotated cases that grow the golden set (a stable draw by their inputs); the "
+                                "rest join the training data, never both")
 
 
 class ScheduleSettings(_Section):

@@ -100,13 +100,14 @@ def ratchet_argv(settings: Settings, executable: str | None = None) -> list[str]
 
 def job_commands(settings: Settings, *, executable: str | None = None) -> dict[str, list[str]]:
     """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``, and
-    ``flywheel run --week last`` (phase 1 for the last complete ISO week, resolved when the job runs)."""
+    ``flywheel run --week last --both`` (for the last complete ISO week, resolved when the job runs: phase 1,
+    then phase 2 importing the answers given since)."""
     base = ratchet_argv(settings, executable)
     return {
         "cycle": [*base, "cycle", *settings.schedule.cycle_args],
         "checks": [*base, "monitor", "check-all"],
         "cleanup": [*base, "cleanup"],
-        "flywheel": [*base, "flywheel", "run", "--week", "last"],
+        "flywheel": [*base, "flywheel", "run", "--week", "last", "--both"],
     }
 
 
@@ -192,7 +193,7 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
     if settings.schedule.timezone != "UTC":
         lines.append(f"CRON_TZ={settings.schedule.timezone}")
     titles = {"cycle": "monthly optimization cycle", "checks": "monitoring checks", "cleanup": "retention cleanup",
-              "flywheel": "weekly failure triage into the annotation queue (last week)"}
+              "flywheel": "weekly triage into the annotation queue, then import of the answers (last week)"}
     for job in JOBS:
         logfile = shlex.quote(str(home / "logs" / f"{job}.log"))
         lines.append(f"# {titles[job]}")

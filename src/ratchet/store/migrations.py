@@ -388,6 +388,27 @@ def _m011_annotation_queue(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m012_annotation_imports(conn: Connection) -> None:
+    """The ledger of phase 2 (``ratchet flywheel run --continue``): each done annotation task it imported, where
+    to (golden, training, or left out as rejected or in conflict) and into which version. No user text.
+
+    Number 12 depends on no other migration (it creates a new table).
+    """
+    md = MetaData()
+    Table(
+        "annotation_imports", md,
+        Column("task_id", String(32), primary_key=True),
+        Column("signature", String(200), nullable=False),
+        Column("week", String(16), nullable=False),
+        Column("destination", String(16), nullable=False),
+        Column("version", String(200), nullable=True),
+        Column("imported_week", String(16), nullable=False),
+        Column("imported_at", Float, nullable=False),
+        Index("ix_annotation_imports_imported_week", "imported_week", "signature"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -400,6 +421,7 @@ MIGRATIONS: list[Migration] = [
     Migration(9, "feedback principals and revisions", _m009_feedback_revisions),
     Migration(10, "user pseudonyms in the request index", _m010_request_index_user),
     Migration(11, "the annotation queue", _m011_annotation_queue),
+    Migration(12, "the annotation import ledger", _m012_annotation_imports),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

@@ -31,6 +31,7 @@ __all__ = [
     "NAME_LEN",
     "PSEUDONYM_COLUMN_LEN",
     "REQUEST_ID_LEN",
+    "annotation_imports",
     "annotation_tasks",
     "annotations",
     "api_keys",
@@ -330,4 +331,17 @@ annotations = Table(
     Column("created_at", Float, nullable=False),
     PrimaryKeyConstraint("task_id", "annotator", name="pk_annotations"),
     Index("ix_annotations_annotator", "annotator"),
+)
+
+annotation_imports = Table(
+    "annotation_imports",
+    metadata,
+    Column("task_id", String(32), primary_key=True),  # a done annotation task phase 2 has handled
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("week", String(16), nullable=False),  # the task's week
+    Column("destination", String(16), nullable=False),  # golden | training | rejected | conflict
+    Column("version", String(NAME_LEN), nullable=True),  # the golden or training version it went into
+    Column("imported_week", String(16), nullable=False),  # the week whose phase 2 imported it
+    Column("imported_at", Float, nullable=False),
+    Index("ix_annotation_imports_imported_week", "imported_week", "signature"),
 )
