@@ -472,3 +472,48 @@ def test_a_dataset_rewrite_cut_short_is_finished_by_running_it_again(tmp_path, m
     assert version in result.versions_rewritten
     old = store.load(SIG, version)  # its hash check passes again
     assert [r.values["text"] for r in old.records] == U_TEXTS[1:] + V_TEXTS
+
+
+def test_deletion_reaches_the_annotation_queue_triage_reports_and_imported_annotations(make_runtime,
+                                                                                      tmp_path) -> None:
+    """A user's failed calls were triaged, queued, annotated and imported: deleting the user removes their tasks and
+    answers, their members of the triage report (Markdown too) and the golden and training examples made from
+    them, and leaves another user's intact."""
+    from datetime import UTC, datetime
+
+    from ratchet.annotate import next_task, submit
+    from ratchet.flywheel import IsoWeek, import_annotations, queue_tasks, run_triage
+    from ratchet.store.tables import annotation_tasks
+
+    runtime = make_runtime()
+    home = tmp_path / "home"
+    for user, texts in ((U, U_TEXTS[:2]), (V, V_TEXTS[:1])):
+        for text_ in texts:
+            runtime.feedback(runtime.call(SIG, {"text": text_}, user_id=user).request_id, 0.0)
+    runtime.flush()
+    week = IsoWeek(*datetime.now(UTC).isocalendar()[:2])
+    db = runtime.db
+    report, _, _ = run_triage(home, db, week)
+    assert queue_tasks(db, report, double_share=0.0)[SIG]["created"] == 3
+    while (task := next_task(db, annotator="ann")) is not None:
+        submit(db, runtime.registry, task.task_id, "ann", set_values={"intent": "lost_or_stolen_card"})
+    imported = import_annotations(runtime.settings, runtime.registry, db, week, golden_share=0.5)
+    assert imported.signatures[SIG].corrected == 3
+    assert len(_leftovers([home], U_TEXTS[:2])) >= 4  # telemetry, triage .json and .md, golden or training
+
+    report = delete_user_data(runtime.settings, U)
+    assert report.status == "ok", report.to_dict()
+    assert report.step("annotation_queue").count == 2 and report.step("annotation_queue").details["answers"] == 2
+    assert report.step("triage_reports").count == 2
+    assert report.step("triage_reports").details["files"] == [f"triage_{week}.json"]
+    assert not _leftovers([home, tmp_path / "state"], [*U_TEXTS, U]), "the user's text is still stored"
+    with db.begin() as conn:
+        assert [json.loads(r.inputs)["text"] for r in conn.execute(select(annotation_tasks))] == V_TEXTS[:1]
+    kept = json.loads((home / "reports" / f"triage_{week}.json").read_text())
+    members = [m for c in kept["signatures"][SIG]["clusters"] for m in c["members"]]
+    assert [m["inputs"]["text"] for m in members] == V_TEXTS[:1]
+    assert all(c["size"] == len(c["members"]) for c in kept["signatures"][SIG]["clusters"])
+    assert V_TEXTS[0] in (home / "reports" / f"triage_{week}.md").read_text()
+    terms = {t for c in kept["signatures"][SIG]["clusters"] for t in c["terms"]}
+    assert terms and all(t in V_TEXTS[0] for t in terms)
+    assert {q["cluster"] for q in kept["queue"]} == {c["id"] for c in kept["signatures"][SIG]["clusters"]}

@@ -14,7 +14,14 @@ from ratchet.flywheel.collect import Failure, TriageScan, WeekFailures, collect_
 from ratchet.flywheel.imports import SignatureImport, WeekImport, goes_to_golden, import_annotations
 from ratchet.flywheel.report import render_markdown
 from ratchet.flywheel.tasks import queue_tasks, task_items
-from ratchet.flywheel.triage import TriageOptions, build_report, load_report, report_paths, run_triage
+from ratchet.flywheel.triage import (
+    TriageOptions,
+    build_report,
+    forget_requests,
+    load_report,
+    report_paths,
+    run_triage,
+)
 from ratchet.flywheel.week import IsoWeek, last_week, parse_week
 from ratchet.flywheel.weekly import build_weekly_report, render_weekly_markdown, run_phase2, weekly_paths
 
@@ -32,6 +39,7 @@ __all__ = [
     "build_weekly_report",
     "cluster_texts",
     "collect_failures",
+    "forget_requests",
     "goes_to_golden",
     "import_annotations",
     "last_week",

@@ -24,7 +24,8 @@ from ratchet.flywheel.week import IsoWeek
 from ratchet.store.atomic import atomic_write_json, atomic_write_text
 from ratchet.store.db import StateDB
 
-__all__ = ["FORMAT", "TriageOptions", "build_report", "load_report", "report_paths", "run_triage", "write_report"]
+__all__ = ["FORMAT", "TriageOptions", "build_report", "forget_requests", "load_report", "report_paths", "run_triage",
+           "write_report"]
 
 FORMAT = "ratchet.triage/1"
 REPRESENTATIVES = 3
@@ -199,3 +200,51 @@ def run_triage(home: Path, db: StateDB | None, week: IsoWeek, options: TriageOpt
     step("writing the report")
     md_path, json_path = write_report(reports_dir, report, render_markdown(report))
     return report, md_path, json_path
+
+
+def forget_requests(reports_dir: Path, request_ids: set[str]) -> dict[str, int]:
+    """Take these requests out of every triage report under ``reports_dir`` (a user's data deletion): their members,
+    representatives and failures without inputs go, cluster sizes follow; each changed report is rewritten
+    atomically, Markdown included. Returns per report file how many entries went. A report that cannot be read
+    is left alone and named in a ``DataError`` after the others are done."""
+    from ratchet.flywheel.report import render_markdown
+
+    if not request_ids or not reports_dir.is_dir():
+        return {}
+    changed: dict[str, int] = {}
+    unreadable = []
+    for path in sorted(reports_dir.glob("triage_*.json")):
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            unreadable.append(path.name)
+            continue
+        removed = 0
+        for sig in (report.get("signatures") or {}).values():
+            kept = [f for f in sig.get("without_inputs", []) if f.get("request_id") not in request_ids]
+            removed += len(sig.get("without_inputs", [])) - len(kept)
+            sig["without_inputs"] = kept
+            clusters = []
+            for cluster in sig.get("clusters", []):
+                members = [m for m in cluster.get("members", []) if m.get("request_id") not in request_ids]
+                gone = len(cluster.get("members", [])) - len(members)
+                removed += gone
+                if not members:
+                    continue  # its name came from the deleted texts alone
+                if gone:  # a name word only the deleted texts held goes with them
+                    texts = " ".join(input_text(m.get("inputs") or {}) for m in members).lower()
+                    cluster["terms"] = [t for t in cluster.get("terms", []) if t.lower() in texts]
+                cluster["members"], cluster["size"] = members, len(members)
+                cluster["representatives"] = [r for r in cluster.get("representatives", []) if r not in request_ids]
+                clusters.append(cluster)
+            sig["clusters"] = clusters
+        if removed:
+            kept = {c["id"]: c["size"] for sig in (report.get("signatures") or {}).values() for c in sig["clusters"]}
+            report["queue"] = [{**q, "size": kept[q["cluster"]]} for q in report.get("queue", [])
+                               if q.get("cluster") in kept]
+            atomic_write_json(path, report)
+            atomic_write_text(path.with_suffix(".md"), render_markdown(report))
+            changed[path.name] = removed
+    if unreadable:
+        raise DataError(f"triage reports not readable, left as they are: {', '.join(unreadable)}")
+    return changed

@@ -4,8 +4,8 @@ Deleting a row does not erase its bytes. SQLite keeps them in free pages and in 
 PostgreSQL keeps dead tuples until the table is rewritten. So the deleting connection turns on
 ``PRAGMA secure_delete`` (freed content is zeroed), and :func:`scrub` then rebuilds the file
 (``VACUUM``) and truncates the WAL (``wal_checkpoint(TRUNCATE)``, retried while readers hold it);
-on PostgreSQL it rewrites the touched tables (``VACUUM FULL`` of ``feedback``, ``feedback_revisions`` and
-``request_index``: new files, the old ones unlinked).
+on PostgreSQL it rewrites the touched tables (``VACUUM FULL`` of ``feedback``, ``feedback_revisions``,
+``request_index``, ``annotation_tasks`` and ``annotations``: new files, the old ones unlinked).
 PostgreSQL's own write-ahead log and its base backups are out of Ratchet's reach (docs/operations.md).
 """
 
@@ -18,9 +18,18 @@ from typing import Any
 from sqlalchemy import delete, select
 
 from ratchet.store.db import StateDB
-from ratchet.store.tables import REQUEST_ID_LEN, clean, feedback, feedback_revisions, request_index
+from ratchet.store.tables import (
+    REQUEST_ID_LEN,
+    annotation_imports,
+    annotation_tasks,
+    annotations,
+    clean,
+    feedback,
+    feedback_revisions,
+    request_index,
+)
 
-__all__ = ["delete_feedback_rows", "delete_request_index_rows", "request_ids_of", "scrub"]
+__all__ = ["delete_annotation_rows", "delete_feedback_rows", "delete_request_index_rows", "request_ids_of", "scrub"]
 
 _CHUNK = 500
 _CHECKPOINT_TRIES = 20
@@ -50,6 +59,24 @@ def delete_feedback_rows(db: StateDB, request_ids: Iterable[str]) -> tuple[int, 
     return deleted, revisions
 
 
+def delete_annotation_rows(db: StateDB, request_ids: Iterable[str]) -> tuple[int, int]:
+    """Delete the annotation tasks made from these requests (they hold the request's inputs and output), their
+    answers and their import records; returns (tasks, answers). Examples already imported from them are in the
+    dataset and golden files, which the deletion rewrites by request id."""
+    ids = sorted({clean(rid, REQUEST_ID_LEN) for rid in request_ids})
+    tasks = answers = 0
+    with db.begin(write=True) as conn:
+        _secure_delete(conn)
+        for chunk in _chunks(ids):
+            task_ids = list(conn.scalars(select(annotation_tasks.c.task_id)
+                                         .where(annotation_tasks.c.request_id.in_(chunk))))
+            for part in _chunks(task_ids):
+                answers += conn.execute(delete(annotations).where(annotations.c.task_id.in_(part))).rowcount
+                conn.execute(delete(annotation_imports).where(annotation_imports.c.task_id.in_(part)))
+                tasks += conn.execute(delete(annotation_tasks).where(annotation_tasks.c.task_id.in_(part))).rowcount
+    return tasks, answers
+
+
 def delete_request_index_rows(db: StateDB, pseudonyms: Collection[str], request_ids: Iterable[str]) -> int:
     """Delete the request-index rows of ``pseudonyms`` and of these request ids when they carry no other user's
     pseudonym; returns how many rows."""
@@ -66,7 +93,8 @@ def delete_request_index_rows(db: StateDB, pseudonyms: Collection[str], request_
     return deleted
 
 
-def scrub(db: StateDB, tables: Sequence[str] = ("feedback", "feedback_revisions", "request_index")) -> dict[str, Any]:
+def scrub(db: StateDB, tables: Sequence[str] = ("feedback", "feedback_revisions", "request_index", "annotation_tasks",
+                                               "annotations")) -> dict[str, Any]:
     """Make deleted rows' bytes unrecoverable from the database files (see the module docstring).
 
     Returns what was done; raises ``RuntimeError`` when SQLite's WAL could not be truncated because

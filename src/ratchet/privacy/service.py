@@ -33,7 +33,13 @@ from ratchet.audit import audit, read_entries
 from ratchet.config import Settings
 from ratchet.data.datasets.purge import ExampleMatch
 from ratchet.lm.cache import dspy_cache_dir, unused_dspy_cache
-from ratchet.privacy.database import delete_feedback_rows, delete_request_index_rows, request_ids_of, scrub
+from ratchet.privacy.database import (
+    delete_annotation_rows,
+    delete_feedback_rows,
+    delete_request_index_rows,
+    request_ids_of,
+    scrub,
+)
 from ratchet.privacy.files import purge_datasets, purge_demos, purge_probe_files, purge_run_files
 from ratchet.privacy.report import DeletionReport, DeletionStep, run_step
 from ratchet.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
@@ -125,6 +131,20 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     run_step(report, "feedback_db", feedback_db)
     run_step(report, "request_index",
              lambda step: step.removed(delete_request_index_rows(db, pseudonyms, request_ids)))
+
+    def annotation_queue(step: DeletionStep) -> None:
+        tasks, answers = delete_annotation_rows(db, request_ids)
+        step.removed(tasks, answers=answers)
+
+    run_step(report, "annotation_queue", annotation_queue)
+
+    def triage_reports(step: DeletionStep) -> None:
+        from ratchet.flywheel import forget_requests
+
+        changed = forget_requests(home / "reports", request_ids)
+        step.removed(sum(changed.values()), files=sorted(changed))
+
+    run_step(report, "triage_reports", triage_reports)
     edit = {"deletion_id": report.deletion_id}
     removed_values: list[dict[str, Any]] = []
 
@@ -155,7 +175,7 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
 
     run_step(report, "run_files", run_files)
     run_step(report, "lm_cache", lambda step: _drop_lm_cache(step, home))
-    touched = sum(report.step(name).count for name in ("feedback_db", "request_index"))
+    touched = sum(report.step(name).count for name in ("feedback_db", "request_index", "annotation_queue"))
     run_step(report, "database_scrub", lambda step: _scrub(step, db) if touched else None)
 
 
