@@ -124,13 +124,14 @@ def render_weekly_markdown(report: dict[str, Any]) -> str:
     totals, triage = report["totals"], report["triage"]["totals"]
     ledger = totals["imported_this_week"]
     lines = [f"# Weekly flywheel report {report['week']}", "",
-             f"{report['start'] or '?'} to {report['end'] or '?'} (UTC), generated {report['generated_at']}.", "",
+             f"{(report['start'] or '?')[:10]} to {(report['end'] or '?')[:10]} (UTC, Monday to Monday), generated "
+             f"{report['generated_at']}.", "",
              "## Summary", "",
              f"- failures triaged: {triage.get('failures', 0)} in {triage.get('clusters', 0)} clusters "
              f"({triage.get('new_clusters', 0)} new, {triage.get('recurring_clusters', 0)} recurring)",
-             f"- annotations imported by this run: {totals['annotated']} "
+             f"- answered tasks handled by this run: {totals['annotated']} "
              f"(golden +{totals['golden_added']}, relabelled {totals['golden_relabelled']}; "
-             f"training +{totals['training_added']})",
+             f"training +{totals['training_added']}; the rest rejected, in conflict or already stored)",
              "- imported in this week's phase 2 so far: "
              + (", ".join(f"{k} {v}" for k, v in ledger.items()) or "nothing"),
              f"- golden share: {report['golden_share']:g} of the labelled cases go to the golden set, the rest "
@@ -179,7 +180,7 @@ def _queue_lines(queue: dict[str, Any]) -> list[str]:
 
 def _eval_lines(evaluation: dict[str, Any] | None) -> list[str]:
     if evaluation is None:
-        return ["## Golden-set evaluation", "", "not run (`--no-eval`); see `ratchet eval-regression`", ""]
+        return ["## Golden-set evaluation", "", "not run; see `ratchet eval-regression`", ""]
     lines = ["## Golden-set evaluation", ""]
     summary = evaluation.get("summary")
     if isinstance(summary, list):
