@@ -1,8 +1,9 @@
 """Roles an API key can hold, and which role each grants.
 
 ``predict`` calls programs, ``feedback`` scores and corrects served requests, ``read`` sees
-programs, metrics and state, ``operator`` acts on rollouts (and reads), ``admin`` does everything
-(keys, deletion, restore). A key holds one or more roles.
+programs, metrics and state, ``operator`` acts on rollouts (and reads), ``annotate`` works the
+annotation queue (in the web console), ``admin`` does everything (keys, deletion, restore). A key
+holds one or more roles.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ratchet.errors import ConfigError
 
 __all__ = ["PUBLIC", "ROLES", "Role", "grants", "parse_roles"]
 
-Role = Literal["predict", "feedback", "read", "operator", "admin"]
+Role = Literal["predict", "feedback", "read", "operator", "annotate", "admin"]
 ROLES: tuple[Role, ...] = get_args(Role)
 PUBLIC = "public"
 """What an endpoint anyone may call declares (liveness and readiness probes)."""

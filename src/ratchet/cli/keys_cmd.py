@@ -13,8 +13,8 @@ from ratchet.cli.output import console, err_console, print_json
 from ratchet.cli.state import get_state
 from ratchet.store.db import StateDB
 
-app = typer.Typer(help="API keys and their roles (predict, feedback, read, operator, admin). Only a hash of each "
-                       "key is stored; a key is shown once, when it is made.", no_args_is_help=True)
+app = typer.Typer(help="API keys and their roles (predict, feedback, read, operator, annotate, admin). Only a hash "
+                       "of each key is stored; a key is shown once, when it is made.", no_args_is_help=True)
 
 _JSON = typer.Option(False, "--json", help="machine-readable output")
 

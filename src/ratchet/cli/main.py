@@ -34,7 +34,7 @@ from ratchet.cli.ops_cmd import backup, cleanup, restore
 from ratchet.cli.optimize_cmd import optimize
 from ratchet.cli.output import err_console
 from ratchet.cli.run_cmds import evaluate, predict
-from ratchet.cli.serve_cmds import loadtest, serve
+from ratchet.cli.serve_cmds import loadtest, serve, ui
 from ratchet.cli.state import CliState
 from ratchet.errors import RatchetError
 from ratchet.version import __version__
@@ -89,6 +89,7 @@ app.command("doctor")(doctor)
 app.command("predict")(predict)
 app.command("eval")(evaluate)
 app.command("serve")(serve)
+app.command("ui")(ui)
 app.command("loadtest")(loadtest)
 app.command("optimize")(optimize)
 app.command("cycle")(cycle)

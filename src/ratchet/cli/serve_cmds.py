@@ -1,4 +1,5 @@
-"""``ratchet serve`` (the HTTP API) and ``ratchet loadtest`` (traffic replay)."""
+"""``ratchet serve`` (the HTTP API and the web console), ``ratchet ui`` (the console alone) and ``ratchet loadtest``
+(traffic replay)."""
 
 from __future__ import annotations
 
@@ -52,9 +53,9 @@ def serve(
     _announce_auth(settings)
     _expose_textfiles(settings.home_dir)
     if workers == 1:
-        from ratchet.serve.app import create_app
+        from ratchet.console import create_server
 
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_server(settings), host=host, port=port, log_level=log_level)
         return
     # Several processes: each builds its own app; Prometheus samples go to a shared directory.
     metrics_dir = settings.home_dir / "run" / "prometheus"
@@ -63,8 +64,27 @@ def serve(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     if settings.config_file:
         os.environ["RATCHET_CONFIG"] = str(settings.config_file)
-    uvicorn.run("ratchet.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+    uvicorn.run("ratchet.console.server:server_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level)
+
+
+def ui(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host", help="default: serve.host (a non-loopback address needs keys)"),
+    port: int = typer.Option(8080, "--port", help="the console's port"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """The web console alone, under /ui (no program is served, no model loaded): the same pages, keys and roles as
+    the console `ratchet serve` mounts next to the API."""
+    import uvicorn
+
+    from ratchet.console import create_console_app
+
+    settings = get_state(ctx).settings
+    settings.serve.host = host or settings.serve.host
+    _announce_auth(settings)
+    console.print(f"console: http://{settings.serve.host}:{port}/ui", highlight=False)
+    uvicorn.run(create_console_app(settings), host=settings.serve.host, port=port, log_level=log_level)
 
 
 def _announce_auth(settings: Settings) -> None:

@@ -228,6 +228,8 @@ class ServeSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     request_timeout_s: float = Field(30.0, gt=0, description="an LM call longer than this answers 504")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger request bodies answer 413")
+    console: bool = Field(True, description="`ratchet serve` also serves the web console under /ui (same keys and "
+                                           "roles as the API)")
     routing_check_interval_s: float = Field(1.0, gt=0, le=5, description="how often the routing file is checked")
     outcome_flush_interval_s: float = Field(1.0, gt=0, le=60, description="per-arm counters are batched this long")
     request_index_days: float = Field(

@@ -35,8 +35,8 @@ from ratchet.config import Settings
 from ratchet.serve.api_models import error_responses
 from ratchet.store.db import StateDB
 
-__all__ = ["ROLE_EXTENSION", "Authenticator", "Principal", "RoleRoute", "auth_required", "authorize", "is_loopback",
-           "presented_key", "role_route"]
+__all__ = ["ROLE_EXTENSION", "Authenticator", "Principal", "Refusal", "RoleRoute", "auth_required", "authorize",
+           "is_loopback", "presented_key", "role_route"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,9 @@ def auth_required(settings: Settings) -> bool:
     return mode == "required" or (mode == "auto" and not is_loopback(settings.serve.host))
 
 
-class _Refusal(Exception):
+class Refusal(Exception):
+    """Why a presented key was refused: the HTTP status (401, 403), a short reason and the message."""
+
     def __init__(self, status: int, reason: str, message: str, key_id: str | None = None) -> None:
         super().__init__(message)
         self.status, self.reason, self.key_id = status, reason, key_id
@@ -109,21 +111,31 @@ class Authenticator:
         self._lock = threading.Lock()
 
     def principal(self, presented: str | None, now: float | None = None) -> Principal:
-        """The principal ``presented`` (a key or None) stands for; raises ``_Refusal`` (401) when it stands for none."""
+        """The principal ``presented`` (a key or None) stands for; raises ``Refusal`` (401) when it stands for none."""
         now = time.time() if now is None else now
         if not presented:
             if self.required:
-                raise _Refusal(401, "missing", _MISSING_MESSAGE)
+                raise Refusal(401, "missing", _MISSING_MESSAGE)
             return LOCAL
         key_id = key_id_of(presented)
         if key_id is None:
-            raise _Refusal(401, "malformed", "the API key is not valid")
+            raise Refusal(401, "malformed", "the API key is not valid")
         key = self._key(key_id, now)
         if key is None or not matches(key, presented):
-            raise _Refusal(401, "unknown", "the API key is not valid", key_id)
+            raise Refusal(401, "unknown", "the API key is not valid", key_id)
         status = key.status(now)
         if status != "active":
-            raise _Refusal(401, status, f"the API key is {status}", key_id)
+            raise Refusal(401, status, f"the API key is {status}", key_id)
+        self._touch(key_id, now)
+        return Principal(name=key.name, roles=key.roles, key_id=key_id)
+
+    def principal_of_key_id(self, key_id: str, now: float | None = None) -> Principal | None:
+        """The principal of a key already checked once (a console session names its id): None when the key is
+        unknown, revoked or expired by now."""
+        now = time.time() if now is None else now
+        key = self._key(key_id, now)
+        if key is None or key.status(now) != "active":
+            return None
         self._touch(key_id, now)
         return Principal(name=key.name, roles=key.roles, key_id=key_id)
 
@@ -150,7 +162,7 @@ class Authenticator:
             except Exception:  # last-used is bookkeeping: never refuse a request over it
                 log.warning("could not record the use of key %s", key_id, exc_info=True)
 
-    def refused(self, refusal: _Refusal, *, client: str | None, path: str, role: str, now: float | None = None) -> None:
+    def refused(self, refusal: Refusal, *, client: str | None, path: str, role: str, now: float | None = None) -> None:
         """Audit a refusal: the first per client and reason each minute, with how many were folded into it."""
         now = time.time() if now is None else now
         action = "auth.denied" if refusal.status == 403 else "auth.failure"
@@ -194,8 +206,8 @@ async def authorize(request: Request, role: str, presented: str | None) -> Princ
     try:
         principal = await asyncio.to_thread(auth.principal, presented)
         if not grants(principal.roles, role):
-            raise _Refusal(403, "role", f"this key does not hold the '{role}' role", principal.key_id)
-    except _Refusal as refusal:
+            raise Refusal(403, "role", f"this key does not hold the '{role}' role", principal.key_id)
+    except Refusal as refusal:
         await asyncio.to_thread(auth.refused, refusal, client=client, path=request.url.path, role=role)
         raise HTTPException(status_code=refusal.status, detail=str(refusal),
                             headers=_CHALLENGE if refusal.status == 401 else None) from None

@@ -1,0 +1,13 @@
+"""The console's pages: each module adds its routes (``add_routes(app)``); ``PAGES`` lists them in menu order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import FastAPI
+
+from ratchet.console.pages import overview
+
+__all__ = ["PAGES"]
+
+PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes]
