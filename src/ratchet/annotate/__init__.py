@@ -22,6 +22,7 @@ from ratchet.annotate.parse import allowed_labels, parse_assignments
 from ratchet.annotate.queue import next_task, release, submit
 from ratchet.annotate.stats import Agreement, Backlog, QueueStats, cohen_kappa, stats
 from ratchet.annotate.tasks import CreateResult, TaskItem, create_tasks, get_task, task_id_for
+from ratchet.annotate.view import TaskView, next_view, view_of
 
 __all__ = [
     "KINDS",
@@ -40,6 +41,7 @@ __all__ = [
     "QueueStats",
     "Task",
     "TaskItem",
+    "TaskView",
     "UnknownTaskError",
     "allowed_labels",
     "cohen_kappa",
@@ -50,9 +52,11 @@ __all__ = [
     "nearest_examples",
     "nearest_labelled",
     "next_task",
+    "next_view",
     "parse_assignments",
     "release",
     "stats",
     "submit",
     "task_id_for",
+    "view_of",
 ]

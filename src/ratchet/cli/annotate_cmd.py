@@ -50,31 +50,23 @@ def next_cmd(
     as_json: bool = _JSON,
 ) -> None:
     """Lease the highest-priority task you have not answered and show it (the same one again while you hold it)."""
-    from ratchet.annotate import allowed_labels, nearest_labelled, next_task
-    from ratchet.data.datasets import DatasetStore
+    from ratchet.annotate import next_view
 
     state = get_state(ctx)
     who = _annotator(annotator)
-    if signature is not None:
-        state.registry.get(signature)  # an unknown signature is an error, not an empty queue
-    task = next_task(_db(ctx), annotator=who, signature=signature, lease_s=lease_minutes * 60)
-    if task is None:
+    view = next_view(state.settings, state.registry, _db(ctx), annotator=who, signature=signature,
+                     lease_s=lease_minutes * 60, examples=examples)
+    if view is None:
         if as_json:
             print_json({"task": None})
         else:
             console.print(f"no task waiting for {who}" + (f" on {signature}" if signature else ""), highlight=False)
         return
-    labels: dict[str, list[Any]] = {}
-    neighbours: list[dict[str, Any]] = []
-    if task.signature in state.registry:
-        schema = state.registry.get(task.signature).schema
-        labels = allowed_labels(schema)
-        store = DatasetStore(state.settings.home_dir, state.settings.data, registry=state.registry)
-        neighbours = [n.to_dict() for n in nearest_labelled(store, task.signature, schema, task.inputs, k=examples)]
+    data = view.to_dict()
     if as_json:
-        print_json({"task": task.to_dict(), "annotator": who, "allowed_labels": labels, "nearest": neighbours})
+        print_json(data)
         return
-    _show_task(task.to_dict(), who, labels, neighbours)
+    _show_task(data["task"], who, data["allowed_labels"], data["nearest"])
 
 
 def _show_task(task: dict[str, Any], who: str, labels: dict[str, list[Any]], neighbours: list[dict[str, Any]]) -> None:

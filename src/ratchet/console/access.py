@@ -91,9 +91,9 @@ def viewer(request: Request, role: str) -> ConsoleUser:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise LoginRequired(target if request.method == "GET" else UI)
     user = ConsoleUser(principal=principal, session=session, csrf=ctx.signer.csrf_token(session))
+    request.state.console_user = user  # the 403 page shows the menu of what they may see
     if not user.can(role):
         raise Forbidden(f"the key '{principal.name}' does not hold the '{role}' role this page needs")
-    request.state.console_user = user
     return user
 
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from ratchet.console.pages import overview
+from ratchet.console.pages import annotate, overview, triage
 
 __all__ = ["PAGES"]
 
-PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes]
+PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes, annotate.add_routes, triage.add_routes]
