@@ -64,7 +64,10 @@ def add_login_routes(app: FastAPI) -> None:
         cookie, _ = ctx.signer.issue(principal.key_id)  # a new session id: none chosen before login survives it
         await asyncio.to_thread(audit, ctx.settings, "console.login", target=UI, actor=principal.actor,
                                 source="http", client=client, details={"roles": list(principal.roles)})
-        response = redirect(request, safe_next(next))
+        target = safe_next(next)
+        if target == UI and not grants(principal.roles, "read"):  # an annotator's home is the queue
+            target = f"{UI}/annotate"
+        response = redirect(request, target)
         set_session_cookie(response, request, cookie)
         return response
 
