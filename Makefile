@@ -30,10 +30,12 @@ $(STAMP): pyproject.toml scripts/llama_wheel.sh | $(BIN)/python
 	touch $(STAMP)
 
 # Debian packages the tests use, installed once: promtool (package prometheus) runs the alert-rule
-# tests of deploy/prometheus/; qemu-user runs the llama.cpp build on emulated older CPUs
+# tests of deploy/prometheus/; chromium is the browser the console tests drive (Playwright, no download);
+# qemu-user runs the llama.cpp build on emulated older CPUs
 # (tests/integration/test_portable_build.py). When they cannot be installed those tests are skipped.
 APT  := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
 DEBS  = $(if $(shell command -v promtool),,prometheus) \
+        $(if $(shell command -v chromium),,chromium) \
         $(if $(filter x86_64,$(shell uname -m)),$(if $(shell command -v qemu-x86_64),,qemu-user))
 
 system-packages:
