@@ -10,7 +10,7 @@ from rich.table import Table
 
 from ratchet.cli.output import console, print_json
 from ratchet.cli.state import get_state
-from ratchet.data.datasets import LATEST, SPLITS, DatasetStore, DatasetVersion, WriteResult
+from ratchet.data.datasets import LATEST, SPLITS, DatasetStore, WriteResult
 from ratchet.data.records import read_batch, write_batch
 from ratchet.errors import DataError
 from ratchet.store.jsonl import JsonlReadStats
@@ -138,22 +138,13 @@ def load(
     store = _store(ctx)
     target = store.check_output_path(output) if output is not None else None
     dataset = store.load(signature, version, split)
-    summary = _summary(dataset)
+    summary = dataset.summary()
     if target is not None:
         summary["output"] = {"path": str(target), "examples": write_batch(target, dataset.records)}
     if as_json:
         print_json(summary)
         return
     _print_summary(summary)
-
-
-def _summary(dataset: DatasetVersion) -> dict[str, Any]:
-    meta = dataset.metadata
-    return {"signature": dataset.signature, "version": dataset.version, "path": str(dataset.path),
-            "created": meta.get("created"), "parent": meta.get("parent"), "notes": meta.get("notes", ""),
-            "split": dataset.split, "examples": len(dataset.records), "example_count": meta.get("example_count"),
-            "split_counts": meta.get("split_counts"), "statistics": meta.get("statistics", {}),
-            "content_sha256": meta.get("content_sha256")}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -224,6 +215,12 @@ def diff(
             for example in sample:
                 values = {k: v for k, v in example.items() if k != "_meta"}
                 console.print(f"  {_short(values)}", highlight=False, markup=False)
+    if result.examples_changed:
+        console.print(f"[bold]changed[/] ({len(result.examples_changed)} of {counts['changed']}):")
+        for change in result.examples_changed:
+            for mark, example in (("-", change["old"]), ("+", change["new"])):
+                values = {k: v for k, v in example.items() if k != "_meta"}
+                console.print(f"  {mark} {_short(values)}", highlight=False, markup=False)
 
 
 def _short(values: dict[str, Any], width: int = 110) -> str:

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
-import dspy
 import typer
 from rich.table import Table
 
 from ratchet.cli.output import console, print_json
 from ratchet.cli.state import CliState, get_state
 from ratchet.errors import ExperimentError
-from ratchet.hashing import canonical_json
+from ratchet.programs.describe import diff_versions, list_versions, show_version
 from ratchet.programs.production import ProductionPointers
-from ratchet.programs.versions import BASE_VERSION, VersionStore
+from ratchet.programs.versions import VersionStore
 
 app = typer.Typer(help="Registered programs and their versions.", no_args_is_help=True)
 
@@ -57,16 +55,16 @@ def versions(ctx: typer.Context, signature: str = typer.Argument(...),
     """List a signature's versions: lineage, optimizer, scores; mark production."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    store = VersionStore(state.settings.home_dir)
-    production = _pointers(state).get(spec.name)
-    rows = [v.to_dict() | {"production": v.version == production} for v in store.list(spec.name)]
+    listing = list_versions(_pointers(state), spec.name)
+    production = listing.production
     if as_json:
-        print_json({"signature": spec.name, "production": production, "versions": rows})
+        print_json(listing.to_dict())
         return
-    table = Table(title=f"{spec.name}: {len(rows)} version(s), production = {production}", title_justify="left")
+    table = Table(title=f"{spec.name}: {len(listing.versions)} version(s), production = {production}",
+                  title_justify="left")
     for column in ("version", "created", "parent", "dataset", "optimizer", "test score", "fingerprint"):
         table.add_column(column)
-    for v in store.list(spec.name):
+    for v in listing.versions:
         score = v.scores.get("test")
         marker = " [green]●[/]" if v.version == production else ""
         table.add_row(f"{v.version}{marker}", v.created, v.parent or "", v.dataset_version or "", v.optimizer or "",
@@ -80,12 +78,10 @@ def show(ctx: typer.Context, signature: str = typer.Argument(...), version: str 
     """Show one version: metadata, instructions and demos of each predictor."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    store = VersionStore(state.settings.home_dir)
-    module = store.load(spec, version)
-    meta = store.get(spec.name, version).to_dict() if version != BASE_VERSION else {"version": BASE_VERSION}
-    predictors = describe_predictors(module)
+    shown = show_version(VersionStore(state.settings.home_dir), spec, version)
+    meta, predictors = shown["metadata"], shown["predictors"]
     if as_json:
-        print_json({"metadata": meta, "predictors": predictors})
+        print_json(shown)
         return
     console.print(f"[bold]{spec.name} {version}[/]")
     for key in ("created", "parent", "dataset_version", "optimizer", "optimizer_params", "fingerprint", "lm"):
@@ -104,13 +100,11 @@ def diff(ctx: typer.Context, signature: str = typer.Argument(...), v1: str = typ
     """What changed between two versions: instructions (unified diff) and demos (added, removed)."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    store = VersionStore(state.settings.home_dir)
-    left, right = describe_predictors(store.load(spec, v1)), describe_predictors(store.load(spec, v2))
-    changes = diff_predictors(left, right)
+    result = diff_versions(VersionStore(state.settings.home_dir), spec, v1, v2)
     if as_json:
-        print_json({"signature": spec.name, "from": v1, "to": v2, "predictors": changes})
+        print_json(result)
         return
-    for name, change in changes.items():
+    for name, change in result["predictors"].items():
         console.print(f"[bold]{name}[/]")
         if change["instructions_diff"]:
             for line in change["instructions_diff"]:
@@ -158,35 +152,6 @@ def _pointers(state: CliState) -> ProductionPointers:
     from ratchet.store.db import StateDB
 
     return ProductionPointers(StateDB.connect(state.settings), VersionStore(state.settings.home_dir))
-
-
-def describe_predictors(module: dspy.Module) -> dict[str, dict[str, Any]]:
-    """Per predictor: its instructions and demos as plain dicts."""
-    out = {}
-    for name, predictor in module.named_predictors():
-        demos = [dict(d.items()) if hasattr(d, "items") else dict(d) for d in predictor.demos]
-        out[name] = {"instructions": predictor.signature.instructions,
-                     "demos": [{k: v for k, v in d.items() if k != "augmented"} for d in demos]}
-    return out
-
-
-def diff_predictors(left: dict[str, dict[str, Any]], right: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Instruction diffs and added/removed demos, per predictor."""
-    changes = {}
-    for name in sorted(set(left) | set(right)):
-        a, b = left.get(name, {"instructions": "", "demos": []}), right.get(name, {"instructions": "", "demos": []})
-        keys_a = {canonical_json(d) for d in a["demos"]}
-        keys_b = {canonical_json(d) for d in b["demos"]}
-        changes[name] = {
-            "instructions_diff": list(difflib.unified_diff(a["instructions"].splitlines(),
-                                                           b["instructions"].splitlines(), "before", "after",
-                                                           lineterm="")),
-            "demos_before": len(a["demos"]),
-            "demos_after": len(b["demos"]),
-            "demos_added": [d for d in b["demos"] if canonical_json(d) not in keys_a],
-            "demos_removed": [d for d in a["demos"] if canonical_json(d) not in keys_b],
-        }
-    return changes
 
 
 def _demo_line(demo: dict[str, Any]) -> str:

@@ -30,12 +30,14 @@ class DatasetDiff:
     distributions: dict[str, dict[str, dict[str, int]]]
     examples_added: list[dict[str, Any]] = field(default_factory=list)
     examples_removed: list[dict[str, Any]] = field(default_factory=list)
+    examples_changed: list[dict[str, Any]] = field(default_factory=list)  # {"id", "old", "new"} of a sample
 
     def to_dict(self) -> dict[str, Any]:
         return {"signature": self.signature, "old": self.old, "new": self.new, "counts": self.counts,
                 "quality_mean": self.quality_mean, "distributions": self.distributions,
                 "added": self.added, "removed": self.removed, "changed": self.changed,
-                "examples_added": self.examples_added, "examples_removed": self.examples_removed}
+                "examples_added": self.examples_added, "examples_removed": self.examples_removed,
+                "examples_changed": self.examples_changed}
 
 
 def diff_versions(signature: str, old: DatasetVersion, new: DatasetVersion, *, sample: int = 5) -> DatasetDiff:
@@ -60,6 +62,8 @@ def diff_versions(signature: str, old: DatasetVersion, new: DatasetVersion, *, s
         distributions=distributions,
         examples_added=[new_by_id[i].to_json() for i in added[:sample]],
         examples_removed=[old_by_id[i].to_json() for i in removed[:sample]],
+        examples_changed=[{"id": i, "old": old_by_id[i].to_json(), "new": new_by_id[i].to_json()}
+                          for i in changed[:sample]],
     )
 
 

@@ -115,6 +115,15 @@ class DatasetVersion:
     def by_split(self, split: str) -> list[ExampleRecord]:
         return [r for r in self.records if r.split == split]
 
+    def summary(self) -> dict[str, Any]:
+        """What ``ratchet dataset load`` shows of the version: lineage, counts, splits, statistics, hash."""
+        meta = self.metadata
+        return {"signature": self.signature, "version": self.version, "path": str(self.path),
+                "created": meta.get("created"), "parent": meta.get("parent"), "notes": meta.get("notes", ""),
+                "split": self.split, "examples": len(self.records), "example_count": meta.get("example_count"),
+                "split_counts": meta.get("split_counts"), "statistics": meta.get("statistics", {}),
+                "content_sha256": meta.get("content_sha256")}
+
     def to_examples(self, schema: ProgramSchema, split: str | None = None) -> list[dspy.Example]:
         """``dspy.Example`` objects (inputs marked) for an optimizer or ``Evaluate``."""
         records = self.records if split is None else self.by_split(split)

@@ -24,6 +24,7 @@ from ratchet.data.datasets.lock import locked
 from ratchet.data.datasets.read import previous_splits, read_version, resolve_version
 from ratchet.data.datasets.results import DatasetVersion, VersionInfo, WriteResult
 from ratchet.data.datasets.splits import SPLITS
+from ratchet.data.gates import GateReport, gate_thresholds, run_gates
 from ratchet.data.records import ExampleRecord, write_batch
 from ratchet.errors import DataError
 from ratchet.programs.registry import NAME_PATTERN, REGISTRY, ProgramRegistry, ProgramSpec
@@ -116,13 +117,15 @@ class DatasetStore:
         return path
 
     # -- reading ------------------------------------------------------------------------------
-    def load(self, signature: str, version: str = LATEST, split: str | None = None) -> DatasetVersion:
-        """A version's records and metadata; an archived version is restored from its archive first."""
+    def load(self, signature: str, version: str = LATEST, split: str | None = None, *, restore: bool = True
+             ) -> DatasetVersion:
+        """A version's records and metadata; an archived version is restored from its archive first (without
+        ``restore``, it is a DataError: a reader that must not change the store)."""
         if split is not None and split not in SPLITS:
             raise DataError(f"unknown split '{split}' (use {', '.join(SPLITS)})")
         self._spec(signature)
         name = resolve_version(self.root / signature, signature, version)
-        dataset = read_version(self.root / signature, signature, name)
+        dataset = read_version(self.root / signature, signature, name, restore=restore)
         if split is not None:
             dataset.records = dataset.by_split(split)
             dataset.split = split
@@ -148,10 +151,15 @@ class DatasetStore:
                                      latest=name == latest))
         return infos
 
-    def diff(self, signature: str, v1: str, v2: str, *, sample: int = 5) -> DatasetDiff:
+    def diff(self, signature: str, v1: str, v2: str, *, sample: int = 5, restore: bool = True) -> DatasetDiff:
         """Ids added/removed/changed from ``v1`` to ``v2``, count, quality and distribution changes."""
-        old, new = self.load(signature, v1), self.load(signature, v2)
+        old, new = self.load(signature, v1, restore=restore), self.load(signature, v2, restore=restore)
         return diff_versions(signature, old, new, sample=sample)
+
+    def gates(self, signature: str, version: str = LATEST, *, restore: bool = True) -> GateReport:
+        """The quality gates (``ratchet data gate``'s checks, the signature's thresholds) run on a stored version."""
+        dataset = self.load(signature, version, restore=restore)
+        return run_gates(dataset.records, gate_thresholds(signature, self.settings), signature=signature)
 
     # -- internals ----------------------------------------------------------------------------
     def _write(self, signature: str, records: Iterable[ExampleRecord], *, source: str, notes: str,
