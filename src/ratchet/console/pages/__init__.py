@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from ratchet.console.pages import annotate, overview, triage
+from ratchet.console.pages import annotate, datasets, overview, programs, triage
 
 __all__ = ["PAGES"]
 
-PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes, annotate.add_routes, triage.add_routes]
+PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes, programs.add_routes, datasets.add_routes,
+                                          annotate.add_routes, triage.add_routes]
