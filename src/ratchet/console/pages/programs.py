@@ -9,9 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ratchet.console.access import PageNotFound
-from ratchet.console.context import ConsoleContext
+from ratchet.console.access import PageNotFound, viewer
+from ratchet.console.context import ConsoleContext, console_context
 from ratchet.console.pages.common import BadQuery, PageError, add_page_errors, field_order, read_page, spec_or_404
+from ratchet.console.render import redirect
 from ratchet.errors import UnknownVersionError, VersionError
 from ratchet.programs.describe import diff_versions, list_versions, show_version, word_diff
 from ratchet.programs.production import ProductionPointers
@@ -104,6 +105,12 @@ def add_routes(app: FastAPI) -> None:
         return await read_page(request, "program_version.html", version_page, signature, version,
                                title=lambda data: f"{data['spec'].name} {version}")
 
+    async def program(request: Request, signature: str) -> Response:  # a signature's versions: its section
+        viewer(request, "read")
+        spec = spec_or_404(console_context(request), signature)
+        return redirect(request, f"/ui/programs#p-{spec.name}")
+
     console_route(app, "GET", "/ui/programs", "read", programs)
+    console_route(app, "GET", "/ui/programs/{signature}", "read", program)
     console_route(app, "GET", "/ui/programs/{signature}/diff", "read", program_diff)
     console_route(app, "GET", "/ui/programs/{signature}/{version}", "read", program_version)
