@@ -57,8 +57,15 @@ stages = [20, 50, 100]
 min_stage_requests = 100000
 start_in_shadow = false
 """
-PAGES = {  # screenshot name → path (the experiment's and the task's pages are found from these)
+PAGES = {  # screenshot name → path
     "overview": "/ui",
+    "programs": "/ui/programs",
+    "program-version": f"/ui/programs/{SIG}/v1",
+    "program-diff": f"/ui/programs/{SIG}/diff",
+    "datasets": "/ui/datasets",
+    "dataset": f"/ui/datasets/{SIG}",
+    "dataset-diff": f"/ui/datasets/{SIG}/diff",
+    "dataset-examples": f"/ui/datasets/{SIG}/latest/examples",
     "annotate": "/ui/annotate",
     "triage": "/ui/triage",
 }
