@@ -8,6 +8,8 @@ from typing import Any
 
 from ratchet.config import Settings
 from ratchet.data.records import ExampleRecord
+from ratchet.programs import ProgramRegistry
+from ratchet.programs.versions import VersionStore
 from ratchet.rollout.experiments import Experiment
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
@@ -15,6 +17,17 @@ from ratchet.store.outcomes import OutcomeRecorder
 SIG = "classify_intent"
 BANKING = Path(__file__).parents[2] / "src" / "ratchet" / "examples" / "data" / "banking77" / "train.jsonl"
 DAY = 86400.0
+INTENTS = {row["text"]: row["intent"] for name in ("train.jsonl", "test.jsonl")
+           for row in map(json.loads, (BANKING.parent / name).read_text().splitlines())}
+"""Every bundled Banking77 text and its intent."""
+
+
+def respond_intent(prompt: str) -> str:
+    """A scripted LM's answer: the right intent, except for a version whose instructions say BROKEN
+    (always 'exchange_rate')."""
+    if "BROKEN" in prompt:
+        return " exchange_rate"
+    return " " + INTENTS.get(prompt.rsplit("Text: ", 1)[-1].split("\nIntent:")[0], "card_arrival")
 
 
 def write_run(settings: Settings, run_id: str, *, success: bool | None, started: float, errors: list[str] = (),
@@ -59,3 +72,11 @@ def records(start: int, stop: int, quality: float) -> list[ExampleRecord]:
     rows = [json.loads(line) for line in BANKING.read_text().splitlines()[start:stop]]
     return [ExampleRecord(values=row, signature=SIG, source="git" if i % 2 else "synthetic", quality=quality,
                           difficulty=("easy", "medium", "hard")[i % 3]) for i, row in enumerate(rows)]
+
+
+def broken_version(settings: Settings, registry: ProgramRegistry, signature: str = SIG) -> str:
+    """A stored version whose instructions say BROKEN (the tests' scripted LMs then answer wrongly)."""
+    spec = registry.get(signature)
+    module = spec.build()
+    module.signature = module.signature.with_instructions("BROKEN: answer anything.")
+    return VersionStore(settings.home_dir).save(spec, module, lm="m", adapter="a").version

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from monitor_helpers import records
+from monitor_helpers import INTENTS, broken_version, records, respond_intent
 from typer.testing import CliRunner
 
 from ratchet.cli.main import app
@@ -22,7 +22,7 @@ from ratchet.lm.setup import LMBundle
 from ratchet.monitor.canary import ensure_probes, probe_path, run_canaries
 from ratchet.monitor.canary import runner as runner_module
 from ratchet.monitor.checks.canary import check_canary
-from ratchet.programs import ProgramRegistry, load_programs
+from ratchet.programs import load_programs
 from ratchet.programs.production import ProductionPointers
 from ratchet.programs.versions import VersionStore
 from ratchet.rollout import RolloutController
@@ -31,21 +31,12 @@ from ratchet.store.canaries import canary_history, record_canary_runs
 from ratchet.store.db import StateDB
 
 SIG = "classify_intent"
-DATA = Path(__file__).parents[2] / "src" / "ratchet" / "examples" / "data" / "banking77"
-LABELS = {row["text"]: row["intent"] for name in ("train.jsonl", "test.jsonl")
-          for row in map(json.loads, (DATA / name).read_text().splitlines())}
-
-
-def respond(prompt: str) -> str:
-    """The right intent, except for a version whose instructions say BROKEN (always 'exchange_rate')."""
-    if "BROKEN" in prompt:
-        return " exchange_rate"
-    return " " + LABELS.get(prompt.rsplit("Text: ", 1)[-1].split("\nIntent:")[0], "card_arrival")
+LABELS = INTENTS
 
 
 @pytest.fixture
 def lms(scripted_lm):
-    lm, engine = scripted_lm(respond)
+    lm, engine = scripted_lm(respond_intent)
     return LMBundle.for_lm(lm, CompletionAdapter()), engine
 
 
@@ -58,13 +49,6 @@ def env(tmp_path: Path, state_db_url: str):
     yield settings, registry, db
     db.dispose()
 
-
-def broken_version(settings: Settings, registry: ProgramRegistry) -> str:
-    """A stored version whose prompt makes the scripted LM answer wrongly."""
-    spec = registry.get(SIG)
-    module = spec.build()
-    module.signature = module.signature.with_instructions("BROKEN: answer anything.")
-    return VersionStore(settings.home_dir).save(spec, module, lm="m", adapter="a").version
 
 
 def test_probes_are_sampled_once_and_stay_fixed_across_runs(env, lms) -> None:

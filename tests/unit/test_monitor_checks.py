@@ -277,7 +277,7 @@ def test_run_checks_exit_codes_by_worst_level(settings: Settings, db: StateDB, r
     run = run_checks(settings, None, db=db, registry=registry)
     assert (run.worst_level, run.exit_code) == ("critical", 3)
     assert [r.name for r in run.results] == ["orchestration", "ab_tests", "controller", "dataset_quality", "slo",
-                                             "drift", "canary", "audit", "keys", "annotation"]
+                                             "drift", "canary", "audit", "keys", "annotation", "golden"]
     with pytest.raises(ValueError, match="unknown check"):
         run_checks(settings, ["nope"])
 

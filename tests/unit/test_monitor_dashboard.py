@@ -116,7 +116,7 @@ def test_check_commands_exit_with_the_worst_level(project: Settings) -> None:
     assert invoke("check-ab-tests").exit_code == 0
     state = json.loads((project.home_dir / "monitoring_state.json").read_text())
     assert set(state["checks"]) == {"orchestration", "ab_tests", "controller", "dataset_quality", "slo", "drift",
-                                    "canary", "audit", "keys", "annotation"}
+                                    "canary", "audit", "keys", "annotation", "golden"}
 
 
 def test_check_dataset_quality_for_one_signature(project: Settings) -> None:

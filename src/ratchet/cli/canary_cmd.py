@@ -18,7 +18,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ratchet.cli.output import console, err_console, fail, print_json, progress_bar
+from ratchet.cli.output import console, err_console, fail, print_json, progress_bar, version_progress
 from ratchet.cli.state import get_state
 
 app = typer.Typer(help="Canaries: a fixed probe set per signature, scored on production and every live candidate.",
@@ -80,15 +80,8 @@ def run(
     names = [registry.get(signature).name] if signature else None
     db = StateDB.connect(settings)
     with progress_bar(enabled=not as_json) as progress:
-        tasks: dict[tuple[str, str], Any] = {}
-
-        def on_progress(sig: str, version: str, done: int, total: int) -> None:
-            if (sig, version) not in tasks:
-                tasks[sig, version] = progress.add_task(f"{sig} {version}", total=total, status="")
-            progress.update(tasks[sig, version], completed=done)
-
         report = run_canaries(settings, registry, db=db, signatures=names, force=not due_only, probe_file=probes,
-                              on_progress=on_progress)
+                              on_progress=version_progress(progress))
     db.dispose()
     data = report.to_dict()
     if as_json:

@@ -29,6 +29,7 @@ from ratchet.cli import (
 )
 from ratchet.cli.cycle_cmd import cycle
 from ratchet.cli.doctor_cmd import doctor
+from ratchet.cli.eval_cmd import eval_regression
 from ratchet.cli.init_cmd import init
 from ratchet.cli.ops_cmd import backup, cleanup, restore
 from ratchet.cli.optimize_cmd import optimize
@@ -88,6 +89,7 @@ app.command("init")(init)
 app.command("doctor")(doctor)
 app.command("predict")(predict)
 app.command("eval")(evaluate)
+app.command("eval-regression")(eval_regression)
 app.command("serve")(serve)
 app.command("ui")(ui)
 app.command("loadtest")(loadtest)

@@ -40,7 +40,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
     state = get_state(ctx)
     settings = state.settings
     registry = None
-    if {"dataset_quality", "drift", "canary"} & set(names):
+    if {"dataset_quality", "drift", "canary", "golden"} & set(names):
         registry = state.registry
         if signature is not None:
             registry.get(signature)  # an unknown name: exit 2 with the registry's message
@@ -57,7 +57,7 @@ def _run(ctx: typer.Context, names: list[str], as_json: bool, no_dispatch: bool,
 @app.command("check-all", epilog=_EXIT_HELP)
 def check_all(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
     """Run every check (orchestration, A/B tests, dataset quality, live SLOs, drift, canaries, the audit log's
-    chain, API keys, the annotation backlog) and send what is due."""
+    chain, API keys, the annotation backlog, golden-set regressions) and send what is due."""
     from ratchet.monitor.checks import CHECKS
 
     _run(ctx, list(CHECKS), as_json, no_dispatch)
@@ -130,6 +130,13 @@ def check_annotation(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: boo
     """Annotation tasks waiting longer than flywheel.max_backlog_age_days (7). When dispatching, also writes the
     backlog and feedback-rate gauges to <home>/metrics/ for Prometheus."""
     _run(ctx, ["annotation"], as_json, no_dispatch)
+
+
+@app.command("check-golden", epilog=_EXIT_HELP)
+def check_golden(ctx: typer.Context, as_json: bool = _JSON, no_dispatch: bool = _NO_DISPATCH) -> None:
+    """Versions the newest `ratchet eval-regression` run found significantly worse on their golden set (reads the
+    reports, runs no model). When dispatching, also writes the golden-score gauges to <home>/metrics/."""
+    _run(ctx, ["golden"], as_json, no_dispatch)
 
 
 @app.command("dashboard")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +22,7 @@ from rich.progress import (
 
 from ratchet.store.private import make_private_dir, private_opener
 
-__all__ = ["captured_output", "console", "err_console", "fail", "print_json", "progress_bar"]
+__all__ = ["captured_output", "console", "err_console", "fail", "print_json", "progress_bar", "version_progress"]
 
 console = Console()
 err_console = Console(stderr=True, soft_wrap=True)  # one error, one line: grep-able, copy-able
@@ -53,6 +53,18 @@ def progress_bar(*, transient: bool = False, enabled: bool = True) -> Progress:
         transient=transient,
         disable=not enabled,
     )
+
+
+def version_progress(progress: Progress) -> Callable[[str, str, int, int], None]:
+    """An ``on_progress(signature, version, done, total)`` callback showing one bar per signature and version."""
+    tasks: dict[tuple[str, str], Any] = {}
+
+    def on_progress(signature: str, version: str, done: int, total: int) -> None:
+        if (signature, version) not in tasks:
+            tasks[signature, version] = progress.add_task(f"{signature} {version}", total=total, status="")
+        progress.update(tasks[signature, version], completed=done)
+
+    return on_progress
 
 
 @contextlib.contextmanager

@@ -433,25 +433,32 @@ class LoopSettings(TriggerSettings):
 
 
 class FlywheelSettings(_Section):
-    """The human flywheel: how old an annotation backlog may grow before the annotation check warns, and how phase 2
-    divides annotated cases between the golden set and the training data."""
+    """The human flywheel: how old an annotation backlog may grow before the annotation check warns, how phase 2
+    divides annotated cases between the golden set and the training data, and when the daily eval regression on
+    the golden sets calls a drop significant."""
 
     max_backlog_age_days: float = Field(7.0, gt=0, description="the annotation check warns when a signature's oldest "
                                                                "waiting annotation task is older than this")
     golden_share: float = Field(0.5, ge=0, le=1, description="phase 2 (`ratchet flywheel run --continue`): the share "
                                 "of annotated cases that grow the golden set (a stable draw by their inputs); the "
                                 "rest join the training data, never both")
+    golden_alpha: float = Field(0.05, gt=0, lt=0.5, description="eval regression: error level of the paired "
+                                "interval and test comparing golden-set scores with the previous run")
+    golden_min_drop: float = Field(0.0, ge=0, le=1, description="eval regression: a drop counts only when the "
+                                   "interval's upper bound lies below minus this (0: any significant drop)")
 
 
 class ScheduleSettings(_Section):
-    """`ratchet schedule run`: when the monthly cycle, the hourly checks, the weekly cleanup and the weekly flywheel
-    triage run."""
+    """`ratchet schedule run`: when the monthly cycle, the hourly checks, the weekly cleanup, the weekly flywheel
+    triage and the daily eval regression run."""
 
     cycle_cron: str = "0 2 1 * *"
     checks_cron: str = "0 * * * *"
     cleanup_cron: str = "0 3 * * 0"
     flywheel_cron: str = Field("0 6 * * 1", description="`ratchet flywheel run --week last`: triage of the week "
                                                           "that just ended, queueing annotation tasks")
+    eval_regression_cron: str = Field("30 5 * * *", description="`ratchet eval-regression`: production and any "
+                                      "live candidate scored on each golden set, against the previous run")
     timezone: str = "UTC"
     cycle_args: list[str] = Field(default_factory=list, description="extra `ratchet cycle` options")
     run_controller: bool = Field(True, description="`schedule run` also keeps `ratchet controller run` running "

@@ -18,6 +18,7 @@ from ratchet.monitor.checks.canary import check_canary
 from ratchet.monitor.checks.controller import check_controller
 from ratchet.monitor.checks.datasets import check_dataset_quality
 from ratchet.monitor.checks.drift import check_drift
+from ratchet.monitor.checks.golden import check_golden
 from ratchet.monitor.checks.keys import check_keys
 from ratchet.monitor.checks.orchestration import check_orchestration
 from ratchet.monitor.checks.slo import check_slo
@@ -32,7 +33,7 @@ __all__ = ["CHECKS", "EXIT_CODES", "CheckRun", "exit_code", "run_checks"]
 log = logging.getLogger(__name__)
 
 CHECKS = ("orchestration", "ab_tests", "controller", "dataset_quality", "slo", "drift", "canary", "audit", "keys",
-          "annotation")
+          "annotation", "golden")
 EXIT_CODES = {None: 0, "info": 0, "warning": 1, "error": 2, "critical": 3}
 """Exit code of a check command by the worst level found."""
 
@@ -120,6 +121,7 @@ def run_checks(
         "audit": lambda: check_audit(settings),
         "keys": lambda: check_keys(settings, db=lazy.db, now=now),
         "annotation": lambda: check_annotation(settings, db=lazy.db, now=now, export=dispatcher is not None),
+        "golden": lambda: check_golden(settings, registry=lazy.registry, export=dispatcher is not None),
     }
     results = [_run_one(name, runners[name]) for name in names]
     for result in results:  # an event already delivered (a rollback alerted last hour) is not a finding any more
