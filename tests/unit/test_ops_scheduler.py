@@ -84,11 +84,14 @@ def test_job_commands_run_the_same_ratchet_with_the_same_config(tmp_path: Path) 
     assert commands["checks"] == [*base, "monitor", "check-all"]
     assert commands["cleanup"] == [*base, "cleanup"]
     assert commands["flywheel"] == [*base, "flywheel", "run", "--week", "last", "--both"]  # resolved when the job runs
+    assert commands["eval_regression"] == [*base, "eval-regression"]
     triggers = job_triggers(settings)
     first = triggers["cycle"].get_next_fire_time(None, datetime.now(UTC))
     assert (first.day, first.hour, first.minute) == (1, 2, 0)
     weekly = triggers["flywheel"].get_next_fire_time(None, datetime.now(UTC))
     assert (weekly.isoweekday(), weekly.hour, weekly.minute) == (1, 6, 0)  # Mondays, 06:00: the week just ended
+    daily = triggers["eval_regression"].get_next_fire_time(None, datetime.now(UTC))
+    assert (daily.hour, daily.minute) == (5, 30)  # every day, before the working day starts
 
 
 def test_weekdays_mean_what_cron_means(tmp_path: Path) -> None:
@@ -117,7 +120,7 @@ def test_crontab_lines(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, checks_cron="*/15 * * * *", timezone="Europe/Berlin")
     lines = crontab_lines(settings)
     entries = [line for line in lines if line and not line.startswith("#") and "=" not in line.split()[0]]
-    assert len(entries) == 4
+    assert len(entries) == 5
     config = str(tmp_path / "ratchet.toml")
     home = tmp_path / "home"
     by_job = {job: next(e for e in entries if f"schedule run-job {job}" in e) for job in JOBS}
@@ -125,6 +128,7 @@ def test_crontab_lines(tmp_path: Path) -> None:
     assert by_job["checks"].startswith("*/15 * * * * ")
     assert by_job["cleanup"].startswith("0 3 * * 0 ")
     assert by_job["flywheel"].startswith("0 6 * * 1 ")
+    assert by_job["eval_regression"].startswith("30 5 * * * ")
     for job, entry in by_job.items():
         assert f"--config {config}" in entry and sys.executable in entry
         assert entry.endswith(f">> {home / 'logs' / f'{job}.log'} 2>&1")

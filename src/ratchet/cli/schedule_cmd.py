@@ -1,5 +1,5 @@
-"""``ratchet schedule``: run the cycle, checks, cleanup and flywheel triage on their cron schedules (or print a
-crontab)."""
+"""``ratchet schedule``: run the cycle, checks, cleanup, flywheel triage and eval regression on their cron schedules
+(or print a crontab)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from rich.table import Table
 from ratchet.cli.output import console, err_console, print_json
 from ratchet.cli.state import get_state
 
-app = typer.Typer(help="Scheduled jobs: the monthly cycle, hourly checks, weekly cleanup, weekly flywheel triage.",
+app = typer.Typer(help="Scheduled jobs: the monthly cycle, hourly checks, weekly cleanup, weekly flywheel triage, "
+                  "daily eval regression.",
                   no_args_is_help=True)
 
 
@@ -42,7 +43,8 @@ def run(ctx: typer.Context) -> None:
 
 
 @app.command("run-job")
-def run_job(ctx: typer.Context, job: str = typer.Argument(..., help="cycle, checks, cleanup or flywheel"),
+def run_job(ctx: typer.Context, job: str = typer.Argument(..., help="cycle, checks, cleanup, flywheel or "
+                                                                    "eval_regression"),
             as_json: bool = typer.Option(False, "--json")) -> None:
     """Run one job now, with the scheduler's lock and log (what the crontab lines call). Exits with its code."""
     from ratchet.ops.scheduler import JOBS, Scheduler

@@ -1,5 +1,5 @@
-"""``ratchet schedule``: the monthly cycle, the hourly checks, the weekly cleanup and the weekly flywheel triage,
-on cron schedules.
+"""``ratchet schedule``: the monthly cycle, the hourly checks, the weekly cleanup, the weekly flywheel triage and the
+daily eval regression on the golden sets, on cron schedules.
 
 Each job runs as a child process of the same ``ratchet`` command with the same config
 (``python -m ratchet --config … cycle``), never two runs of one job at once:
@@ -63,7 +63,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-JOBS = ("cycle", "checks", "cleanup", "flywheel")
+JOBS = ("cycle", "checks", "cleanup", "flywheel", "eval_regression")
 """The scheduled jobs, each with a ``schedule.<job>_cron`` setting."""
 
 _STOP_GRACE_S = 30.0  # a child still running at shutdown gets SIGTERM, then SIGKILL after this
@@ -99,15 +99,17 @@ def ratchet_argv(settings: Settings, executable: str | None = None) -> list[str]
 
 
 def job_commands(settings: Settings, *, executable: str | None = None) -> dict[str, list[str]]:
-    """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``, and
+    """The argv of each job: ``ratchet cycle`` (+ ``schedule.cycle_args``), ``monitor check-all``, ``cleanup``,
     ``flywheel run --week last --both`` (for the last complete ISO week, resolved when the job runs: phase 1,
-    then phase 2 importing the answers given since)."""
+    then phase 2 importing the answers given since) and ``eval-regression`` (exit 1, logged as failed, when a
+    version regressed on its golden set)."""
     base = ratchet_argv(settings, executable)
     return {
         "cycle": [*base, "cycle", *settings.schedule.cycle_args],
         "checks": [*base, "monitor", "check-all"],
         "cleanup": [*base, "cleanup"],
         "flywheel": [*base, "flywheel", "run", "--week", "last", "--both"],
+        "eval_regression": [*base, "eval-regression"],
     }
 
 
@@ -193,7 +195,8 @@ def crontab_lines(settings: Settings, *, executable: str | None = None) -> list[
     if settings.schedule.timezone != "UTC":
         lines.append(f"CRON_TZ={settings.schedule.timezone}")
     titles = {"cycle": "monthly optimization cycle", "checks": "monitoring checks", "cleanup": "retention cleanup",
-              "flywheel": "weekly triage into the annotation queue, then import of the answers (last week)"}
+              "flywheel": "weekly triage into the annotation queue, then import of the answers (last week)",
+              "eval_regression": "daily eval regression: production and live candidates on the golden sets"}
     for job in JOBS:
         logfile = shlex.quote(str(home / "logs" / f"{job}.log"))
         lines.append(f"# {titles[job]}")
