@@ -13,6 +13,7 @@ from ratchet.loop.supervisor import FAMILIES as CONTROLLER_FAMILIES
 from ratchet.monitor.annotation_metrics import FAMILIES as ANNOTATION_FAMILIES
 from ratchet.monitor.canary.exposition import FAMILIES as CANARY_FAMILIES
 from ratchet.monitor.drift.exposition import FAMILIES as DRIFT_FAMILIES
+from ratchet.monitor.golden_metrics import FAMILIES as GOLDEN_FAMILIES
 from ratchet.serve import metrics
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
@@ -26,8 +27,8 @@ SEED_ALERTS = {"DSPyHighErrorRate": ("critical", "5m"), "DSPyHighLatency": ("cri
 
 def exported() -> dict[str, set[str]]:
     """Family name → the series names Prometheus sees, for every metric in ratchet.serve.metrics and the drift and
-    canary and annotation gauges (written by the drift and annotation checks and canary runs, exposed by `ratchet serve`
-    from <home>/metrics)."""
+    canary, annotation and golden gauges (written by the drift and annotation checks, canary runs and the eval
+    regression, exposed by `ratchet serve` from <home>/metrics)."""
     suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
                 "gauge": ("",), "summary": ("_sum", "_count", "_created")}
     families = {}
@@ -37,7 +38,7 @@ def exported() -> dict[str, set[str]]:
             continue
         for family in collector.describe():
             families[family.name] = {family.name + s for s in suffixes[family.type]}
-    for name in (*DRIFT_FAMILIES, *CANARY_FAMILIES, *ANNOTATION_FAMILIES):
+    for name in (*DRIFT_FAMILIES, *CANARY_FAMILIES, *ANNOTATION_FAMILIES, *GOLDEN_FAMILIES):
         families[name] = {name}
     for name, (kind, _help, _labels) in CONTROLLER_FAMILIES.items():  # written by `ratchet controller`
         families[name] = {name + s for s in suffixes[kind] if s != "_created"}
