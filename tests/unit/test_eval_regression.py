@@ -201,3 +201,59 @@ def test_the_cli_exit_codes_output_and_gauges(env, lms, monkeypatch: pytest.Monk
     assert any("Golden Set Regression" in p.read_text() for p in alerts if p.is_file())
     unknown = runner.invoke(app, ["eval-regression", "-s", "nope"])
     assert unknown.exit_code == 2 and "nope" in unknown.stderr
+
+
+# --- the deploy decision reports the candidate's golden score ---------------------------------------------------
+
+def test_the_deploy_decision_reports_the_golden_score_without_gating(env, scripted_lm, capsys) -> None:
+    from ratchet.cli.cycle_cmd import print_cycle
+    from ratchet.cli.optimize_cmd import print_optimization
+    from ratchet.data.datasets import DatasetStore
+    from ratchet.data.records import ExampleRecord
+    from ratchet.loop.cycle import _golden_brief
+    from ratchet.optimize.run import run_optimization
+
+    settings, registry, _ = env
+    train = [json.loads(line) for line in (DATA / "train.jsonl").read_text().splitlines()][:150]
+    DatasetStore(settings.home_dir, settings.data, registry=registry).create(
+        SIG, [ExampleRecord(values=r, signature=SIG, source="manual") for r in train], source="manual")
+    labels = {r["text"]: r["intent"] for r in [*train, *ROWS]}
+
+    def knows_with_demos(prompt: str) -> str:  # right only when the prompt carries demos: the candidate wins
+        question = prompt.rsplit("Text:", 1)[-1].split("\n", 1)[0].strip()
+        return " " + labels[question] if prompt.count("Text:") > 2 and question in labels else " terminate_account"
+
+    lm, _ = scripted_lm(knows_with_demos)
+    bundle = LMBundle.for_lm(lm, CompletionAdapter())
+    result = run_optimization(settings, registry, SIG, optimizer="labeled", lms=bundle)
+    golden = result.golden
+    assert golden is not None and golden["n"] == 30 and golden["gates"] is False
+    assert golden["candidate"]["score"] == 1.0 and golden["baseline"]["score"] < 0.2 and golden["better"]
+    assert golden["candidate"]["version"] == result.candidate_version and golden["baseline"]["version"] == "base"
+    assert "significantly better (reported, not gating)" in result.decision["golden"]
+    assert VersionStore(settings.home_dir).get(SIG, result.candidate_version).scores["golden"] == 1.0
+    data = result.to_dict()
+    print_optimization(data)
+    assert "golden set" in capsys.readouterr().out
+    brief = _golden_brief(data["golden"])
+    assert brief["candidate_score"] == 1.0 and brief["worse"] is False
+    summary = {"run_id": "run_x", "dry_run": False, "output_dir": "/tmp/x", "success": True, "seconds": 1,
+               "signatures": {SIG: {"phases": {}, "errors": [], "decision": result.decision, "golden": brief}}}
+    print_cycle(summary)
+    assert "(reported, not gating)" in capsys.readouterr().out
+
+
+def test_no_golden_set_no_golden_report_in_the_decision(tmp_path: Path, scripted_lm) -> None:
+    from ratchet.data.datasets import DatasetStore
+    from ratchet.data.records import ExampleRecord
+    from ratchet.optimize.run import run_optimization
+
+    settings = Settings(home=tmp_path / "home")
+    registry = load_programs(settings)
+    train = [json.loads(line) for line in (DATA / "train.jsonl").read_text().splitlines()][:60]
+    DatasetStore(settings.home_dir, settings.data, registry=registry).create(
+        SIG, [ExampleRecord(values=r, signature=SIG, source="manual") for r in train], source="manual")
+    lm, _ = scripted_lm(lambda prompt: " card_arrival")
+    bundle = LMBundle.for_lm(lm, CompletionAdapter())
+    result = run_optimization(settings, registry, SIG, optimizer="labeled", lms=bundle, save_candidate=False)
+    assert result.golden is None and "golden" not in result.decision and result.to_dict()["golden"] is None

@@ -129,10 +129,14 @@ def test_golden_inputs_never_reach_optimization(env) -> None:
     assert result.excluded_golden == len(held) == 10
     assert sum(result.sizes.values()) == 140
     assert result.to_dict()["excluded_golden"] == 10
-    seen = "\n".join(prompts)
-    assert not [t for t in golden_texts if t in seen]  # neither a demo nor a test question
+    demos = "\n".join(p.rsplit("Text:", 1)[0] for p in prompts)  # what a prompt shows before its question
+    questions = [p.rsplit("Text:", 1)[-1].split("\n", 1)[0].strip() for p in prompts]
+    assert not [t for t in golden_texts if t in demos]  # never a demo
+    golden_questions = [q for q in questions if q in golden_texts]
+    assert len(golden_questions) == 2 * len(held)  # asked only when baseline and candidate are scored on golden
+    assert result.golden is not None and result.golden["n"] == len(held)  # (reported, not trained on)
     others = [r["text"] for r in rows if r["text"] not in golden_texts]
-    assert sum(t in seen for t in others) > 0  # a different input is untouched
+    assert sum(t in demos or t in questions for t in others) > 0  # a different input is untouched
 
 
 def test_the_cycle_never_stores_golden_inputs_as_training_data(env, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ratchet.cli.output import console, print_json, progress_bar
@@ -93,5 +94,9 @@ def print_cycle(summary: dict[str, Any]) -> None:
                 f"({cmp['test']})", highlight=False)
         if s.get("decision"):
             console.print(f"[bold]{name}[/]: {s['decision']['reason']}", highlight=False)
+            if s["decision"].get("golden"):
+                worse = (s.get("golden") or {}).get("worse")
+                console.print(f"[bold]{name}[/] {'[yellow]' if worse else ''}{escape(s['decision']['golden'])}"
+                              f"{'[/]' if worse else ''}", highlight=False)
     console.print(f"summary: {summary['output_dir']}/orchestration_summary.json · "
                   f"{'[green]success[/]' if summary['success'] else '[red]failed[/]'} · {summary.get('seconds')} s")

@@ -81,6 +81,13 @@ def print_optimization(data: dict[str, Any]) -> None:
     table.add_row("relative improvement", "n/a (baseline 0)" if relative is None else f"{relative:+.1f} %")
     table.add_row(f"p-value ({cmp['test']})", f"{cmp['p_value']:.4f}")
     table.add_row("wins / losses / ties", f"{cmp['wins']} / {cmp['losses']} / {cmp['ties']}")
+    golden = data.get("golden")
+    if golden:
+        gcmp = golden["comparison"]
+        table.add_row(f"golden set {golden['golden_version']} ({golden['n']}): baseline → candidate",
+                      f"{gcmp['baseline_mean']:.3f} → {gcmp['candidate_mean']:.3f} "
+                      f"[{gcmp['ci_low']:+.3f}, {gcmp['ci_high']:+.3f}]"
+                      + (" [yellow]worse[/]" if golden["worse"] else ""))
     calls = ", ".join(f"{role} {n}" for role, n in sorted(usage["lm_calls"].items())) or "none"
     table.add_row("LM calls", calls)
     table.add_row("tokens in / out", f"{usage['tokens']['input']} / {usage['tokens']['output']}")
@@ -90,3 +97,5 @@ def print_optimization(data: dict[str, Any]) -> None:
     console.print(table)
     verdict = "[bold green]DEPLOY[/]" if data["decision"]["deploy"] else "[bold yellow]KEEP BASELINE[/]"
     console.print(f"{verdict}: {data['decision']['reason']}")
+    if golden:
+        console.print(f"[dim]{golden['verdict']}[/]", highlight=False)

@@ -14,7 +14,9 @@ produces lands in one directory (seed 001's layout)::
 Before the quality gates run, the batch is curated: trimmed toward the target
 difficulty mix and so that no source exceeds its maximum share (random surplus
 examples are dropped, never changed); the gates then judge what would be stored.
-A deploy decision registers the candidate version and starts an A/B experiment.
+A deploy decision registers the candidate version and starts an A/B experiment. When the signature has a
+golden set, the decision also reports the candidate's golden score against the baseline's (``golden``,
+paired on the same examples); it informs the operator and the daily eval regression, it does not gate.
 """
 
 from __future__ import annotations
@@ -144,8 +146,10 @@ def _run_signature(signature: str, settings: Settings, registry: ProgramRegistry
                                   "excluded_golden": data.get("excluded_golden", 0)})
             outcome["phases"]["optimize"] = result
             outcome["phases"]["evaluate"] = {"status": "ok", "seconds": seconds.get("evaluate"), "result": {
-                k: data[k] for k in ("baseline_version", "baseline", "candidate", "comparison")}}
+                **{k: data[k] for k in ("baseline_version", "baseline", "candidate", "comparison")},
+                "golden": data.get("golden")}}
             outcome.update(decision=data["decision"], candidate_version=data["candidate_version"],
+                           golden=_golden_brief(data.get("golden")),
                            baseline_version=data["baseline_version"],
                            baseline_score=data["comparison"]["baseline_mean"],
                            candidate_score=data["comparison"]["candidate_mean"],
@@ -177,6 +181,8 @@ def _decide(signature: str, settings: Settings, registry: ProgramRegistry, optio
     started = time.perf_counter()
     decision = outcome["decision"]
     result: dict[str, Any] = {"status": "ok", "deploy": decision["deploy"], "reason": decision["reason"]}
+    if decision.get("golden"):
+        result["golden"] = decision["golden"]  # the candidate on the golden set: reported, not gating
     if decision["deploy"] and not options.dry_run and options.start_experiment:
         from ratchet.loop.rollouts import rollout_controller
 
@@ -191,6 +197,17 @@ def _decide(signature: str, settings: Settings, registry: ProgramRegistry, optio
             result["experiment_id"] = experiment.experiment_id
     result["seconds"] = round(time.perf_counter() - started, 2)
     return result
+
+
+def _golden_brief(golden: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The golden-set comparison as the summary carries it per signature (the full one is in the evaluate phase)."""
+    if not golden:
+        return None
+    cmp = golden["comparison"]
+    return {"golden_version": golden["golden_version"], "n": golden["n"], "baseline_score": cmp["baseline_mean"],
+            "candidate_score": cmp["candidate_mean"], "mean_difference": cmp["mean_difference"],
+            "ci_low": cmp["ci_low"], "ci_high": cmp["ci_high"], "p_value": cmp["p_value"], "worse": golden["worse"],
+            "gates": False}
 
 
 def _absolute(entry: str, base: Path) -> str:

@@ -17,6 +17,7 @@ from ratchet.data.datasets import DatasetStore, assign_split
 from ratchet.data.golden import golden_input_hashes, without_golden
 from ratchet.data.records import ExampleRecord
 from ratchet.errors import DataError
+from ratchet.evaluation.golden import GoldenScores, compare_golden, load_golden_set, score_golden
 from ratchet.evaluation.runner import EvalReport, evaluate_program
 from ratchet.lm.adapter import CompletionAdapter
 from ratchet.lm.pricing import token_prices
@@ -52,6 +53,7 @@ class OptimizationResult:
     usage: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
     excluded_golden: int = 0  # examples left out because their inputs are in the golden set
+    golden: dict[str, Any] | None = None  # baseline and candidate on the golden set (None: it has none); informs only
 
     @property
     def deploy(self) -> bool:
@@ -67,6 +69,7 @@ class OptimizationResult:
             "candidate_version": self.candidate_version,
             "sizes": self.sizes,
             "excluded_golden": self.excluded_golden,
+            "golden": self.golden,
             "baseline": self.baseline.summary(),
             "candidate": self.candidate.summary(),
             "comparison": self.comparison,
@@ -150,7 +153,8 @@ def run_optimization(
 
     started = time.perf_counter()
     test = splits["test"]
-    total = 2 * len(test)
+    golden = load_golden_set(settings, registry, signature)
+    total = 2 * len(test) + (2 * len(golden) if golden is not None else 0)
     done = [0]
 
     def tick(_result: Any) -> None:
@@ -166,24 +170,58 @@ def run_optimization(
     comparison = compare_paired(base_report.scores, cand_report.scores, seed=seed,
                                 confidence=settings.loop.min_confidence_for_deployment)
     decision = deploy_decision(comparison, min_improvement)
+    golden_result = None
+    if golden is not None:
+        started = time.perf_counter()
+        golden_kwargs = {"num_threads": threads, "on_result": tick}
+        base_golden = score_golden(spec, baseline, golden, bundle, version=baseline_version, **golden_kwargs)
+        cand_golden = score_golden(spec, candidate, golden, bundle, version="candidate", **golden_kwargs)
+        golden_result = golden_summary(base_golden, cand_golden, 1 - settings.flywheel.golden_alpha,
+                                       settings.flywheel.golden_min_drop)
+        decision["golden"] = golden_result["verdict"]
+        seconds["golden"] = time.perf_counter() - started
 
     params = plugin.parameters(ctx)
     candidate_version = None
     if save_candidate:
+        golden_scores = ({"golden": golden_result["candidate"]["score"],
+                          "golden_version": golden_result["golden_version"]} if golden_result else {})
         saved = versions.save(
             spec, candidate, lm=bundle.model_id, adapter=bundle.adapter_name, parent=baseline_version,
             dataset_version=dataset_label, optimizer=plugin.name, optimizer_params=params,
             scores={"test": cand_report.score, "baseline_test": base_report.score,
-                    "comparison": comparison.to_dict(), "decision": decision},
+                    "comparison": comparison.to_dict(), "decision": decision, **golden_scores},
         )
         candidate_version = saved.version
+        if golden_result:
+            golden_result["candidate"]["version"] = candidate_version
     return OptimizationResult(
         signature=signature, optimizer=plugin.name, parameters=params, dataset_version=dataset_label,
         baseline_version=baseline_version, candidate_version=candidate_version,
         sizes={"train": len(splits["train"]), "dev": len(splits["dev"]), "test": len(test)},
         baseline=base_report, candidate=cand_report, comparison=comparison.to_dict(), decision=decision,
-        usage=usage, seconds=seconds, excluded_golden=excluded_golden,
+        usage=usage, seconds=seconds, excluded_golden=excluded_golden, golden=golden_result,
     )
+
+
+def golden_summary(baseline: GoldenScores, candidate: GoldenScores, confidence: float, min_drop: float
+                   ) -> dict[str, Any]:
+    """Baseline and candidate on the golden set, paired, with a one-line verdict for the deploy decision (a
+    candidate is *worse* when the interval lies below ``-min_drop`` and the paired test agrees — the daily eval
+    regression's rule)."""
+    comparison, _ = compare_golden(baseline.examples(), candidate.examples(), confidence=confidence)
+    assert comparison is not None  # both scored the same examples
+    worse = comparison.ci_high < -min_drop and comparison.p_value < 1 - confidence
+    better = comparison.ci_low > 0 and comparison.p_value < 1 - confidence
+    verdict = (f"golden set {baseline.golden_version} ({comparison.n} examples): candidate "
+               f"{comparison.candidate_mean:.3f} vs baseline {comparison.baseline_mean:.3f}, "
+               f"{comparison.mean_difference * 100:+.1f} points ({confidence:.0%} interval "
+               f"{comparison.ci_low * 100:+.1f} to {comparison.ci_high * 100:+.1f}): "
+               + ("significantly worse" if worse else "significantly better" if better else "no significant change")
+               + " (reported, not gating)")
+    return {"golden_version": baseline.golden_version, "n": comparison.n, "baseline": baseline.summary(),
+            "candidate": candidate.summary(), "comparison": comparison.to_dict(), "worse": worse, "better": better,
+            "gates": False, "verdict": verdict}
 
 
 def role_lms(bundle: LMBundle, base_model: bool) -> dict[str, dspy.LM]:
