@@ -144,6 +144,17 @@ def test_a_corrupted_previous_report_is_named_and_treated_as_no_previous_run(env
     assert latest_report(settings.home_dir, SIG)["run_at"] == "2023-11-14T22:15:00+00:00"
 
 
+def test_reports_of_the_same_second_stay_in_order(env, lms) -> None:
+    settings, registry, db = env
+    first = run_eval_regression(settings, registry, db, SIG, lms=lms, now=1_700_000_000).signatures[SIG].report
+    data = json.loads(first.read_text())
+    for i in range(1, 12):  # _10 and _11 sort after _9
+        (first.parent / f"{first.stem}_{i}.json").write_text(json.dumps({**data, "run_at": f"run {i}"}))
+    assert latest_report(settings.home_dir, SIG)["run_at"] == "run 11"
+    again = run_eval_regression(settings, registry, db, SIG, lms=lms, now=1_700_000_000).signatures[SIG]
+    assert again.report.name == f"{first.stem}_12.json" and again.previous["run_at"] == "run 11"
+
+
 def test_a_model_that_cannot_run_is_an_error_per_signature(env, monkeypatch: pytest.MonkeyPatch) -> None:
     from ratchet.errors import ModelNotAvailableError
 

@@ -15,7 +15,7 @@ both scored (same input hash, same label):
 A drop is a *regression* when the two-sided ``1 − flywheel.golden_alpha`` paired bootstrap interval of the
 difference lies below ``−flywheel.golden_min_drop`` *and* the paired test (exact McNemar for 0/1 scores)
 rejects "no difference" at that alpha — the interval alone is too eager on small golden sets: four
-examples lost and none won out of two hundred give a percentile interval below zero but McNemar p = 0.125.
+examples lost and none won out of two hundred give the interval −4.0 to −0.5 points but McNemar p = 0.125.
 
 Each run writes ``<home>/eval_reports/<signature>/<UTC timestamp>.json`` (and a short ``.md``), atomically
 and owner-only (golden examples are user text; the report keeps only hashes of them, but the per-example
@@ -290,8 +290,14 @@ def _reports_dir(home: Path, signature: str) -> Path:
 
 
 def _report_files(home: Path, signature: str) -> list[Path]:
+    """Oldest first: by UTC timestamp, then by the suffix of runs within the same second (``_1``, ``_2`` …)."""
     directory = _reports_dir(home, signature)
-    return sorted(directory.glob("*.json")) if directory.is_dir() else []
+
+    def order(path: Path) -> tuple[str, int]:
+        stamp, _, suffix = path.stem.partition("_")
+        return stamp, int(suffix) if suffix.isdigit() else 0
+
+    return sorted(directory.glob("*.json"), key=order) if directory.is_dir() else []
 
 
 def read_report(path: Path) -> dict[str, Any]:
