@@ -29,7 +29,7 @@ from ratchet.rollout.sequential import (
 )
 from ratchet.store.outcomes import Agreement, ArmStats
 
-__all__ = ["Decision", "decide", "decide_shadow"]
+__all__ = ["Decision", "decide", "decide_shadow", "trigger_alpha"]
 
 
 @dataclass
@@ -54,7 +54,7 @@ def arm_summary(stats: ArmStats) -> dict[str, Any]:
             "quality_mean": None if stats.quality_mean is None else round(stats.quality_mean, 4)}
 
 
-def _alpha(experiment: Experiment) -> float:
+def trigger_alpha(experiment: Experiment) -> float:
     # ``alpha`` bounds the chance of any false rollback over the whole experiment: the three statistical
     # triggers share it (Bonferroni), each testing at alpha / 3.
     return float(experiment.config.get("alpha", 0.05)) / 3
@@ -84,7 +84,7 @@ def decide(experiment: Experiment, baseline: ArmStats, candidate: ArmStats, stag
            now: float, extra_checks: Sequence[Check] = ()) -> Decision:
     """The controller's decision for an experiment in a traffic stage given its arms' cumulative stats."""
     cfg = experiment.config
-    alpha = _alpha(experiment)
+    alpha = trigger_alpha(experiment)
     checks = [
         *_guardrails(experiment, baseline, candidate, alpha),
         quality_check(candidate.quality_mean, (candidate.quality_std or 0.0) ** 2, candidate.quality_count,
@@ -121,7 +121,7 @@ def decide_shadow(experiment: Experiment, baseline: ArmStats, shadow: ArmStats, 
                   extra_checks: Sequence[Check] = ()) -> Decision:
     """The controller's decision for an experiment in shadow: roll back, hold, or move to the first stage."""
     cfg = experiment.config
-    alpha = _alpha(experiment)
+    alpha = trigger_alpha(experiment)
     checks = [
         *_guardrails(experiment, baseline, shadow, alpha),
         agreement_check(agreement.agreed, agreement.compared, min_agreement=float(cfg.get("min_agreement", 0.3)),

@@ -18,6 +18,9 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "ERROR_RATE_TAU",
+    "LATENCY_TAU_S",
+    "QUALITY_TAU",
     "Check",
     "agreement_check",
     "catastrophe_check",
@@ -26,6 +29,14 @@ __all__ = [
     "latency_check",
     "quality_check",
 ]
+
+
+ERROR_RATE_TAU = 0.05
+"""Mixing scale of the error-rate sequences (a rate difference of a few points is what matters)."""
+LATENCY_TAU_S = 0.5
+"""Mixing scale of the latency sequences, in seconds."""
+QUALITY_TAU = 0.1
+"""Mixing scale of the quality (0–1 feedback score) and agreement sequences."""
 
 
 def cs_halfwidth(variance: float, tau: float, alpha: float) -> float:
@@ -58,7 +69,7 @@ class Check:
 
 
 def error_rate_check(errors_c: int, n_c: int, errors_b: int, n_b: int, *, threshold: float = 0.05,
-                     tau: float = 0.05, alpha: float = 0.05, min_n: int = 20) -> Check:
+                     tau: float = ERROR_RATE_TAU, alpha: float = 0.05, min_n: int = 20) -> Check:
     """Candidate error rate minus baseline's: fires when the excess is real (LCB > 0) and above ``threshold``."""
     if n_c < min_n or n_b < min_n:
         return Check("error_rate", False, 0.0, -1.0, 1.0, threshold, n_c, n_b,
@@ -75,7 +86,7 @@ def error_rate_check(errors_c: int, n_c: int, errors_b: int, n_b: int, *, thresh
 
 
 def latency_check(mean_c: float, var_c: float, n_c: int, mean_b: float, var_b: float, n_b: int, *,
-                  threshold_s: float = 0.5, tau: float = 0.5, alpha: float = 0.05, min_n: int = 20) -> Check:
+                  threshold_s: float = 0.5, tau: float = LATENCY_TAU_S, alpha: float = 0.05, min_n: int = 20) -> Check:
     """Candidate mean latency minus baseline's (seconds): fires when real and above ``threshold_s``."""
     if n_c < min_n or n_b < min_n:
         return Check("latency", False, 0.0, -math.inf, math.inf, threshold_s, n_c, n_b,
@@ -90,7 +101,7 @@ def latency_check(mean_c: float, var_c: float, n_c: int, mean_b: float, var_b: f
 
 
 def quality_check(mean_c: float | None, var_c: float | None, n_c: int, mean_b: float | None = None,
-                  var_b: float | None = None, n_b: int = 0, *, floor: float = 0.70, tau: float = 0.1,
+                  var_b: float | None = None, n_b: int = 0, *, floor: float = 0.70, tau: float = QUALITY_TAU,
                   alpha: float = 0.05, min_n: int = 20) -> Check:
     """Candidate mean quality (0–1 feedback scores) against the floor and, when it has scores, the baseline."""
     if mean_c is None or n_c < min_n:
@@ -118,7 +129,7 @@ def catastrophe_check(errors_c: int, n_c: int, *, window: int = 20) -> Check:
     return Check("catastrophe", fired, rate, rate, rate, 0.5, n_c, 0, message)
 
 
-def agreement_check(agreed: int, compared: int, *, min_agreement: float = 0.3, tau: float = 0.1,
+def agreement_check(agreed: int, compared: int, *, min_agreement: float = 0.3, tau: float = QUALITY_TAU,
                     alpha: float = 0.05, min_n: int = 20) -> Check:
     """How often a candidate in shadow answers what production answers: fires when even the upper end of the
     anytime-valid interval is below ``min_agreement`` (it disagrees far more than a better program would)."""
