@@ -33,13 +33,14 @@ from typing import Any
 
 from ratchet.config import Settings
 from ratchet.errors import RatchetError
+from ratchet.monitor.alert_board import read_alert_board
 from ratchet.monitor.checks.ab_tests import traffic_split
 from ratchet.monitor.checks.datasets import dataset_signatures
 from ratchet.monitor.checks.slo import service_levels
 from ratchet.monitor.drift import read_snapshot
 from ratchet.monitor.loop_state import read_trigger_snapshot
 from ratchet.monitor.runs import read_runs
-from ratchet.monitor.state import STATE_FILENAME, iso, read_state
+from ratchet.monitor.state import iso
 from ratchet.programs.registry import ProgramRegistry
 from ratchet.store.db import StateDB
 
@@ -155,12 +156,10 @@ def _datasets(settings: Settings, registry: ProgramRegistry | None) -> dict[str,
 
 
 def _alerts(settings: Settings) -> dict[str, Any]:
-    state = read_state(settings.home_dir / STATE_FILENAME)
-    active = [{"level": e.get("level"), "title": e.get("title"), "message": e.get("message"),
-               "check": e.get("check"), "since": e.get("first_seen"), "last_sent": e.get("last_sent")}
-              for e in state.active.values()]
-    return {"last_check": state.last_check, "recent_alerts": state.recent_alerts[-RECENT_ON_DASHBOARD:][::-1],
-            "active": active}
+    board = read_alert_board(settings)
+    keys = ("level", "title", "message", "check", "since", "last_sent")
+    return {"last_check": board.last_check, "recent_alerts": board.recent[:RECENT_ON_DASHBOARD],
+            "active": [{k: a[k] for k in keys} for a in board.active]}
 
 
 def _slo(settings: Settings, db: StateDB, now: float) -> dict[str, Any]:
