@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from console_helpers import csrf as _csrf
+from console_helpers import login as _login
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -51,18 +52,6 @@ def console(tmp_path: Any) -> Iterator[tuple[TestClient, StateDB, Settings]]:
     app = create_console_app(settings)
     with TestClient(app, base_url="http://testserver") as client, StateDB.connect(settings) as db:
         yield client, db, settings
-
-
-def _csrf(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
-    assert match, html
-    return match.group(1)
-
-
-def _login(client: TestClient, key: str) -> Any:
-    form = client.get("/ui/login")
-    return client.post("/ui/login", data={"key": key, "csrf_token": _csrf(form.text), "next": "/ui"},
-                       follow_redirects=False)
 
 
 def test_every_console_route_declares_its_role(console) -> None:

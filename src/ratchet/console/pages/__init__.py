@@ -6,9 +6,10 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 
-from ratchet.console.pages import annotate, datasets, overview, programs, triage
+from ratchet.console.pages import alerts, annotate, datasets, experiments, overview, programs, triage
 
 __all__ = ["PAGES"]
 
-PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes, programs.add_routes, datasets.add_routes,
-                                          annotate.add_routes, triage.add_routes]
+PAGES: list[Callable[[FastAPI], None]] = [overview.add_routes, experiments.add_routes, programs.add_routes,
+                                          datasets.add_routes, annotate.add_routes, triage.add_routes,
+                                          alerts.add_routes]
