@@ -305,3 +305,19 @@ def test_a_chart_is_svg_text_with_its_series_gaps_interval_and_threshold() -> No
     assert '<circle class="line candidate"' in svg  # a single point is a dot
     assert 'stroke="#1f4e79"' in svg or 'fill="#1f4e79"' in svg
     assert "min quality 0.70" in svg and "25 %" in svg
+
+
+def test_an_experiment_in_shadow_charts_its_shadow_calls_not_a_candidate_that_served_nobody(home: Home) -> None:
+    home.controller.rollback("e1", reason="making room")
+    home.controller.start(SIG, "v2", experiment_id="e2", baseline="v1", shadow=True)
+    recorder = OutcomeRecorder(home.controller.db, flush_interval_s=60)
+    for i in range(25):
+        recorder.record(SIG, "v1", "baseline", latency_s=0.1, success=True, experiment_id="e2")
+        recorder.record(SIG, "v2", "shadow", latency_s=0.2, success=i % 5 != 0, experiment_id="e2")
+    recorder.close()
+    _login(home.client, home.keys["read"])
+    html = home.client.get("/ui/experiments/e2").text
+    _no_inline_code(html)
+    assert "shadow (" in html and "the candidate answered 25" in html
+    assert 'class="line shadow"' in html and 'class="line candidate"' not in html
+    assert "Shadow agreement with production" in html  # the shadow stage's own trigger

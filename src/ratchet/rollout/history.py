@@ -116,7 +116,9 @@ def experiment_history(db: StateDB, experiment: Experiment, *, now: float | None
                                experiment_id=experiment.experiment_id, feedback_per_key=feedback_per_key)
         for arm, version in arms.items():
             series[arm].append(arm_point(stats.get((version, arm), ArmStats()), at, alpha))
-    if experiment.status != "shadow" and not series["shadow"][-1].requests:  # it never ran in shadow
-        del arms["shadow"], series["shadow"]
+    in_shadow = experiment.status == "shadow" or experiment.config.get("rolled_back_in") == "shadow"
+    for arm in ("shadow", "candidate"):  # an arm that never served (no shadow stage; not out of shadow yet)
+        if not series[arm][-1].requests and (arm == "shadow") != in_shadow:
+            del arms[arm], series[arm]
     return ExperimentHistory(experiment_id=experiment.experiment_id, arms=arms, points=series, alpha=alpha,
                              start=experiment.created_at, end=end)
