@@ -23,6 +23,7 @@ from ratchet.console import create_console_app
 from ratchet.console.charts import LineChart, Series, svg_line_chart
 from ratchet.evaluation import fewshot_program
 from ratchet.monitor import Alert, AlertDispatcher, CheckResult
+from ratchet.monitor.alert_board import read_alert_board
 from ratchet.monitor.channels import FileChannel
 from ratchet.monitor.playbooks import PLAYBOOKS, playbook_for
 from ratchet.programs import load_programs
@@ -226,6 +227,8 @@ def test_an_operators_pause_changes_the_database_and_the_routing_file(home: Home
     assert exp.status == "rolled_back" and exp.reason == "wrong intents"
     route = read_routing(home.controller.routing_path).route(SIG)
     assert route is None or route.candidate_share == 0.0  # production serves everything
+    sent = read_alert_board(home.settings).recent[0]  # announced as `ratchet ab rollback` announces it
+    assert sent["title"] == "A/B Test Rolled Back" and sent["details"]["reason"] == "wrong intents"
     ended = home.client.get(rolled.headers["location"]).text
     assert "Rolled back: production serves all traffic again." in ended and not _action_forms(ended)
     assert "wrong intents" in ended and "as they stood at" in ended  # the last recorded checks

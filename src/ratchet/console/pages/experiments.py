@@ -25,6 +25,7 @@ from ratchet.console.charts import LineChart, Series, interval_strip, render_lin
 from ratchet.console.context import ConsoleContext, console_context
 from ratchet.console.render import page, redirect
 from ratchet.errors import RatchetError, UnknownExperimentError
+from ratchet.monitor.rollout_alerts import announce_outcome
 from ratchet.rollout import Experiment, ExperimentEvent, RolloutController
 from ratchet.rollout.experiments import LIVE
 from ratchet.rollout.history import ExperimentHistory, experiment_history
@@ -48,7 +49,8 @@ _MARKERS = {"advance": None, "pause": "paused", "resume": "resumed", "promote": 
 
 
 def _controller(ctx: ConsoleContext) -> RolloutController:
-    return RolloutController(ctx.settings, ctx.registry, db=ctx.db)
+    """The controller ``ratchet ab`` uses: promotions and rollbacks are announced on the alert channels."""
+    return RolloutController(ctx.settings, ctx.registry, db=ctx.db, notify=announce_outcome(ctx.settings))
 
 
 def _order(experiments: list[Experiment]) -> list[Experiment]:
