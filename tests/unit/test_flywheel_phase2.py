@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from monitor_helpers import respond_intent
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -270,3 +271,28 @@ def test_both_phases_in_one_run_as_the_weekly_job_does(env: Any) -> None:
     assert "weekly_2026-W48.md" in human.stdout.replace("\n", "")
     refused = _phase("2026-W48", "--both", "--continue")
     assert refused.exit_code == 2 and "not both" in refused.output
+
+
+def test_the_weekly_report_carries_the_golden_evaluation_run_after_the_import(env: Any, scripted_lm) -> None:
+    """Phase 2 with an evaluation (what `--eval` runs): the grown golden set is scored and the weekly report says
+    how each version did; without one, it says there is none yet."""
+    from ratchet.flywheel import run_eval_regression, run_phase2
+    from ratchet.lm.adapter import CompletionAdapter
+    from ratchet.lm.setup import LMBundle
+
+    settings, registry, db = env
+    _traffic(settings.home_dir, W48, TEXTS)
+    _phase("2026-W48")
+    _annotate(db, registry)
+    lm, _ = scripted_lm(respond_intent)
+    lms = LMBundle.for_lm(lm, CompletionAdapter())
+    without, md_path, _ = run_phase2(settings, registry, db, W48)
+    assert without["evaluation"] == {SIG: None} and "no evaluation yet" in md_path.read_text()
+    report, md_path, _ = run_phase2(settings, registry, db, W48,
+                                    evaluate=lambda: run_eval_regression(settings, registry, db, SIG, lms=lms))
+    result = report["evaluation"][SIG]
+    golden = len(_golden(settings, registry))
+    assert result["golden_size"] == golden and result["regression"] is False
+    [production] = result["versions"]
+    assert production["roles"] == ["production"] and production["n"] == golden and 0.0 <= production["score"] <= 1
+    assert f"({golden} examples): no significant regression" in md_path.read_text()

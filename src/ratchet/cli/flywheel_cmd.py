@@ -45,6 +45,9 @@ def run(
     golden_share: float | None = typer.Option(None, "--golden-share", min=0.0, max=1.0,
                                               help="phase 2: share of annotated cases for the golden set, the rest "
                                                    "for training (default: flywheel.golden_share, 0.5)"),
+    evaluate: bool = typer.Option(False, "--eval", help="phase 2: score production and live candidates on the grown "
+                                  "golden sets now (`ratchet eval-regression`); else the report shows the newest "
+                                  "daily evaluation"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable output (the report, and the tasks queued)"),
 ) -> None:
     """Phase 1: collect the week's failures, cluster them, compare with last week, write reports/triage_<week>,
@@ -64,7 +67,7 @@ def run(
     share = settings.flywheel.golden_share if golden_share is None else golden_share
     if continue_:
         weekly = _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share,
-                         as_json=as_json)
+                         as_json=as_json, evaluate=evaluate)
         if as_json:
             print_json(weekly)
         return
@@ -86,7 +89,7 @@ def run(
         triage = {**report, "annotation_tasks": queued}
         if both:
             weekly = _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share,
-                             as_json=True)
+                             as_json=True, evaluate=evaluate)
             print_json({"triage": triage, "weekly": weekly})
         else:
             print_json(triage)
@@ -99,22 +102,26 @@ def run(
                   highlight=False)
     if both:
         console.print()
-        _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share, as_json=False)
+        _phase2(state, iso_week, signature=signature, golden_share=share, double_share=double_share, as_json=False,
+                evaluate=evaluate)
 
 
 def _phase2(state: CliState, week: IsoWeek, *, signature: str | None, golden_share: float, double_share: float,
-            as_json: bool) -> dict[str, Any]:
+            as_json: bool, evaluate: bool = False) -> dict[str, Any]:
     """Run phase 2; print its summary unless ``as_json``; return the weekly report."""
     from ratchet.flywheel import run_phase2
+    from ratchet.flywheel.regression import run_eval_regression
     from ratchet.store.db import StateDB
 
     db = StateDB.connect(state.settings)
+    scorer = (lambda: run_eval_regression(state.settings, state.registry, db, signature)) if evaluate else None
     try:
         with progress_bar(transient=True, enabled=not as_json) as progress:
             task = progress.add_task(f"weekly flywheel {week}, phase 2", total=None, status="")
             report, md_path, json_path = run_phase2(
                 state.settings, state.registry, db, week, signature=signature, golden_share=golden_share,
-                double_share=double_share, on_step=lambda message: progress.update(task, status=escape(message)))
+                double_share=double_share, evaluate=scorer,
+                on_step=lambda message: progress.update(task, status=escape(message)))
     finally:
         db.dispose()
     if not as_json:
@@ -144,6 +151,14 @@ def _print_phase2(report: dict[str, Any]) -> None:
     for name, count in report["unregistered"].items():
         console.print(f"[yellow]{count} answered task(s) of {escape(name)} left alone: the signature is not "
                       "registered[/]", highlight=False)
+    for name, result in (report.get("evaluation") or {}).items():
+        if result is None:
+            console.print(f"{escape(name)}: no golden-set evaluation yet (`ratchet eval-regression`)", highlight=False)
+            continue
+        scores = ", ".join(f"{v['version']} {v['score']:.3f}" for v in result["versions"] if v.get("score") is not None)
+        verdict = "[red]regression[/]" if result["regression"] else "no regression"
+        console.print(f"{escape(name)}: golden {result['golden_version']} ({result['golden_size']}) scored "
+                      f"{escape(scores) or '–'} on {result['run_at']}: {verdict}", highlight=False)
     for backlog in report["queue"].get("backlog", []):
         waiting = backlog["open"] + backlog["leased"]
         if waiting:

@@ -22,6 +22,7 @@ from ratchet.annotate import labelled_cases, stats
 from ratchet.config import Settings
 from ratchet.errors import DataError
 from ratchet.flywheel.imports import WeekImport, destinations, import_annotations
+from ratchet.flywheel.regression import latest_report
 from ratchet.flywheel.tasks import queue_tasks
 from ratchet.flywheel.triage import load_report
 from ratchet.flywheel.week import IsoWeek
@@ -30,7 +31,7 @@ from ratchet.store.atomic import atomic_write_json, atomic_write_text
 from ratchet.store.db import StateDB
 from ratchet.store.tables import annotation_tasks as t
 
-__all__ = ["FORMAT", "build_weekly_report", "render_weekly_markdown", "run_phase2", "weekly_paths"]
+__all__ = ["FORMAT", "build_weekly_report", "golden_results", "render_weekly_markdown", "run_phase2", "weekly_paths"]
 
 FORMAT = "ratchet.weekly/1"
 
@@ -66,6 +67,28 @@ def cluster_progress(db: StateDB, week: IsoWeek) -> dict[str, dict[str, int]]:
     return out
 
 
+def golden_results(home: Path, signatures: list[str]) -> dict[str, Any]:
+    """Per signature, the newest golden-set evaluation (``ratchet eval-regression``): when, on which golden
+    version, each version's score and change against its reference, and whether it regressed; None when there is
+    none (or it cannot be read)."""
+    out: dict[str, Any] = {}
+    for name in signatures:
+        try:
+            report = latest_report(home, name)
+        except DataError:
+            report = None
+        if report is None:
+            out[name] = None
+            continue
+        out[name] = {"run_at": report.get("run_at"), "golden_version": report.get("golden_version"),
+                     "golden_size": report.get("golden_size"), "regression": report.get("regression", False),
+                     "versions": [{"version": v.get("version"), "roles": v.get("roles"), "score": v.get("score"),
+                                   "n": v.get("n"), "comparison": v.get("comparison"),
+                                   "regression": v.get("regression", False), "message": v.get("message")}
+                                  for v in report.get("versions", [])]}
+    return out
+
+
 def build_weekly_report(triage: dict[str, Any], imported: WeekImport, ledger: Counter[str],
                         progress: dict[str, dict[str, int]], queue: dict[str, Any],
                         evaluation: dict[str, Any] | None) -> dict[str, Any]:
@@ -92,9 +115,10 @@ def build_weekly_report(triage: dict[str, Any], imported: WeekImport, ledger: Co
 
 def run_phase2(settings: Settings, registry: ProgramRegistry, db: StateDB, week: IsoWeek, *,
                signature: str | None = None, golden_share: float = 0.5, double_share: float = 0.1,
-               evaluate: Callable[[], dict[str, Any]] | None = None,
+               evaluate: Callable[[], object] | None = None,
                on_step: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path, Path]:
-    """Phase 2 for ``week``: re-queue, import, evaluate (when ``evaluate`` is given), write the weekly report."""
+    """Phase 2 for ``week``: re-queue, import, run ``evaluate`` when given (``ratchet eval-regression`` on the grown
+    golden sets), write the weekly report with each signature's newest golden-set evaluation."""
     step = on_step or (lambda _message: None)
     reports_dir = Path(settings.home_dir) / "reports"
     triage = load_report(reports_dir, week)
@@ -105,10 +129,11 @@ def run_phase2(settings: Settings, registry: ProgramRegistry, db: StateDB, week:
     queue_tasks(db, triage, double_share=double_share)  # what a crash after phase 1's report left unqueued
     step("importing annotations")
     imported = import_annotations(settings, registry, db, week, signature=signature, golden_share=golden_share)
-    evaluation = None
     if evaluate is not None:
         step("scoring the golden sets")
-        evaluation = evaluate()
+        evaluate()
+    names = sorted(set(triage.get("signatures") or {}) | set(imported.signatures))
+    evaluation = golden_results(Path(settings.home_dir), [n for n in names if n in registry])
     queue = stats(db).to_dict()
     report = build_weekly_report(triage, imported, destinations(db, week), cluster_progress(db, week), queue,
                                  evaluation)
@@ -179,14 +204,18 @@ def _queue_lines(queue: dict[str, Any]) -> list[str]:
 
 
 def _eval_lines(evaluation: dict[str, Any] | None) -> list[str]:
-    if evaluation is None:
-        return ["## Golden-set evaluation", "", "not run; see `ratchet eval-regression`", ""]
     lines = ["## Golden-set evaluation", ""]
-    summary = evaluation.get("summary")
-    if isinstance(summary, list):
-        lines += [f"- {line}" for line in summary]
-    else:
-        lines.append("```")
-        lines.append(str(evaluation)[:4000])
-        lines.append("```")
-    return [*lines, ""]
+    for name, result in (evaluation or {}).items():
+        if result is None:
+            lines.append(f"- {name}: no evaluation yet (`ratchet eval-regression -s {name}`, the daily job)")
+            continue
+        verdict = "**REGRESSION**" if result["regression"] else "no significant regression"
+        lines.append(f"- {name}: {result['run_at']} on golden {result['golden_version']} "
+                     f"({result['golden_size']} examples): {verdict}")
+        for v in result["versions"]:
+            cmp = v.get("comparison")
+            change = (f", {cmp['mean_difference'] * 100:+.1f} points ({cmp['ci_low'] * 100:+.1f} to "
+                      f"{cmp['ci_high'] * 100:+.1f})" if cmp else "")
+            score = "–" if v.get("score") is None else f"{v['score']:.3f}"
+            lines.append(f"  - {v['version']} ({', '.join(v.get('roles') or [])}): {score}{change}")
+    return [*lines, ""] if len(lines) > 2 else [*lines, "no signature to evaluate", ""]
