@@ -6,7 +6,8 @@ Every page renders without console errors, failed requests or requests off the m
 ``axe.min.js`` that the ``axe-playwright-python`` package ships, evaluated in the page) finds no serious or
 critical violation; an operator's Pause reaches the state database and the routing file; an annotator finishes
 three tasks with the keyboard alone; a read key sees no action and a POST without the CSRF token is refused.
-With ``RATCHET_CONSOLE_SCREENSHOTS=docs/images`` the run saves a screenshot of each page there (the README's).
+With ``CONSOLE_SCREENSHOTS=$PWD/docs/images`` (an absolute path: tests run in their own directory; not a RATCHET_
+variable: those are cleared for tests) the run saves a screenshot of each page there (the README's).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from ratchet.evaluation import attach_demos, training_examples
 from ratchet.loop.rollouts import rollout_controller
 from ratchet.programs import load_programs
 from ratchet.programs.versions import VersionStore
+from ratchet.routing import read_routing
 from ratchet.serve.loadtest import run_http
 from ratchet.store.db import StateDB
-from ratchet.store.tables import annotations
+from ratchet.store.tables import annotations, experiments
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,6 +61,8 @@ start_in_shadow = false
 """
 PAGES = {  # screenshot name → path
     "overview": "/ui",
+    "experiments": "/ui/experiments",
+    "experiment": f"/ui/experiments/{EXPERIMENT}",
     "programs": "/ui/programs",
     "program-version": f"/ui/programs/{SIG}/v1",
     "program-diff": f"/ui/programs/{SIG}/diff",
@@ -68,6 +72,7 @@ PAGES = {  # screenshot name → path
     "dataset-examples": f"/ui/datasets/{SIG}/latest/examples",
     "annotate": "/ui/annotate",
     "triage": "/ui/triage",
+    "alerts": "/ui/alerts",
 }
 
 
@@ -156,10 +161,10 @@ def _axe(page: Any) -> list[str]:
 
 
 def _shoot(page: Any, name: str) -> None:
-    directory = os.environ.get("RATCHET_CONSOLE_SCREENSHOTS")
+    directory = os.environ.get("CONSOLE_SCREENSHOTS")
     if directory:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(directory) / f"console-{name}.png"), full_page=False)
+        page.screenshot(path=str(Path(directory) / f"console-{name}.png"), full_page=name == "experiment")
 
 
 def test_every_page_renders_cleanly_and_passes_axe(browser, site) -> None:
@@ -227,3 +232,39 @@ def test_a_forged_post_without_the_csrf_token_is_refused(browser, site) -> None:
         context.close()
     with StateDB.connect(site["settings"]) as db, db.begin() as conn:
         assert not conn.execute(select(annotations).where(annotations.c.task_id == task)).all()
+
+
+def test_a_read_key_sees_no_action_and_cannot_post_one(browser, site) -> None:
+    context, page, watch = _context(browser, site, "read")
+    try:
+        page.goto(f"{site['url']}/ui/experiments/{EXPERIMENT}")
+        assert page.locator("h1").inner_text() and page.locator("form[action*='/pause']").count() == 0
+        assert page.locator("button", has_text="Roll back").count() == 0
+        token = page.locator("input[name=csrf_token]").first.get_attribute("value")  # the logout form's: valid
+        refused = page.request.post(f"{site['url']}/ui/experiments/{EXPERIMENT}/pause", form={"csrf_token": token})
+        assert refused.status == 403  # a valid token does not lend the operator role
+    finally:
+        context.close()
+    assert [p for p in watch.problems if "403" not in p] == []
+
+
+def test_an_operators_pause_click_reaches_the_database_and_the_routing_file(browser, site) -> None:
+    routing = site["settings"].home_dir / "routing_config.json"
+    assert read_routing(routing).route(SIG).state == "running"
+    context, page, watch = _context(browser, site, "operator")
+    try:
+        page.goto(f"{site['url']}/ui/experiments/{EXPERIMENT}")
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.accept()))
+        with page.expect_navigation():
+            page.locator("form[action$='/pause'] button").click()
+        assert dialogs and EXPERIMENT in dialogs[0]  # the confirmation names what it acts on
+        assert "paused" in page.locator("main").inner_text().lower()
+    finally:
+        context.close()
+    with StateDB.connect(site["settings"]) as db, db.begin() as conn:
+        status = conn.execute(select(experiments.c.status).where(experiments.c.experiment_id == EXPERIMENT)).scalar()
+    assert status == "paused"
+    route = read_routing(routing).route(SIG)
+    assert route is not None and route.state == "paused"
+    assert not watch.problems, watch.problems
