@@ -163,6 +163,17 @@ PLAYBOOKS: dict[str, Playbook] = dict([
         "Work the queue (the Annotate page, or `ratchet annotate next`); skip what nobody can answer "
         "(`ratchet annotate submit <task> --skip`); add annotators if one person cannot keep up."),
        "docs/operations.md — Annotation backlog"),
+    _p("Golden Set Regression",
+       "A version (production, or a live candidate) scores significantly lower on its golden set than in the "
+       "previous run, paired on the same examples: the interval of the drop excludes zero (beyond "
+       "`flywheel.golden_min_drop`) and the paired test agrees.",
+       ("`ratchet eval-regression -s <signature>` — which version, how many points, against what; the report in "
+        "`<home>/eval_reports/<signature>/` lists every example's score.",
+        "If production changed since the previous run (a promotion), compare the two versions "
+        "(`ratchet programs diff`) and roll back if the golden cases matter more than the held-out gain.",
+        "If nothing was deployed, look for a model change (the report names the model) or relabelled golden "
+        "examples; a live candidate that regresses can be rolled back (`ratchet ab rollback`)."),
+       "docs/operations.md — Golden-set regression"),
     _p("Audit Log Broken",
        "The audit log's hash chain does not verify: an entry was changed, removed or a file damaged.",
        ("`ratchet audit verify` names the first bad entry and file.",
