@@ -7,7 +7,7 @@ from dspy.lm15 import Config, Message, Request
 from ratchet.errors import ModelNotAvailableError
 from ratchet.lm.adapter import CompletionAdapter
 from ratchet.lm.engines import ScriptedEngine, flatten_request, text_response
-from ratchet.lm.local_model import file_sha256, local_weights
+from ratchet.lm.local_model import bundled_weights, file_sha256, local_weights
 
 
 def test_a_single_user_message_is_already_a_completion_prompt() -> None:
@@ -64,6 +64,16 @@ def test_configured_weights_must_exist(tmp_path: Path) -> None:
     weights = local_weights(other)
     assert weights.model_id.startswith("llamacpp/tiny@sha256:")
     assert weights.sha256[:16] in weights.model_id
+
+
+def test_bundled_weights_that_cannot_be_written_are_a_clear_error(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A container whose image lacks the assembled weights fails with the fix, not an OSError traceback."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("HOME", str(blocker / "home"))  # ~/.cache cannot be made, as on a read-only root
+    with pytest.raises(ModelNotAvailableError, match="when the image is built"):
+        bundled_weights()
 
 
 class _FakeLlama:

