@@ -24,7 +24,7 @@ __all__ = ["MASK", "is_secret_key", "mask_secrets", "mask_url", "mask_urls_in_te
 
 MASK = "********"
 
-_SECRET_KEY = re.compile(r"(password|secret|token|api_key$|webhook_url|credential)", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"(password|secret|token|api_key$|webhook_url|credential|^headers$)", re.IGNORECASE)
 _SECRET_WORDS = frozenset({"pass", "pwd", "secret", "token", "key", "apikey", "accesskey", "sig", "signature",
                            "credential", "credentials"})
 _URL = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<head>[^?#]*)"

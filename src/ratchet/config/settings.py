@@ -43,6 +43,7 @@ __all__ = [
     "LoopSettings",
     "ModelSettings",
     "MonitorSettings",
+    "OtelSettings",
     "RetentionSettings",
     "RolloutSettings",
     "ScheduleSettings",
@@ -257,6 +258,39 @@ class AuthSettings(_Section):
     max_unused_days: float = Field(30.0, gt=0, description="the keys check warns about keys unused this long")
 
 
+class OtelSettings(_Section):
+    """OpenTelemetry: one OTLP span per served request, after the GenAI semantic conventions (docs/operations.md).
+
+    The SDK's own ``OTEL_*`` variables still apply where Ratchet sets nothing (``OTEL_BSP_*`` for the batch queue,
+    ``OTEL_EXPORTER_OTLP_TIMEOUT``, ``OTEL_RESOURCE_ATTRIBUTES``, and ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` when
+    ``endpoint`` is unset).
+    """
+
+    enabled: bool = Field(False, description="export a span per served request (nothing is imported when off)")
+    endpoint: str | None = Field(
+        None, description="the receiver: http/protobuf takes a base URL (/v1/traces is appended unless present), "
+                          "grpc host:port; default: OTEL_EXPORTER_OTLP_* or localhost (4318 / 4317)")
+    protocol: Literal["http/protobuf", "grpc"] = Field(
+        "http/protobuf", description="grpc needs the extra ratchet[otel-grpc]")
+    service_name: str = Field("ratchet", min_length=1, description="the resource's service.name")
+    headers: SecretStr | None = Field(None, description="env RATCHET_OTEL__HEADERS: 'key=value,key2=value2' sent "
+                                                        "with every export (e.g. an Authorization header)")
+    include_content: bool = Field(False, description="add inputs and outputs to spans, PII-redacted as telemetry is")
+    max_content_chars: int = Field(2000, ge=16, le=1_000_000,
+                                   description="with include_content: each input/output value is cut to this")
+    sampling_rate: float = Field(1.0, ge=0.0, le=1.0, description="share of traces started here that are "
+                                                                  "exported; a caller's sampled flag decides its own")
+
+    @field_validator("headers")
+    @classmethod
+    def _headers_are_pairs(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for item in filter(None, (part.strip() for part in value.get_secret_value().split(","))):
+                if "=" not in item or not item.split("=", 1)[0].strip():
+                    raise ValueError("otel.headers must be 'key=value' pairs separated by commas")  # never the value
+        return value
+
+
 GuardMode = Literal["block", "flag", "off"]
 
 
@@ -312,7 +346,8 @@ class GuardSettings(GuardSignatureSettings):
                                       disabled_rules=[*self.disabled_rules, *own.disabled_rules])
 
 
-SECRET_KEYS = ("backup_key", "secret_key", "monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url")
+SECRET_KEYS = ("backup_key", "secret_key", "monitor.slack_webhook_url", "monitor.smtp_password", "monitor.webhook_url",
+               "otel.headers")
 """Settings that hold secrets: read only from RATCHET_* environment variables, never from ratchet.toml."""
 
 
@@ -527,6 +562,7 @@ class Settings(BaseSettings):
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
     guard: GuardSettings = Field(default_factory=GuardSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    otel: OtelSettings = Field(default_factory=OtelSettings)
 
     _config_file: Path | None = PrivateAttr(None)
 

@@ -19,6 +19,9 @@ documented in ``/openapi.json`` with its model (:mod:`ratchet.serve.api_models`)
 The server answers ``/health`` (alive) as soon as it listens and warms up in the
 background (:mod:`ratchet.serve.readiness`); ``/ready`` turns 200 when it is warm.
 
+With ``[otel]`` on, each predict call is an OpenTelemetry span, the child of the request's W3C ``traceparent``
+(:mod:`ratchet.serve.tracing`); the answer names it in a ``traceresponse`` header (W3C Trace Context Level 2).
+
 ``DELETE /v1/users/{user_id}/data`` (role ``admin``) removes a user's records everywhere
 (:mod:`ratchet.privacy`): 200 when every step ended ``ok``/``nothing``, 207 when a step failed (the body
 lists each step's status and count; the others still ran, and the deletion may be run again).
@@ -263,17 +266,9 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
         if readiness.error == "model_not_available":  # why (CPU, build, file) is for operators: /ready and the log
             return error_response(503, readiness.error, "the model cannot run on this server")
         result = await rt.acall(spec.name, body.inputs.model_dump(), request_id=body.request_id,
-                                user_id=body.user_id, caller=request.state.principal.actor)
-        if result.error_type in CLIENT_ERRORS:
-            return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
-        if isinstance(result.exception, LimitError):  # overloaded: no call slot freed in time
-            return _limit_refusal(result.exception, result.request_id)
-        if result.success:
-            return JSONResponse(status_code=200, content=result.to_dict())
-        _log_failure(result)
-        error = result.error_type or "internal"
-        return error_response(STATUS_BY_ERROR.get(error, 500), error, result.public_error(),
-                              request_id=result.request_id)
+                                user_id=body.user_id, caller=request.state.principal.actor,
+                                trace_context=_trace_context(request) if rt.tracer is not None else None)
+        return _traced(result, _answer(result))
 
     predict.__annotations__ = {"body": body_model, "request": Request, "return": JSONResponse}
     predict.__doc__ = f"Run {spec.name}: {spec.description}"
@@ -284,6 +279,31 @@ def _add_predict_route(app: FastAPI, spec: ProgramSpec) -> None:
                      "operationId": FEEDBACK_OPERATION, "requestBody": {"request_id": "$response.body#/request_id"},
                      "description": "score this answer: feedback names it by the request_id it returned"}}},
                  **error_responses(400, 413, 422, 429, 500, 502, 503, 504)}))(predict)
+
+
+def _answer(result: CallResult) -> JSONResponse:
+    """The HTTP answer of a predict call: its result, a refusal, or the error of its type."""
+    if result.error_type in CLIENT_ERRORS:
+        return _refused(result.error_type or "invalid_request", result.exception, result.request_id)
+    if isinstance(result.exception, LimitError):  # overloaded: no call slot freed in time
+        return _limit_refusal(result.exception, result.request_id)
+    if result.success:
+        return JSONResponse(status_code=200, content=result.to_dict())
+    _log_failure(result)
+    error = result.error_type or "internal"
+    return error_response(STATUS_BY_ERROR.get(error, 500), error, result.public_error(), request_id=result.request_id)
+
+
+def _trace_context(request: Request) -> dict[str, str]:
+    """The W3C Trace Context headers of a request (only those: the others, API keys among them, stay here)."""
+    return {name: value for name in ("traceparent", "tracestate") if (value := request.headers.get(name))}
+
+
+def _traced(result: CallResult, response: JSONResponse) -> JSONResponse:
+    """Name the call's exported span in a ``traceresponse`` header (W3C Trace Context Level 2), when it has one."""
+    if result.trace_id and result.span_id:
+        response.headers["traceresponse"] = f"00-{result.trace_id}-{result.span_id}-01"
+    return response
 
 
 def _public(warm_up: dict[str, Any]) -> dict[str, Any]:

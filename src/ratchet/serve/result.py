@@ -44,6 +44,8 @@ class CallResult:
     fallback_used: bool = False
     model: str = ""
     exception: BaseException | None = field(default=None, repr=False)
+    trace_id: str | None = None  # the OpenTelemetry trace and span of the call, when it was exported ([otel])
+    span_id: str | None = None
 
     @property
     def tokens(self) -> int:

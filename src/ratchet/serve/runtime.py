@@ -15,7 +15,8 @@ sampled calls to the telemetry writer. Nothing after the program call blocks on
 I/O: counters are batched, telemetry is written by a background thread. When a
 candidate is in shadow and the request was chosen for it, the request is then
 offered to the shadow runner (:mod:`ratchet.serve.shadow`), which runs the candidate
-on the same inputs in the background and counts it apart (arm ``shadow``).
+on the same inputs in the background and counts it apart (arm ``shadow``). With ``[otel]``
+on, each request is also one OpenTelemetry span (:mod:`ratchet.serve.tracing`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dspy
 
@@ -50,6 +51,7 @@ from ratchet.serve.result import CallResult, FeedbackResult
 from ratchet.serve.served import ServedVersion, ServedVersions
 from ratchet.serve.shadow import ShadowJob, ShadowRunner, outputs_agree
 from ratchet.serve.state_follower import StateFollower
+from ratchet.serve.tracing import request_tracer
 from ratchet.serve.warm_up import warm_up
 from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
@@ -58,6 +60,9 @@ from ratchet.store.pseudonyms import Pseudonymizer
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
+
+if TYPE_CHECKING:
+    from ratchet.serve.otel import RequestTracer
 
 __all__ = ["Runtime"]
 
@@ -79,7 +84,8 @@ class Runtime:
     """Serve registered programs with routing, metrics, per-arm counters and telemetry."""
 
     def __init__(self, settings: Settings | None = None, *, registry: ProgramRegistry | None = None,
-                 lms: LMBundle | None = None, db: StateDB | None = None, configure: bool = True) -> None:
+                 lms: LMBundle | None = None, db: StateDB | None = None, configure: bool = True,
+                 tracer: RequestTracer | None = None) -> None:
         self.settings = settings or load_settings()
         self.registry = registry if registry is not None else load_programs(self.settings)
         home = make_private_dir(self.settings.home_dir)
@@ -119,49 +125,35 @@ class Runtime:
                                         self._submit_telemetry, self.redactor, request_ids=self.request_ids)
         self.shadow = ShadowRunner(self._run_shadow_if_free,
                                    max_per_minute=self.settings.rollout.max_shadow_calls_per_minute)
+        # One OTLP span per request when [otel] is on (a tracer given is used as is: tests); None costs nothing.
+        self.tracer = tracer if tracer is not None else request_tracer(self.settings.otel, self.redactor)
         self._closed = False
 
     # -- public API ---------------------------------------------------------------------------
     def call(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
-             user_id: str | None = None, caller: str = "library") -> CallResult:
+             user_id: str | None = None, caller: str = "library", trace_context: Mapping[str, str] | None = None
+             ) -> CallResult:
         """Serve one request synchronously. Unknown signatures raise; every other failure is in the result.
 
         The result's ``request_id`` is issued here (feedback must name it); a ``request_id`` given is an
         idempotency key of ``caller``: the same one always gets the same issued id (:mod:`ratchet.serve.request_ids`).
+        With ``[otel]`` on, the call is one span, the child of ``trace_context``'s W3C ``traceparent`` (e.g. the
+        incoming request's headers) or else of the span current in the caller (:mod:`ratchet.serve.tracing`).
         """
-        started = time.perf_counter()
-        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
-        if error is not None:
-            return self._finish(served, ticket, values, started, error=error)
-        try:
-            with self.gate.slot():
-                prediction, error, fallback = self._answer(served, values)
-        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
-            return self._finish(served, ticket, values, started, error=busy)
-        result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
-                              fallback=fallback)
-        self._offer_shadow(served, ticket, values, result)
-        return result
+        if self.tracer is None:
+            return self._call(signature, inputs, request_id, user_id, caller)
+        with self.tracer.request(signature, self.lms.task, trace_context) as span:
+            return span.finish(self._call(signature, inputs, request_id, user_id, caller), inputs)
 
     async def acall(self, signature: str, inputs: dict[str, Any], *, request_id: str | None = None,
-                    user_id: str | None = None, timeout_s: float | None = None, caller: str = "library"
-                    ) -> CallResult:
+                    user_id: str | None = None, timeout_s: float | None = None, caller: str = "library",
+                    trace_context: Mapping[str, str] | None = None) -> CallResult:
         """Serve one request on the event loop; an LM call longer than ``timeout_s`` fails with ``timeout``
-        (request ids as in :meth:`call`)."""
-        started = time.perf_counter()
-        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
-        if error is not None:
-            return self._finish(served, ticket, values, started, error=error)
-        timeout = timeout_s if timeout_s is not None else self.settings.serve.request_timeout_s
-        try:
-            async with self.gate.aslot():
-                prediction, error, fallback = await self._answer_async(served, values, timeout)
-        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
-            return self._finish(served, ticket, values, started, error=busy)
-        result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
-                              fallback=fallback)
-        self._offer_shadow(served, ticket, values, result)
-        return result
+        (request ids and spans as in :meth:`call`)."""
+        if self.tracer is None:
+            return await self._acall(signature, inputs, request_id, user_id, timeout_s, caller)
+        with self.tracer.request(signature, self.lms.task, trace_context) as span:
+            return span.finish(await self._acall(signature, inputs, request_id, user_id, timeout_s, caller), inputs)
 
     def feedback(self, request_id: str, score: float, correction: dict[str, Any] | None = None, *,
                  caller: str = "library") -> FeedbackResult:
@@ -186,10 +178,12 @@ class Runtime:
         return self.lms.engine is None or self.lms.engine.loaded
 
     def flush(self, timeout: float = 5.0) -> None:
-        """Finish queued shadow calls, then write buffered counters and telemetry now."""
+        """Finish queued shadow calls, then write buffered counters and telemetry and export queued spans now."""
         self.shadow.join(timeout)
         self.outcomes.flush()
         self.telemetry.flush(timeout)
+        if self.tracer is not None:
+            self.tracer.flush(timeout)
 
     def close(self) -> None:
         """Flush and stop the background writers (idempotent)."""
@@ -201,6 +195,8 @@ class Runtime:
         self._feedback.close()
         self.outcomes.close()
         self.telemetry.close()
+        if self.tracer is not None:
+            self.tracer.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -209,6 +205,41 @@ class Runtime:
         self.close()
 
     # -- the call path ------------------------------------------------------------------------
+    def _call(self, signature: str, inputs: dict[str, Any], request_id: str | None, user_id: str | None,
+              caller: str) -> CallResult:
+        started = time.perf_counter()
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
+        if error is not None:
+            return self._finish(served, ticket, values, started, error=error)
+        try:
+            with self.gate.slot():
+                prediction, error, fallback = self._answer(served, values)
+        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
+            return self._finish(served, ticket, values, started, error=busy)
+        return self._answered(served, ticket, values, started, prediction, error, fallback)
+
+    async def _acall(self, signature: str, inputs: dict[str, Any], request_id: str | None, user_id: str | None,
+                     timeout_s: float | None, caller: str) -> CallResult:
+        started = time.perf_counter()
+        served, ticket, values, error = self._prepare(signature, inputs, request_id, user_id, caller)
+        if error is not None:
+            return self._finish(served, ticket, values, started, error=error)
+        timeout = timeout_s if timeout_s is not None else self.settings.serve.request_timeout_s
+        try:
+            async with self.gate.aslot():
+                prediction, error, fallback = await self._answer_async(served, values, timeout)
+        except OverloadedError as busy:  # no call slot freed within serve.queue_wait_s
+            return self._finish(served, ticket, values, started, error=busy)
+        return self._answered(served, ticket, values, started, prediction, error, fallback)
+
+    def _answered(self, served: ServedVersion, ticket: _Ticket, values: dict[str, Any], started: float,
+                  prediction: dspy.Prediction | None, error: BaseException | None, fallback: bool) -> CallResult:
+        """Finish a call the program ran, then offer it to the shadow runner."""
+        result = self._finish(served, ticket, values, started, prediction=prediction, error=error,
+                              fallback=fallback)
+        self._offer_shadow(served, ticket, values, result)
+        return result
+
     def _prepare(self, signature: str, inputs: Any, request_id: str | None, user_id: str | None, caller: str
                  ) -> tuple[ServedVersion, _Ticket, dict[str, Any], BaseException | None]:
         spec = self.registry.get(signature)
