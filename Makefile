@@ -44,10 +44,21 @@ system-packages:
 		|| { $(APT) update -q >/dev/null 2>&1 && $(APT) install -y -q --no-install-recommends $(DEBS) >/dev/null; } \
 		|| echo "warning: could not install $(strip $(DEBS)) (apt-get): the tests that need them will be skipped"
 
+# Arize Phoenix, the real OTLP receiver tests/integration/test_otel_phoenix.py exports spans to, in a venv of its
+# own (its many pinned dependencies never meet Ratchet's); about 850 MB and a minute or two, once.
+PHOENIX_VENV ?= .venv-phoenix
+PHOENIX_SPEC ?= arize-phoenix>=20.26,<21
+
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet "$(PHOENIX_SPEC)"
+	touch $@
+
 quickstart: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/quickstart.sh
 
-test: $(STAMP) system-packages
+test: $(STAMP) system-packages $(PHOENIX_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
@@ -65,4 +76,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/embedded_lm.py
 
 clean:
-	rm -rf $(VENV) .quickstart .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) .quickstart .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 import httpx
 import pytest
@@ -31,6 +32,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_ready(process: subprocess.Popen, url: str, log: IO[bytes], timeout_s: float, what: str) -> None:
+    """Poll ``url`` until it answers 200; fail with the end of ``log`` when ``process`` exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            log.seek(0)
+            pytest.fail(f"{what} did not become ready: {log.read().decode(errors='replace')[-3000:]}")
+        time.sleep(0.5)
+
+
 @contextmanager
 def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterator[str]:
     """Run a real ``ratchet serve`` for ``config`` (plus ``args``) until ready; yield its URL, stop it after."""
@@ -42,17 +58,7 @@ def _ratchet_server(config: Path, *args: str, timeout_s: float = 120) -> Iterato
                                   stdout=log, stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + timeout_s
-            while True:
-                try:
-                    if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log.seek(0)
-                    pytest.fail(f"server did not become ready: {log.read().decode(errors='replace')[-3000:]}")
-                time.sleep(0.5)
+            wait_ready(server, f"{url}/ready", log, timeout_s, "server")
             yield url
         finally:
             server.terminate()
