@@ -26,6 +26,7 @@ from ratchet.serve import Runtime, instrument
 from ratchet.serve.app import create_app
 from ratchet.serve.otel import RequestTracer, parse_headers, traces_url
 from ratchet.serve.tracing import provider_name
+from ratchet.telemetry.redact import Redactor
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -53,8 +54,9 @@ def traced(tmp_path: Path) -> Iterator:
         for key, value in {"enabled": True, **otel}.items():
             setattr(settings.otel, key, value)
         exporter = InMemorySpanExporter()
-        runtime = Runtime(settings, lms=bundle(responder), tracer=None)
-        runtime.tracer = RequestTracer(settings.otel, runtime.redactor, processor=SimpleSpanProcessor(exporter))
+        tracer = RequestTracer(settings.otel, Redactor(settings.telemetry.redact_patterns),
+                               processor=SimpleSpanProcessor(exporter))
+        runtime = Runtime(settings, lms=bundle(responder), tracer=tracer)
         made.append(runtime)
         return runtime, exporter
 
@@ -257,6 +259,7 @@ def test_enabled_builds_the_configured_exporter(tmp_path: Path) -> None:
     with Runtime(settings, lms=bundle()) as runtime:
         exporter = runtime.tracer.provider._active_span_processor._span_processors[0].span_exporter
         assert isinstance(exporter, Http) and exporter._endpoint == "http://127.0.0.1:4318/v1/traces"
+        assert runtime.tracer.redactor is runtime.redactor  # telemetry's redaction, [telemetry] patterns included
     settings.otel.protocol = "grpc"
     settings.otel.endpoint = "http://127.0.0.1:4317"
     with Runtime(settings, lms=bundle()) as runtime:
