@@ -99,6 +99,8 @@ def cluster_scores(labels: list[int], gold: list[str]) -> dict[str, float]:
 
 
 # -- the workspace and its processes ----------------------------------------------------------------------------
+_REGISTRY: Any = None
+
 
 class Workspace:
     """One ``ratchet init`` workspace (its ``ratchet.toml`` names ``.ratchet`` as home) and the commands run in it."""
@@ -135,6 +137,16 @@ class Workspace:
         done = subprocess.run(self.argv(*args, "--help"), cwd=self.root, env=self.env, capture_output=True,
                               text=True, timeout=120, check=False)
         return done.returncode == 0 and option in done.stdout
+
+    def registry(self) -> Any:
+        """The programs of the workspace, loaded once per process: every copy's ``ratchet_programs.py`` registers
+        the same names, which a second import in this process would refuse."""
+        global _REGISTRY
+        if _REGISTRY is None:
+            from ratchet.programs import load_programs
+
+            _REGISTRY = load_programs(self.settings())
+        return _REGISTRY
 
     def settings(self) -> Any:
         from ratchet.config import load_settings
@@ -394,11 +406,10 @@ def simulated_annotation(ws: Workspace, calls: list[Call], intents: list[str], e
     share of tasks where it picks another intent (a human's slip), so agreement is not perfect by construction.
     """
     from ratchet.annotate import next_task, submit
-    from ratchet.programs import load_programs
     from ratchet.store.db import StateDB
 
     settings = ws.settings()
-    registry = load_programs(settings)
+    registry = ws.registry()
     db = StateDB.connect(settings)
     gold = {c.request_id: c.gold for c in calls if c.request_id}
     counts: dict[str, Counter[str]] = {ANNOTATOR_1: Counter(), ANNOTATOR_2: Counter()}
@@ -442,7 +453,7 @@ def _signature_summary(summary: dict[str, Any]) -> dict[str, Any]:
             "held_out": {k: comparison.get(k) for k in ("n", "baseline_mean", "candidate_mean", "mean_difference",
                                                         "ci_low", "ci_high", "confidence", "p_value", "test")},
             "decision": (s.get("decision") or {}).get("reason"),
-            "deploy": bool(((s.get("phases") or {}).get("decide") or {}).get("deploy")),
+            "deploy": bool((s.get("decision") or {}).get("deploy")),
             "counts": {k: v for k, v in s.items() if isinstance(v, int | float) and not isinstance(v, bool)}}
 
 
@@ -463,11 +474,10 @@ def golden_scores(ws_a: Workspace, ws_b: Workspace, versions: dict[str, tuple[Wo
     from ratchet.data.golden import load_golden
     from ratchet.evaluation import compare_paired, evaluate_program
     from ratchet.lm.setup import build_lms
-    from ratchet.programs import load_programs
     from ratchet.programs.versions import VersionStore
 
     settings = ws_a.settings()
-    registry = load_programs(settings)
+    registry = ws_a.registry()
     spec = registry.get(SIG)
     golden = load_golden(settings, SIG, registry=registry)
     if not golden:
@@ -499,10 +509,9 @@ def golden_scores(ws_a: Workspace, ws_b: Workspace, versions: dict[str, tuple[Wo
 def _dataset_growth(ws: Workspace) -> dict[str, Any]:
     """The latest training dataset of the signature: size, and examples that came from annotation."""
     from ratchet.data.datasets import DatasetStore
-    from ratchet.programs import load_programs
 
     settings = ws.settings()
-    store = DatasetStore(settings.home_dir, settings.data, registry=load_programs(settings))
+    store = DatasetStore(settings.home_dir, settings.data, registry=ws.registry())
     latest = store.latest_version(SIG)
     if latest is None:
         return {"version": None, "examples": 0}
@@ -578,9 +587,8 @@ def run(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
     progress(f"1. workspace {root}")
     ws.run("init", ".", "--force")
     from ratchet.annotate import allowed_labels
-    from ratchet.programs import load_programs
 
-    intents = sorted(allowed_labels(load_programs(ws.settings()).get(SIG).schema)[LABEL])
+    intents = sorted(allowed_labels(ws.registry().get(SIG).schema)[LABEL])
     traffic, source = traffic_texts(intents, args.requests, args.seed)
     result["traffic_source"] = source
 
