@@ -76,13 +76,13 @@ ANNOTATOR_1 = "sim-annotator-1"
 ANNOTATOR_2 = "sim-annotator-2"
 
 
-def cycle_args(requests: int) -> list[str]:
+def cycle_args(requests: int, seed: int = 0) -> list[str]:
     """The quickstart's cycle (scripts/quickstart.sh, step 4: MIPROv2, the default optimizer, 10 trials, seed 0,
     80 synthetic examples), its telemetry target the week's requests instead of the quickstart's 800: a cycle
     stops when it collects less than half its targets, and without corrections in the feedback only the
     week's right answers are labelled telemetry (about two thirds of the requests)."""
     return ["cycle", "--signatures", SIG, "--git-target", "0", "--telemetry-target", str(requests),
-            "--synthetic-target", "80", "--trials", "10", "--seed", "0", "--json"]
+            "--synthetic-target", "80", "--trials", "10", "--seed", str(seed), "--json"]
 # The quickstart's settings that matter here: every call sampled into telemetry (a failure needs its inputs to
 # be clustered and annotated). Canaries off: no controller runs, and nothing should score in the background.
 ENV = {"RATCHET_TELEMETRY__SAMPLING_RATE": "1.0", "RATCHET_TELEMETRY__FLUSH_INTERVAL_S": "0.2",
@@ -402,8 +402,9 @@ def simulated_annotation(ws: Workspace, calls: list[Call], intents: list[str], e
 
     ``sim-annotator-1`` takes every task it is given (``next_task``, under a lease) and accepts the model's output
     when it is the gold intent, else corrects ``intent`` to the gold one. ``sim-annotator-2`` then takes what is
-    left — the tasks that need a second annotator — and answers the same way, except on a stable ``error_rate``
-    share of tasks where it picks another intent (a human's slip), so agreement is not perfect by construction.
+    left — the tasks that need a second annotator — and answers the same way, except that every
+    ``round(1 / error_rate)``-th answer is another intent (a human's slip at a fixed rate; which intent is a stable
+    draw), so agreement is not perfect by construction and kappa does not depend on the luck of a few draws.
     """
     from ratchet.annotate import next_task, submit
     from ratchet.store.db import StateDB
@@ -414,6 +415,7 @@ def simulated_annotation(ws: Workspace, calls: list[Call], intents: list[str], e
     gold = {c.request_id: c.gold for c in calls if c.request_id}
     counts: dict[str, Counter[str]] = {ANNOTATOR_1: Counter(), ANNOTATOR_2: Counter()}
     slips = 0
+    every = max(1, round(1 / error_rate)) if error_rate > 0 else 0
     started = time.perf_counter()
     try:
         for annotator in (ANNOTATOR_1, ANNOTATOR_2):
@@ -424,7 +426,7 @@ def simulated_annotation(ws: Workspace, calls: list[Call], intents: list[str], e
                     counts[annotator]["skip"] += 1
                     continue
                 answer = truth
-                if annotator == ANNOTATOR_2 and _draw(seed, "slip", task.task_id) < error_rate:
+                if annotator == ANNOTATOR_2 and every and (sum(counts[annotator].values()) + 1) % every == 0:
                     others = [i for i in intents if i != truth]
                     answer = others[int(_draw(seed, "which", task.task_id) * len(others))]
                     slips += 1
@@ -520,7 +522,8 @@ def _dataset_growth(ws: Workspace) -> dict[str, Any]:
             "by_source": dict(Counter(r.source for r in records))}
 
 
-def phase2_and_cycles(root: Path, week: str, requests: int, log: Path, progress: Any) -> dict[str, Any]:
+def phase2_and_cycles(root: Path, week: str, requests: int, cycle_seed: int, log: Path, progress: Any
+                      ) -> dict[str, Any]:
     """Step 6: copy A (phase 2, then the cycle) against copy B (the same cycle, no phase 2)."""
     ws_a = Workspace(root.with_name(root.name + "-A"), log)
     ws_b = Workspace(root.with_name(root.name + "-B"), log)
@@ -541,7 +544,7 @@ def phase2_and_cycles(root: Path, week: str, requests: int, log: Path, progress:
     for name, ws in (("A", ws_a), ("B", ws_b)):
         progress(f"cycle in copy {name}")
         t0 = time.perf_counter()
-        summary = ws.json(*cycle_args(requests), check=False)
+        summary = ws.json(*cycle_args(requests, cycle_seed), check=False)
         out[f"cycle_{name}"] = {**_signature_summary(summary), "wall_seconds": round(time.perf_counter() - t0, 1),
                                 "dataset": _dataset_growth(ws)}
     versions: dict[str, tuple[Workspace, str]] = {"production": (ws_a, out["cycle_A"]["baseline_version"] or "base")}
@@ -602,7 +605,7 @@ def run(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
 
     progress("4. phase 1: ratchet flywheel run")
     t0 = time.perf_counter()
-    report = ws.json("flywheel", "run", "--week", week, "--json")
+    report = ws.json("flywheel", "run", "--week", week, "--double-share", str(args.double_share), "--json")
     result["seconds"]["phase1"] = round(time.perf_counter() - t0, 1)
     result["phase1"] = {"totals": report.get("totals"), "annotation_tasks": report.get("annotation_tasks")}
     result["clusters"] = cluster_quality(report, calls, args.seed)
@@ -619,7 +622,7 @@ def run(args: argparse.Namespace, progress: Any) -> dict[str, Any]:
         result["step6"] = {"skipped": "--no-cycles"}
     else:
         t0 = time.perf_counter()
-        result["step6"] = phase2_and_cycles(root, week, len(calls), log, progress)
+        result["step6"] = phase2_and_cycles(root, week, len(calls), args.cycle_seed, log, progress)
         result["seconds"]["step6"] = round(time.perf_counter() - t0, 1)
     result["seconds"]["total"] = round(time.perf_counter() - started, 1)
     result["load_average"]["after"] = round(os.getloadavg()[0], 2)
@@ -709,6 +712,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--error-rate", type=float, default=0.1, help="share of tasks the second simulated "
                                                                        "annotator gets wrong")
+    parser.add_argument("--double-share", type=float, default=0.25, help="share of annotation tasks phase 1 gives "
+                        "two annotators (ratchet's default 0.1 leaves about a dozen here: too few for kappa)")
+    parser.add_argument("--cycle-seed", type=int, default=0, help="the cycles' --seed (the quickstart's: 0); "
+                        "another value measures how much the optimizer's own randomness moves the scores")
     parser.add_argument("--no-cycles", action="store_true", help="stop after step 5 (no phase 2, no cycles)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "flywheel_proof.json")
     parser.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
