@@ -554,13 +554,16 @@ def phase2_and_cycles(root: Path, week: str, requests: int, cycle_seed: int, log
     progress("scoring production and the candidates on copy A's golden set")
     out["golden"] = golden_scores(ws_a, ws_b, versions)
     if ws_a.has(option="eval-regression"):
-        out["eval_regression_A"] = ws_a.json("eval-regression", "--signature", SIG, "--json", check=False)
+        # production and the live candidate (A's, when its cycle deployed it); B's candidate is live only if B's
+        # cycle deployed it too, so it is scored above, in this process, on the same examples in any case
+        out["eval_regression_A"] = ws_a.json("eval-regression", "--signature", SIG, "--json", "--no-dispatch",
+                                             check=False)
         golden_dir = ws_a.settings().home_dir / "golden"
         target = ws_b.settings().home_dir / "golden"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(golden_dir, target)  # after B's cycle: B's candidate, A's golden examples
         out["eval_regression_B_on_A_golden"] = ws_b.json("eval-regression", "--signature", SIG, "--json",
-                                                         check=False)
+                                                         "--no-dispatch", check=False)
     else:
         out["eval_regression"] = "not in this checkout (`ratchet eval-regression` not merged yet)"
     return out
@@ -697,6 +700,12 @@ def print_summary(result: dict[str, Any], console: Console) -> None:
         for name, cmp in (golden.get("paired") or {}).items():
             rows.append(("golden (copy A)", name, f"{cmp['mean_difference']:+.3f} [{cmp['ci_low']:+.3f}, "
                          f"{cmp['ci_high']:+.3f}], p = {cmp['p_value']:.3g}"))
+        for key, label in (("eval_regression_A", "eval-regression, copy A"),
+                           ("eval_regression_B_on_A_golden", "eval-regression, copy B")):
+            sig = ((step6.get(key) or {}).get("signatures") or {}).get(SIG) or {}
+            for v in sig.get("versions") or []:
+                rows.append((label, f"{v.get('version')} ({', '.join(v.get('roles') or [])}) on "
+                             f"{sig.get('golden_size')}", f"{_fmt(v.get('score'))}"))
     for row in rows:
         table.add_row(*row)
     console.print(table)
