@@ -1,7 +1,11 @@
 """The human flywheel on real data: a simulated week of Banking77 traffic, triage, annotation, phase 2, a cycle.
 
     .venv/bin/python benchmarks/flywheel_proof.py [--requests N] [--home DIR] [--json]
-                                                  [--concurrency 2] [--error-rate 0.1] [--no-cycles]
+                                                  [--concurrency 2] [--double-share 0.25] [--error-rate 0.1]
+                                                  [--cycle-seed 0] [--no-cycles] [--out FILE]
+
+About 20 minutes on 2 busy cores with the default 400 requests: serving takes under a minute, the two
+cycles (MIPROv2 on the embedded model) most of the rest.
 
 Every step runs the real thing end to end on the embedded model (llama.cpp, no API key):
 
@@ -13,25 +17,27 @@ Every step runs the real thing end to end on the embedded model (llama.cpp, no A
    in a seeded order. "A week" is the current ISO week, its traffic compressed into minutes.
 3. Feedback from the gold labels: ``POST /v1/feedback`` with the issued request id, score 1 when the
    predicted intent is the gold one, else 0 — no correction (correcting is the annotators' job).
-4. Phase 1, ``ratchet flywheel run --week <this week> --json``: the clusters are scored against the truth —
-   per cluster, the purity of its members' (gold, predicted) confusion pair and of the gold label alone,
-   weighted by size; the number and sizes of clusters; the share of the failures that were clustered;
+4. Phase 1, ``ratchet flywheel run --week <this week> --double-share S --json``: the clusters are scored
+   against the truth — per cluster, the purity of its members' (gold, predicted) confusion pair and of the
+   gold label alone, weighted by size; the number and sizes of clusters; the share of the failures that were clustered;
    and the same purities for random clusters of the same sizes (what the clustering adds over chance).
 5. **SIMULATED ANNOTATORS — USED ONLY IN THIS PROOF.** Nobody may mistake them for a feature: they answer
    from the gold labels the benchmark kept aside. ``sim-annotator-1`` works the queue through the annotation
    API (:func:`ratchet.annotate.next_task` / :func:`ratchet.annotate.submit`, what ``ratchet annotate
    next|submit`` run): it accepts when the model's output is the gold intent, else corrects ``intent=<gold>``.
-   ``sim-annotator-2`` then takes the tasks that need a second annotator and answers the same way except on a
-   fixed share of tasks (``--error-rate``, a stable draw per task) where it gives a wrong intent, so Cohen's
-   kappa in ``ratchet annotate stats`` measures something.
+   ``sim-annotator-2`` then takes the tasks that need a second annotator (``--double-share`` of them) and
+   answers the same way except that it gives a wrong intent at a fixed rate (``--error-rate``: every tenth
+   answer by default), so Cohen's kappa in ``ratchet annotate stats`` measures something.
 6. Phase 2 and the next cycle, measured with a control: the workspace after annotation is copied twice.
    In copy A ``ratchet flywheel run --week W --continue`` imports the week's annotations (corrections into
    the training dataset, a stable share of accepted and corrected cases into the golden set instead), then
-   ``ratchet cycle`` runs with the quickstart's arguments (MIPROv2, 10 trials, seed 0); in copy B the same
+   ``ratchet cycle`` runs with the quickstart's arguments (MIPROv2, 10 trials, seed 0 or ``--cycle-seed``, 80
+   synthetic examples; the telemetry target is N instead of 800); in copy B the same
    cycle runs without phase 2. Reported for each: the candidate's held-out score against production from
    the cycle's own paired evaluation, and — on copy A's golden set, so both on the same examples — the
    scores of production, candidate A and candidate B with intervals (``ratchet eval-regression`` output is
-   recorded too). Skipped with a note when this checkout has no ``flywheel run --continue`` yet.
+   recorded too). Production's golden score is ~0 by construction: the golden cases are its failures.
+   Skipped with a note when this checkout has no ``flywheel run --continue`` yet.
 
 The figures go to ``benchmarks/results/flywheel_proof.json`` (``--out``) and a summary table to stdout
 (``--json``: the whole result as JSON instead). Banking77: PolyAI, CC BY 4.0 (Casanueva et al. 2020,
