@@ -160,7 +160,7 @@ def probes(
     canary = settings.monitor.canary
     specs = [registry.get(signature)] if signature else list(registry)
     db = StateDB.connect(settings)
-    pointers = ProductionPointers(db, VersionStore(settings.home_dir))
+    pointers = ProductionPointers(db, VersionStore(settings.home_dir, db))
     datasets = DatasetStore(settings.home_dir, settings.data, registry=registry)
     found: dict[str, dict[str, Any]] = {}
     for spec in specs:

@@ -78,7 +78,7 @@ def show(ctx: typer.Context, signature: str = typer.Argument(...), version: str 
     """Show one version: metadata, instructions and demos of each predictor."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    shown = show_version(VersionStore(state.settings.home_dir), spec, version)
+    shown = show_version(_pointers(state).versions, spec, version)
     meta, predictors = shown["metadata"], shown["predictors"]
     if as_json:
         print_json(shown)
@@ -100,7 +100,7 @@ def diff(ctx: typer.Context, signature: str = typer.Argument(...), v1: str = typ
     """What changed between two versions: instructions (unified diff) and demos (added, removed)."""
     state = get_state(ctx)
     spec = state.registry.get(signature)
-    result = diff_versions(VersionStore(state.settings.home_dir), spec, v1, v2)
+    result = diff_versions(_pointers(state).versions, spec, v1, v2)
     if as_json:
         print_json(result)
         return
@@ -151,7 +151,8 @@ def promote(ctx: typer.Context, signature: str = typer.Argument(...), version: s
 def _pointers(state: CliState) -> ProductionPointers:
     from ratchet.store.db import StateDB
 
-    return ProductionPointers(StateDB.connect(state.settings), VersionStore(state.settings.home_dir))
+    db = StateDB.connect(state.settings)
+    return ProductionPointers(db, VersionStore(state.settings.home_dir, db))
 
 
 def _demo_line(demo: dict[str, Any]) -> str:

@@ -154,7 +154,7 @@ def run_eval_regression(settings: Settings, registry: ProgramRegistry, db: State
     DSPy's response cache (a cached answer would hide the model changing underneath)."""
     names = [registry.get(signature).name] if signature is not None else registry.names()
     now = time.time() if now is None else now
-    versions = VersionStore(settings.home_dir)
+    versions = VersionStore(settings.home_dir, db)
     pointers = ProductionPointers(db, versions)
     run = RegressionRun(now, {})
     built: list[LMBundle] = [lms] if lms is not None else []

@@ -66,7 +66,7 @@ def evaluate_triggers(settings: Settings, registry: ProgramRegistry, db: StateDB
     now = time.time() if now is None else now
     live = {e.signature for e in ExperimentStore(db).list(statuses=LIVE)}
     starts = last_cycle_starts(settings, registry)
-    pointers = ProductionPointers(db, VersionStore(settings.home_dir))
+    pointers = ProductionPointers(db, VersionStore(settings.home_dir, db))
     verdicts = {}
     for name in registry.names():
         config: TriggerSettings = settings.loop.for_signature(name)

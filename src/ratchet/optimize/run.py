@@ -132,8 +132,9 @@ def run_optimization(
     prices = {bundle.task.model: token_prices(settings.lm)} if lms is None else {}
     report = progress or (lambda phase, done, total: None)
 
-    versions = VersionStore(settings.home_dir)
-    with StateDB.connect(settings) as db:
+    db = StateDB.connect(settings)
+    versions = VersionStore(settings.home_dir, db)  # with PostgreSQL the new version goes to the database too
+    with db:
         baseline_version = ProductionPointers(db, versions).get(signature)
     baseline = versions.load(spec, baseline_version)
     ctx = OptimizeContext(spec=spec, trainset=splits["train"], valset=valset, task_lm=roles["task"],

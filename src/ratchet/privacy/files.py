@@ -25,6 +25,7 @@ from ratchet.programs import load_programs
 from ratchet.programs.registry import NAME_PATTERN
 from ratchet.programs.versions import VersionStore
 from ratchet.store.atomic import atomic_write_bytes
+from ratchet.store.db import StateDB
 
 __all__ = ["purge_datasets", "purge_demos", "purge_probe_files", "purge_run_files"]
 
@@ -48,23 +49,29 @@ def purge_datasets(home: Path, match: ExampleMatch, *, edit: Mapping[str, Any]) 
 
 
 def purge_demos(settings: Settings, call_inputs: Sequence[Mapping[str, Any]],
-                removed_examples: Sequence[Mapping[str, Any]], *, edit: dict[str, Any]) -> tuple[int, list[str]]:
-    """Remove the user's demos from every stored program version; returns (demos removed, ``sig/version`` changed)."""
+                removed_examples: Sequence[Mapping[str, Any]], *, edit: dict[str, Any],
+                db: StateDB | None = None) -> tuple[int, list[str]]:
+    """Remove the user's demos from every stored program version — here and, with a shared (PostgreSQL) ``db``, in
+    the database, whose changed fingerprints every serving host follows; returns (demos removed, ``sig/version``
+    changed)."""
     root = Path(settings.home_dir) / "programs"
-    if not root.is_dir() or not (call_inputs or removed_examples):
+    store = VersionStore(settings.home_dir, db)
+    names = {p.name for p in root.iterdir() if p.is_dir()} if root.is_dir() else set()
+    if store.rows is not None:
+        names |= store.rows.signatures()
+    if not names or not (call_inputs or removed_examples):
         return 0, []
-    store = VersionStore(settings.home_dir)
     keys = _UserKeys(settings, call_inputs, removed_examples)
     removed, changed = 0, []
-    for sig_dir in sorted(p for p in root.iterdir() if p.is_dir() and NAME_PATTERN.match(p.name)):
-        mine = keys.matcher(sig_dir.name)
+    for name in sorted(n for n in names if NAME_PATTERN.match(n)):
+        mine = keys.matcher(name)
         if mine is None:
             continue
-        for version in store.list(sig_dir.name):
-            count = store.remove_demos(sig_dir.name, version.version, mine, edit=edit)
+        for version in store.list(name):
+            count = store.remove_demos(name, version.version, mine, edit=edit)
             if count:
                 removed += count
-                changed.append(f"{sig_dir.name}/{version.version}")
+                changed.append(f"{name}/{version.version}")
     return removed, changed
 
 

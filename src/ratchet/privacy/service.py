@@ -158,7 +158,7 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
     run_step(report, "datasets", datasets)
 
     def demos(step: DeletionStep) -> None:
-        removed, versions = purge_demos(settings, traces.inputs, removed_values, edit=edit)
+        removed, versions = purge_demos(settings, traces.inputs, removed_values, edit=edit, db=db)
         step.removed(removed, versions=versions)
 
     run_step(report, "program_demos", demos)

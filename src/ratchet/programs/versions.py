@@ -10,6 +10,10 @@ Layout under the home directory::
 ``base`` is a built-in version of every signature: the registered factory as it
 is (no demos, default instructions). It needs no files and is production until
 another version is promoted.
+
+With a PostgreSQL state database (several hosts) each saved version is also written to the
+database, and a host that lacks one fetches it, checks its fingerprint and caches it here
+(:mod:`ratchet.programs.version_rows`); with SQLite the files are all there is.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,7 +35,9 @@ import dspy
 from ratchet.errors import UnknownVersionError, VersionError, VersionIntegrityError
 from ratchet.hashing import canonical_json, sha256_hex
 from ratchet.programs.registry import ProgramSpec
+from ratchet.programs.version_rows import VersionRows
 from ratchet.store.atomic import atomic_write_json, fsync_dir
+from ratchet.store.db import StateDB
 from ratchet.store.jsonl import append_jsonl
 from ratchet.store.private import PRIVATE_DIR, create_private, make_private_dir
 
@@ -103,10 +109,11 @@ class ProgramVersion:
 
 
 class VersionStore:
-    """Stored versions of every signature under ``<home>/programs``."""
+    """Stored versions of every signature under ``<home>/programs`` (and, with PostgreSQL, in the database)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, db: StateDB | None = None) -> None:
         self.root = Path(home) / "programs"
+        self.rows = VersionRows(db) if db is not None and VersionRows.shared(db) else None
 
     def _dir(self, signature: str) -> Path:
         return self.root / signature
@@ -124,6 +131,7 @@ class VersionStore:
             create_private(tmp / "program.json")  # DSPy writes into it, keeping its mode (demos are user text)
             module.save(str(tmp / "program.json"))
             saved = _read_json(tmp / "program.json")
+            whole = dict(saved)
             saved.pop("metadata", None)
             code = code_version(spec)
             meta = ProgramVersion(
@@ -137,9 +145,14 @@ class VersionStore:
             for _ in range(1000):
                 meta.version = f"v{self._next_number(spec.name)}"
                 atomic_write_json(tmp / "metadata.json", meta.to_dict())
+                if self.rows is not None and not self.rows.claim(spec.name, meta.version, meta.fingerprint,
+                                                                 meta.to_dict(), whole):
+                    continue  # another host took the number
                 try:
                     os.rename(tmp, sig_dir / meta.version)  # fails when another process took the number
                 except OSError:
+                    if self.rows is not None:
+                        self.rows.forget(spec.name, meta.version)
                     continue
                 fsync_dir(sig_dir)
                 return meta
@@ -170,6 +183,10 @@ class VersionStore:
             raise VersionError(f"{path}: unreadable production pointer: {exc}") from None
 
     def list(self, signature: str) -> list[ProgramVersion]:
+        if self.rows is not None:  # every version the hosts share, cached here first
+            for version in self.rows.names(signature):
+                if not (self._dir(signature) / version / "metadata.json").is_file():
+                    self._fetch(signature, version)
         sig_dir = self._dir(signature)
         if not sig_dir.is_dir():
             return []
@@ -183,11 +200,13 @@ class VersionStore:
         return sorted(versions, key=lambda v: v.number)
 
     def exists(self, signature: str, version: str) -> bool:
-        return version == BASE_VERSION or (self._dir(signature) / version / "metadata.json").is_file()
+        """Whether ``version`` is here, or could be fetched from the shared database (and now is)."""
+        return (version == BASE_VERSION or (self._dir(signature) / version / "metadata.json").is_file()
+                or self._fetch(signature, version))
 
     def get(self, signature: str, version: str) -> ProgramVersion:
         path = self._dir(signature) / version / "metadata.json"
-        if not _VERSION_DIR.match(version) or not path.is_file():
+        if not _VERSION_DIR.match(version) or not (path.is_file() or self._fetch(signature, version)):
             known = ", ".join([BASE_VERSION] + [v.version for v in self.list(signature)])
             raise UnknownVersionError(f"signature '{signature}' has no version '{version}' (known: {known})")
         try:
@@ -231,6 +250,7 @@ class VersionStore:
         A process that already loaded the version keeps the old demos in memory until it loads it again.
         """
         directory = self._dir(signature) / version
+        self.get(signature, version)  # fetched first when only the database holds it
         saved = _read_json(directory / "program.json")
         removed = 0
         for entry in ([saved] if "demos" in saved else list(saved.values())):
@@ -251,7 +271,68 @@ class VersionStore:
         meta.edits.append({"at": datetime.now(UTC).isoformat(timespec="seconds"), **edit, "demos_removed": removed,
                            "previous_fingerprint": old})
         atomic_write_json(directory / "metadata.json", meta.to_dict())
+        if self.rows is not None:
+            self.rows.rewrite(signature, version, meta.fingerprint, meta.to_dict(),
+                              _read_json(directory / "program.json"))
         return removed
+
+    # -- the shared database (PostgreSQL) ------------------------------------------------------
+    def refresh_cached(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Fetch again every cached version among ``pairs`` whose database fingerprint changed (its demos were
+        removed on another host); returns those refetched. Versions not cached here are left alone."""
+        if self.rows is None:
+            return []
+        cached = [(s, v) for s, v in pairs if v != BASE_VERSION and (self._dir(s) / v / "metadata.json").is_file()]
+        changed = []
+        for (signature, version), recorded in self.rows.fingerprints(cached).items():
+            try:
+                local = ProgramVersion.from_dict(_read_json(self._dir(signature) / version / "metadata.json"))
+            except (OSError, ValueError, TypeError):
+                local = None
+            if (local is None or local.fingerprint != recorded) and self._fetch(signature, version, replace=True):
+                changed.append((signature, version))
+        return changed
+
+    def _fetch(self, signature: str, version: str, *, replace: bool = False) -> bool:
+        """Copy a version from the database into this home after checking its fingerprint; False when the
+        database does not hold it (or is not shared). ``VersionIntegrityError`` when its state does not match."""
+        if self.rows is None or not _VERSION_DIR.match(version):
+            return False
+        row = self.rows.get(signature, version)
+        if row is None:
+            return False
+        meta = ProgramVersion.from_dict(row.metadata)
+        state = dict(row.state)
+        state.pop("metadata", None)
+        actual = fingerprint(_normalise(state), code=meta.code_version, lm=meta.lm, adapter=meta.adapter,
+                             dspy_version=meta.dspy_version)
+        if not actual == meta.fingerprint == row.fingerprint:
+            raise VersionIntegrityError(
+                f"the database's {signature} {version} does not match its fingerprint "
+                f"({actual[:12]} ≠ {row.fingerprint[:12]}); refusing to cache it")
+        sig_dir = make_private_dir(self._dir(signature))
+        tmp = sig_dir / f".tmp-{uuid.uuid4().hex}"
+        os.mkdir(tmp, PRIVATE_DIR)
+        try:
+            atomic_write_json(tmp / "program.json", row.state)  # owner-only, like every file written here
+            atomic_write_json(tmp / "metadata.json", row.metadata)
+            target = sig_dir / version
+            old = None
+            if replace and target.exists():
+                old = sig_dir / f".old-{uuid.uuid4().hex}"
+                os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except OSError:  # another process of this host cached it meanwhile
+                if not (target / "metadata.json").is_file():
+                    raise
+            fsync_dir(sig_dir)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+            return True
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
     def fingerprint_of(self, spec: ProgramSpec, version: str, *, lm: str, adapter: str) -> str:
         """The fingerprint of a version (computed for ``base``, recorded for stored ones)."""
@@ -261,7 +342,10 @@ class VersionStore:
         return self.get(spec.name, version).fingerprint
 
     def _next_number(self, signature: str) -> int:
-        numbers = [int(m.group(1)) for e in self._dir(signature).iterdir() if (m := _VERSION_DIR.match(e.name))]
+        names = [e.name for e in self._dir(signature).iterdir()]
+        if self.rows is not None:
+            names += self.rows.names(signature)
+        numbers = [int(m.group(1)) for name in names if (m := _VERSION_DIR.match(name))]
         return max(numbers, default=0) + 1
 
 

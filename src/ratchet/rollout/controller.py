@@ -65,7 +65,7 @@ class RolloutController:
         self.registry = registry
         self.db = db or StateDB.connect(settings)
         self.store = ExperimentStore(self.db)
-        self.versions = VersionStore(settings.home_dir)
+        self.versions = VersionStore(settings.home_dir, self.db)
         self.production = ProductionPointers(self.db, self.versions)
         self.routing_path = settings.home_dir / ROUTING_FILENAME
         self.snapshot_dir = settings.home_dir / "experiments"

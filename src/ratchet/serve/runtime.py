@@ -93,7 +93,6 @@ class Runtime:
             self.lms = configure_dspy(self.settings, serving=True, bundle=lms)
         else:  # DSPy is configured by the caller; models built here still cache only as [serve] allows
             self.lms = lms or build_lms(self.settings.lm, cache=serving_caches(self.settings.serve))
-        self.versions = VersionStore(home)
         self.sampler = Sampler.from_settings(self.settings.telemetry)
         self.redactor = Redactor(self.settings.telemetry.redact_patterns)
         self.pseudonyms = Pseudonymizer(self.settings)  # user ids are stored only as keyed pseudonyms
@@ -109,6 +108,7 @@ class Runtime:
                                          queue_size=telemetry.queue_size,
                                          flush_interval_s=telemetry.flush_interval_s)
         self.db = db or StateDB.connect(self.settings)
+        self.versions = VersionStore(home, self.db)  # with PostgreSQL, versions saved on another host are fetched
         self.follower = StateFollower(self.db, self.registry, self.versions, home / ROUTING_FILENAME,
                                       interval_s=self.settings.serve.routing_check_interval_s)
         self.outcomes = OutcomeRecorder(self.db, flush_interval_s=self.settings.serve.outcome_flush_interval_s)

@@ -57,6 +57,13 @@ class ServedVersions:
         self._loaded: dict[tuple[str, str, str], ServedVersion] = {}
         self._lock = threading.Lock()
         self._seen: ServingState | None = None
+        follower.on_version_changed.append(self.forget)
+
+    def forget(self, signature: str, version: str) -> None:
+        """Drop a loaded version (its files changed): the next request loads it again."""
+        with self._lock:
+            for key in [k for k in self._loaded if k[:2] == (signature, version)]:
+                del self._loaded[key]
 
     def get(self, spec: ProgramSpec, version: str, arm: Arm) -> ServedVersion:
         """The loaded ``version`` of ``spec`` for ``arm`` (loaded now if needed; ``VersionError`` if it cannot be)."""

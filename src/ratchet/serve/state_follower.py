@@ -7,6 +7,15 @@ is never obeyed: after each read the follower checks that ``routing_config.json`
 database and rewrites it when it does not, counting the repair by what it found
 (``ratchet_routing_file_repairs_total{found="invalid"}`` for a missing or wrong checksum — an
 edit; ``found="stale"`` for a valid file behind the database). An alert rule watches ``invalid``.
+
+The follower never routes to a version this host cannot load: every version a snapshot names is
+made present first (with PostgreSQL, a version saved on another host is fetched from the database,
+fingerprint-checked and cached under this home). A candidate that cannot be made present gets no
+traffic here (its share is withheld and ``ratchet_version_unavailable_total{arm="candidate"}``
+counts each reading) until it can; a production version that cannot be made present stays named (its
+requests answer 503 and ``/ready`` fails, so a load balancer sends them to the other hosts).
+A cached version whose fingerprint changed in the database (the right to deletion
+removed demos on another host) is fetched again and reloaded.
 """
 
 from __future__ import annotations
@@ -14,9 +23,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ratchet.errors import VersionError
 from ratchet.programs import ProgramRegistry
 from ratchet.programs.production import ProductionPointers
 from ratchet.programs.versions import BASE_VERSION, VersionStore
@@ -57,6 +68,8 @@ class StateFollower:
         self.repairs = 0
         self.last_error: str | None = None
         self._state = ServingState()
+        self.on_version_changed: list[Callable[[str, str], None]] = []  # a cached version was fetched again
+        self._unavailable: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.refresh()
@@ -77,7 +90,7 @@ class StateFollower:
                 rows = self.pointers.all()
                 production = {name: rows.get(name) or self.pointers.versions.projected_production(name)
                               for name in self.registry.names()}
-                routing = routing_from(live)
+                routing, production = self._loadable(routing_from(live), production)
                 on_disk, found = publish_routing(self.experiments, self.routing_path)
             except Exception as exc:  # the database (or the home) is unreachable: serve what was verified last
                 self.errors += 1
@@ -99,6 +112,37 @@ class StateFollower:
                                                                       self._state.production)
             self._state = state if changed or state.version != self._state.version else self._state
             return changed
+
+    def _loadable(self, routing: RoutingState, production: dict[str, str]) -> tuple[RoutingState, dict[str, str]]:
+        """Make every named version present here; withhold what cannot be (see the module's docstring)."""
+        versions = self.pointers.versions
+        in_use = set(production.items())
+        for signature, route in routing.signatures.items():
+            in_use.add((signature, route.baseline_version))
+            if route.candidate_version:
+                in_use.add((signature, route.candidate_version))
+        for signature, version in versions.refresh_cached(in_use):
+            log.warning("%s %s changed in the state database (demos removed): fetched again", signature, version)
+            for listener in self.on_version_changed:
+                listener(signature, version)
+        missing = {pair for pair in in_use if not self._present(*pair)}
+        for pair in missing - self._unavailable:
+            log.error("%s %s is neither in this home nor in the state database: not routed to here", *pair)
+        self._unavailable = missing
+        routes = {}
+        for signature, route in routing.signatures.items():
+            if route.candidate_version and (signature, route.candidate_version) in missing:
+                metrics.VERSION_UNAVAILABLE.labels(signature, route.candidate_version, "candidate").inc()
+                route = replace(route, candidate_share=0.0, shadow_share=0.0)
+            routes[signature] = route
+        return replace(routing, signatures=routes), production
+
+    def _present(self, signature: str, version: str) -> bool:
+        try:
+            return self.pointers.versions.exists(signature, version)
+        except VersionError as exc:  # the database's copy does not match its fingerprint
+            log.error("%s", exc)
+            return False
 
     def close(self) -> None:
         self._stop.set()

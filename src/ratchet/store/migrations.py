@@ -409,6 +409,25 @@ def _m012_annotation_imports(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m013_program_versions(conn: Connection) -> None:
+    """Program versions in the database (PostgreSQL: the hosts share them): each version's DSPy state and
+    metadata as JSON text with its fingerprint. A version is written once; only the right to deletion edits one
+    (its demos removed, a new fingerprint)."""
+    md = MetaData()
+    Table(
+        "program_versions", md,
+        Column("signature", String(200), nullable=False),
+        Column("version", String(200), nullable=False),
+        Column("fingerprint", String(64), nullable=False),
+        Column("metadata", Text, nullable=False),
+        Column("state", Text, nullable=False),
+        Column("created_at", Float, nullable=False),
+        Column("updated_at", Float, nullable=False),
+        PrimaryKeyConstraint("signature", "version", name="pk_program_versions"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -422,6 +441,7 @@ MIGRATIONS: list[Migration] = [
     Migration(10, "user pseudonyms in the request index", _m010_request_index_user),
     Migration(11, "the annotation queue", _m011_annotation_queue),
     Migration(12, "the annotation import ledger", _m012_annotation_imports),
+    Migration(13, "program versions", _m013_program_versions),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

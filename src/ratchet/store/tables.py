@@ -48,6 +48,7 @@ __all__ = [
     "metadata",
     "production_events",
     "production_pointers",
+    "program_versions",
     "request_index",
     "schema_migrations",
     "shadow_agreement",
@@ -344,4 +345,17 @@ annotation_imports = Table(
     Column("imported_week", String(16), nullable=False),  # the week whose phase 2 imported it
     Column("imported_at", Float, nullable=False),
     Index("ix_annotation_imports_imported_week", "imported_week", "signature"),
+)
+
+program_versions = Table(
+    "program_versions",
+    metadata,
+    Column("signature", String(NAME_LEN), nullable=False),
+    Column("version", String(NAME_LEN), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("metadata", Text, nullable=False),  # JSON: the version's metadata.json
+    Column("state", Text, nullable=False),  # JSON: the version's program.json (DSPy state; demos are user text)
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),  # changed only by the right to deletion (demos removed)
+    PrimaryKeyConstraint("signature", "version", name="pk_program_versions"),
 )

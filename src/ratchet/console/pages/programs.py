@@ -25,7 +25,7 @@ _VERSION = re.compile(r"^(base|v\d{1,9})$")
 
 
 def _pointers(ctx: ConsoleContext) -> ProductionPointers:
-    return ProductionPointers(ctx.db, VersionStore(ctx.settings.home_dir))
+    return ProductionPointers(ctx.db, VersionStore(ctx.settings.home_dir, ctx.db))
 
 
 def programs_index(ctx: ConsoleContext) -> dict[str, Any]:

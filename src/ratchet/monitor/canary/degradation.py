@@ -129,7 +129,7 @@ def production_degradation(db: StateDB, signature: str, version: str, canary: Ca
 def assess_degradation(settings: Settings, registry: ProgramRegistry, *, db: StateDB) -> dict[str, Degradation]:
     """Every registered signature's production version against its own trailing canary runs."""
     canary = settings.monitor.canary
-    pointers = ProductionPointers(db, VersionStore(settings.home_dir))
+    pointers = ProductionPointers(db, VersionStore(settings.home_dir, db))
     found: dict[str, Degradation] = {}
     for spec in registry:
         try:

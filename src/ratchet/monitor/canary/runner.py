@@ -119,7 +119,7 @@ def run_canaries(settings: Settings, registry: ProgramRegistry, *, db: StateDB, 
     """
     now = time.time() if now is None else now
     canary = settings.monitor.canary
-    versions = VersionStore(settings.home_dir)
+    versions = VersionStore(settings.home_dir, db)
     pointers = ProductionPointers(db, versions)
     datasets = DatasetStore(settings.home_dir, settings.data, registry=registry)
     live: dict[str, list[Experiment]] = {}

@@ -88,7 +88,8 @@ def assess_drift(settings: Settings, registry: ProgramRegistry, *, now: float | 
     drift = settings.monitor.drift
     since_ms = int((now - drift.window_hours * 3600) * 1000)
     live, scan = read_live(settings.home_dir / "telemetry", since_ms=since_ms, max_samples=drift.max_samples)
-    pointers = ProductionPointers(StateDB.connect(settings), VersionStore(settings.home_dir))
+    db = StateDB.connect(settings)
+    pointers = ProductionPointers(db, VersionStore(settings.home_dir, db))
     datasets = DatasetStore(settings.home_dir, settings.data, registry=registry)
     signatures = {spec.name: assess_signature(spec, live.get(spec.name), settings, pointers=pointers,
                                               datasets=datasets) for spec in registry}
