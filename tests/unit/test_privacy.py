@@ -517,3 +517,66 @@ def test_deletion_reaches_the_annotation_queue_triage_reports_and_imported_annot
     terms = {t for c in kept["signatures"][SIG]["clusters"] for t in c["terms"]}
     assert terms and all(t in V_TEXTS[0] for t in terms)
     assert {q["cluster"] for q in kept["queue"]} == {c["id"] for c in kept["signatures"][SIG]["clusters"]}
+
+
+# -- several hosts on one PostgreSQL: the shared telemetry sink and shared program versions -------------------------
+
+def test_deletion_on_any_host_reaches_the_shared_sink_and_every_hosts_program_versions(tmp_path, postgres_url,
+                                                                                       monkeypatch) -> None:
+    from ratchet.store.tables import program_versions, telemetry_records
+    from ratchet.telemetry.database import telemetry_view
+
+    monkeypatch.setenv("RATCHET_SECRET_KEY", "k" * 48)  # every host shares the service secret
+
+    def host(name: str) -> Runtime:
+        settings = Settings(home=tmp_path / name, database_url=postgres_url)
+        settings.telemetry.sampling_rate = 1.0
+        settings.telemetry.sink = "database"
+        settings.serve.outcome_flush_interval_s = 0.1
+        return Runtime(settings, lms=LMBundle.for_lm(_lm(), CompletionAdapter()))
+
+    a, b = host("a"), host("b")
+    try:
+        mine = [a.call(SIG, {"text": U_TEXTS[0]}, user_id=U).request_id,
+                b.call(SIG, {"text": U_TEXTS[1]}, user_id=U).request_id]
+        theirs = a.call(SIG, {"text": V_TEXTS[0]}, user_id=V).request_id
+        a.flush()  # A's request index reaches the database
+        b.feedback(mine[0], 1.0)  # feedback on host B for a call host A served
+        a.feedback(theirs, 1.0)
+        for runtime in (a, b):
+            runtime.flush()
+        module = a.registry.get(SIG).build()
+        for _, predictor in module.named_predictors():
+            predictor.demos = [dspy.Example(text=U_TEXTS[0], intent="card_arrival"),
+                               dspy.Example(text=V_TEXTS[0], intent="card_arrival")]
+        a.versions.save(a.registry.get(SIG), module, lm="scripted/t", adapter="completion")
+        assert b.versions.exists(SIG, "v1")  # host B cached it from the database
+        # Nothing on the hosts' disks: the sink holds the records; a reader on any host sees them all.
+        assert not [p for name in "ab" for p in (tmp_path / name / "telemetry").iterdir()]
+        with telemetry_view(b.settings, b.db) as view:
+            seen = [json.loads(line) for path in iter_log_files(view) for line in path.read_text().splitlines()]
+        assert sorted(r["request_id"] for r in seen if r["record"] == "interaction") == sorted([*mine, theirs])
+        assert len([r for r in seen if r["record"] == "feedback"]) == 2
+        assert not list(tmp_path.glob("*/.telemetry-view-*"))  # the view is gone after reading
+
+        # The deletion runs on a third host (the cycle's), which served nothing and cached nothing.
+        c = Settings(home=tmp_path / "c", database_url=postgres_url)
+        c.telemetry.sink = "database"
+        report = delete_user_data(c, U)
+        assert report.status == "ok", report.to_dict()
+        assert report.step("telemetry").count == 2 and report.step("feedback_telemetry").count == 1
+        assert report.step("program_demos").count == 1
+        with a.db.begin() as conn:
+            lines = list(conn.scalars(select(telemetry_records.c.line)))
+            state = conn.scalar(select(program_versions.c.state))
+        assert len(lines) == 2 and not [line for line in lines if U_TEXTS[0] in line or mine[0] in line]
+        assert U_TEXTS[0] not in state and V_TEXTS[0] in state
+        # Each serving host's cached copy follows the database's new fingerprint at its next reading.
+        for runtime in (a, b):
+            runtime.follower.refresh()
+            assert not _leftovers([runtime.settings.home_dir], [*U_TEXTS, U])
+            loaded = runtime.versions.load(runtime.registry.get(SIG), "v1")
+            assert [d["text"] for _, p in loaded.named_predictors() for d in p.demos] == [V_TEXTS[0]]
+    finally:
+        a.close()
+        b.close()

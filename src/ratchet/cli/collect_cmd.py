@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 
@@ -85,20 +86,24 @@ def telemetry(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Turn logged calls with good feedback into labelled examples (deduplicated by input)."""
+    from ratchet.telemetry.database import telemetry_view
+
     state = get_state(ctx)
     patterns = [*log_files, *(files or [])]
-    if patterns:
-        paths = expand_log_paths(patterns)
-    else:
-        directory = state.settings.home_dir / "telemetry"
-        paths = iter_log_files(directory)
-        if not paths:
-            raise DataError(f"no telemetry logs in {directory} (is telemetry enabled and sampling calls?); "
-                            "pass --log-file")
-    collector = TelemetryCollector(paths, state.registry, signature=signature, min_quality_score=min_quality_score,
-                                   max_latency_ms=max_latency_ms, max_cost_usd=max_cost_usd, since=parse_since(since),
-                                   max_feedback_per_key=state.settings.data.max_feedback_per_key)
-    _run(collector, output, "reading logs (kB)", as_json=as_json, scale=1000)
+    with contextlib.ExitStack() as stack:
+        if patterns:
+            paths = expand_log_paths(patterns)
+        else:  # with the shared (PostgreSQL) sink: every host's records, in a temporary directory
+            directory = stack.enter_context(telemetry_view(state.settings))
+            paths = iter_log_files(directory)
+            if not paths:
+                raise DataError(f"no telemetry logs in {directory} (is telemetry enabled and sampling calls?); "
+                                "pass --log-file")
+        collector = TelemetryCollector(paths, state.registry, signature=signature,
+                                       min_quality_score=min_quality_score, max_latency_ms=max_latency_ms,
+                                       max_cost_usd=max_cost_usd, since=parse_since(since),
+                                       max_feedback_per_key=state.settings.data.max_feedback_per_key)
+        _run(collector, output, "reading logs (kB)", as_json=as_json, scale=1000)
 
 
 @app.command("git")

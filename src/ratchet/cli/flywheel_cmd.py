@@ -56,6 +56,7 @@ def run(
     from ratchet.flywheel import TriageOptions, parse_week, queue_tasks, run_triage
     from ratchet.flywheel.cluster import DEFAULT_DISTANCE
     from ratchet.store.db import StateDB
+    from ratchet.telemetry.database import telemetry_view
 
     iso_week = parse_week(week)
     state = get_state(ctx)
@@ -76,10 +77,10 @@ def run(
                             lookback_days=settings.serve.request_index_days)
     db = StateDB.connect(settings)
     try:
-        with progress_bar(transient=True, enabled=not as_json) as progress:
+        with progress_bar(transient=True, enabled=not as_json) as progress, telemetry_view(settings, db) as logs:
             task = progress.add_task(f"triage {iso_week}", total=None, status="")
             report, md_path, json_path = run_triage(
-                settings.home_dir, db, iso_week, options,
+                settings.home_dir, db, iso_week, options, telemetry_dir=logs,
                 on_step=lambda message: progress.update(task, status=escape(message)))
             progress.update(task, status="queueing annotation tasks")
             queued = queue_tasks(db, report, double_share=double_share)

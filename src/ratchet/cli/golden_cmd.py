@@ -109,9 +109,11 @@ def coverage(
     """Which labels live traffic predicts that the golden set under-represents, largest gap first."""
     state = get_state(ctx)
     store = _store(ctx)
-    telemetry = Path(state.settings.home_dir) / "telemetry"
-    reports = [golden_coverage(store, state.registry.get(name), telemetry, since_days=days, min_size=min_size)
-               for name in _signatures(ctx, signature)]
+    from ratchet.telemetry.database import telemetry_view
+
+    with telemetry_view(state.settings) as telemetry:  # every host's records with the shared (PostgreSQL) sink
+        reports = [golden_coverage(store, state.registry.get(name), telemetry, since_days=days, min_size=min_size)
+                   for name in _signatures(ctx, signature)]
     if as_json:
         print_json({"coverage": [r.to_dict() for r in reports]})
         return

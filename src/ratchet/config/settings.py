@@ -126,6 +126,10 @@ class TelemetrySettings(_Section):
     redact_patterns: dict[str, str] = Field(default_factory=dict, description="extra PII regexes by kind")
     queue_size: int = Field(10_000, ge=1, description="records buffered before new ones are dropped")
     flush_interval_s: float = Field(0.5, gt=0, le=60)
+    sink: Literal["files", "database", "auto"] = Field(
+        "files", description="where sampled records go: files under the home, or the state database's "
+        "telemetry_records table, which every host shares (set it with several hosts on one PostgreSQL); "
+        "auto = database with PostgreSQL, files with SQLite")
 
     @field_validator("redact_patterns")
     @classmethod

@@ -178,8 +178,11 @@ def write_report(reports_dir: Path, report: dict[str, Any], markdown: str) -> tu
 
 
 def run_triage(home: Path, db: StateDB | None, week: IsoWeek, options: TriageOptions | None = None, *,
-               on_step: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Path, Path]:
-    """Collect, cluster, compare and write the week's triage report under ``home``; returns it and its paths."""
+               on_step: Callable[[str], None] | None = None,
+               telemetry_dir: Path | None = None) -> tuple[dict[str, Any], Path, Path]:
+    """Collect, cluster, compare and write the week's triage report under ``home``; returns it and its paths.
+    ``telemetry_dir`` (default ``<home>/telemetry``): where the telemetry files are (every host's, with the shared
+    sink: :func:`ratchet.telemetry.database.telemetry_view`)."""
     from ratchet.flywheel.report import render_markdown
 
     options = options or TriageOptions()
@@ -187,8 +190,9 @@ def run_triage(home: Path, db: StateDB | None, week: IsoWeek, options: TriageOpt
     reports_dir = Path(home) / "reports"
     previous = load_report(reports_dir, week.previous())
     step("reading telemetry and feedback")
-    found = collect_failures(Path(home) / "telemetry", db, week, score_threshold=options.score_threshold,
-                             canary_threshold=options.canary_threshold, signature=options.signature,
+    found = collect_failures(telemetry_dir or Path(home) / "telemetry", db, week,
+                             score_threshold=options.score_threshold, canary_threshold=options.canary_threshold,
+                             signature=options.signature,
                              lookback_days=options.lookback_days)
     report = build_report(found, week, previous, options, on_signature=lambda name: step(f"clustering {name}"))
     if options.signature is not None:  # one signature re-triaged: keep the others of this week's report

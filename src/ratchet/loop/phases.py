@@ -44,6 +44,7 @@ def phase_collect(payload: dict[str, Any], progress: Callable[[int, int | None, 
     from ratchet.data.collect.mappers import git_mappers
     from ratchet.data.collect.synthetic import load_seed_examples
     from ratchet.lm.setup import build_lms
+    from ratchet.telemetry.database import telemetry_view
     from ratchet.telemetry.writer import iter_log_files
 
     settings = settings_from_payload(payload)
@@ -52,11 +53,13 @@ def phase_collect(payload: dict[str, Any], progress: Callable[[int, int | None, 
     spec = registry.get(signature)
     out = Path(payload["run_dir"]) / "collected_data"
     sources: dict[str, Any] = {}
-    logs = iter_log_files(settings.home_dir / "telemetry") if (settings.home_dir / "telemetry").is_dir() else []
+    with telemetry_view(settings) as directory:  # every host's records with the shared (PostgreSQL) sink
+        logs = iter_log_files(directory) if directory.is_dir() else []
+        if logs:
+            collector = TelemetryCollector(logs, registry, signature=signature,
+                                           max_feedback_per_key=settings.data.max_feedback_per_key)
+            report = collector.collect(out / "telemetry", progress=progress)
     if logs:
-        collector = TelemetryCollector(logs, registry, signature=signature,
-                                       max_feedback_per_key=settings.data.max_feedback_per_key)
-        report = collector.collect(out / "telemetry", progress=progress)
         sources["telemetry"] = {"collected": report.collected, "target": payload["telemetry_target"],
                                 "summary": report.summary()}
     if signature in git_mappers() and payload["git_target"] > 0:

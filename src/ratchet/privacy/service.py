@@ -42,9 +42,10 @@ from ratchet.privacy.database import (
 )
 from ratchet.privacy.files import purge_datasets, purge_demos, purge_probe_files, purge_run_files
 from ratchet.privacy.report import DeletionReport, DeletionStep, run_step
-from ratchet.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, purge_telemetry
+from ratchet.privacy.telemetry import TelemetryPurge, UserTraces, find_user_requests, note_records, purge_telemetry
 from ratchet.store.db import StateDB
 from ratchet.store.pseudonyms import is_pseudonym, user_pseudonym
+from ratchet.telemetry.database import database_sink
 
 __all__ = ["DELETE_ACTION", "delete_pseudonym_data", "delete_user_data", "reapply_deletions", "recorded_deletions"]
 
@@ -90,6 +91,7 @@ def _erase(settings: Settings, pseudonyms: list[str], *, action: str, target: st
 
 def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path, pseudonyms: frozenset[str]) -> None:
     telemetry_dir = home / "telemetry"
+    sink = database_sink(settings, db)
     traces = UserTraces()
     request_ids: set[str] = set()
 
@@ -101,6 +103,8 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
             indexed = set()
             problems.append(f"request index: {type(exc).__name__}: {exc}")
         found = find_user_requests(telemetry_dir, pseudonyms) if telemetry_dir.is_dir() else UserTraces()
+        if sink is not None:  # the shared sink holds every host's records (PostgreSQL)
+            note_records(found, sink.find(pseudonyms))
         traces.request_ids |= found.request_ids
         traces.inputs.extend(found.inputs)
         request_ids.update(indexed | found.request_ids)
@@ -115,6 +119,11 @@ def _delete(report: DeletionReport, settings: Settings, db: StateDB, home: Path,
         nonlocal purge
         if telemetry_dir.is_dir():
             purge = purge_telemetry(telemetry_dir, pseudonyms, request_ids, traces)
+        if sink is not None:
+            removed, records = sink.purge(pseudonyms, request_ids)
+            purge.removed.update(removed)
+            note_records(traces, records)
+            step.details["shared_sink"] = sum(removed.values())
         step.removed(purge.removed["interactions"] + purge.removed["malformed"],
                      malformed_removed=purge.removed["malformed"], malformed_kept=purge.malformed_kept,
                      files_scanned=purge.files_scanned, files_rewritten=purge.files_rewritten,

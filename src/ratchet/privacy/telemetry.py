@@ -22,7 +22,7 @@ import gzip
 import io
 import os
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import orjson
 from ratchet.store.atomic import atomic_write_bytes
 from ratchet.telemetry.logfiles import ACTIVE_NAME, locked, rotated_files
 
-__all__ = ["TelemetryPurge", "UserTraces", "find_user_requests", "purge_telemetry"]
+__all__ = ["TelemetryPurge", "UserTraces", "find_user_requests", "note_records", "purge_telemetry"]
 
 
 @dataclass
@@ -156,6 +156,12 @@ def _user_record(record: dict[str, Any], pseudonyms: Collection[str], request_id
     if record.get("record") == "feedback":
         return "feedback"
     return "shadow" if record.get("arm") == "shadow" else "interactions"
+
+
+def note_records(traces: UserTraces, records: Iterable[dict[str, Any]]) -> None:
+    """Add the request ids and call inputs of ``records`` (the user's, found elsewhere: the shared sink)."""
+    for record in records:
+        _note(traces, record)
 
 
 def _note(traces: UserTraces, record: dict[str, Any]) -> None:

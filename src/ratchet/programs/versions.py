@@ -18,6 +18,7 @@ database, and a host that lacks one fetches it, checks its fingerprint and cache
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -277,6 +278,15 @@ class VersionStore:
         return removed
 
     # -- the shared database (PostgreSQL) ------------------------------------------------------
+    def cached(self, signatures: Iterable[str]) -> list[tuple[str, str]]:
+        """The (signature, version) pairs stored under this home."""
+        pairs = []
+        for signature in signatures:
+            with contextlib.suppress(OSError):
+                pairs += [(signature, e.name) for e in os.scandir(self._dir(signature))
+                          if _VERSION_DIR.match(e.name) and e.is_dir()]
+        return pairs
+
     def refresh_cached(self, pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
         """Fetch again every cached version among ``pairs`` whose database fingerprint changed (its demos were
         removed on another host); returns those refetched. Versions not cached here are left alone."""

@@ -57,6 +57,7 @@ from ratchet.store.db import StateDB
 from ratchet.store.outcomes import OutcomeRecorder
 from ratchet.store.private import make_private_dir
 from ratchet.store.pseudonyms import Pseudonymizer
+from ratchet.telemetry.database import database_sink
 from ratchet.telemetry.redact import Redactor
 from ratchet.telemetry.sampling import Sampler
 from ratchet.telemetry.writer import TelemetryWriter
@@ -102,12 +103,13 @@ class Runtime:
         self.gate = CallGate(call_limit(self.settings, embedded=self.lms.engine is not None),
                              self.settings.serve.queue_wait_s)
         telemetry = self.settings.telemetry
+        self.db = db or StateDB.connect(self.settings)
         self.telemetry = TelemetryWriter(home / "telemetry", max_file_mb=telemetry.max_file_mb,
                                          max_age_days=telemetry.max_age_days,
                                          compress_rotated=telemetry.compress_rotated,
                                          queue_size=telemetry.queue_size,
-                                         flush_interval_s=telemetry.flush_interval_s)
-        self.db = db or StateDB.connect(self.settings)
+                                         flush_interval_s=telemetry.flush_interval_s,
+                                         sink=database_sink(self.settings, self.db))  # PostgreSQL: shared
         self.versions = VersionStore(home, self.db)  # with PostgreSQL, versions saved on another host are fetched
         self.follower = StateFollower(self.db, self.registry, self.versions, home / ROUTING_FILENAME,
                                       interval_s=self.settings.serve.routing_check_interval_s)

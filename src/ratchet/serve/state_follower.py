@@ -121,7 +121,8 @@ class StateFollower:
             in_use.add((signature, route.baseline_version))
             if route.candidate_version:
                 in_use.add((signature, route.candidate_version))
-        for signature, version in versions.refresh_cached(in_use):
+        cached = versions.cached(self.registry.names()) if versions.rows is not None else []
+        for signature, version in versions.refresh_cached(cached):
             log.warning("%s %s changed in the state database (demos removed): fetched again", signature, version)
             for listener in self.on_version_changed:
                 listener(signature, version)

@@ -428,6 +428,27 @@ def _m013_program_versions(conn: Connection) -> None:
     md.create_all(conn, checkfirst=False)
 
 
+def _m014_telemetry_records(conn: Connection) -> None:
+    """The shared telemetry sink (PostgreSQL, several hosts): each sampled record as its JSON line (PII redacted
+    before it gets here), with the columns the cycle, retention and the right to deletion select on."""
+    md = MetaData()
+    Table(
+        "telemetry_records", md,
+        Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        Column("timestamp_ms", BigInteger, nullable=False),
+        Column("host", String(200), nullable=False),
+        Column("kind", String(32), nullable=False),
+        Column("signature", String(200), nullable=True),
+        Column("request_id", String(200), nullable=True),
+        Column("user_pseudonym", String(64), nullable=True),
+        Column("line", Text, nullable=False),
+        Index("ix_telemetry_records_timestamp", "timestamp_ms"),
+        Index("ix_telemetry_records_user", "user_pseudonym"),
+        Index("ix_telemetry_records_request", "request_id"),
+    )
+    md.create_all(conn, checkfirst=False)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "outcome counters, request index and feedback", _m001_outcome_counters),
     Migration(2, "experiments and their events", _m002_experiments),
@@ -442,6 +463,7 @@ MIGRATIONS: list[Migration] = [
     Migration(11, "the annotation queue", _m011_annotation_queue),
     Migration(12, "the annotation import ledger", _m012_annotation_imports),
     Migration(13, "program versions", _m013_program_versions),
+    Migration(14, "the shared telemetry sink", _m014_telemetry_records),
 ]
 """Every migration, in order. Append new ones; never edit or reorder released ones."""
 

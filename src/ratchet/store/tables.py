@@ -52,6 +52,7 @@ __all__ = [
     "request_index",
     "schema_migrations",
     "shadow_agreement",
+    "telemetry_records",
 ]
 
 NAME_LEN = 200
@@ -358,4 +359,20 @@ program_versions = Table(
     Column("created_at", Float, nullable=False),
     Column("updated_at", Float, nullable=False),  # changed only by the right to deletion (demos removed)
     PrimaryKeyConstraint("signature", "version", name="pk_program_versions"),
+)
+
+telemetry_records = Table(
+    "telemetry_records",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),  # write order
+    Column("timestamp_ms", BigInteger, nullable=False),  # the record's time (retention ages by it)
+    Column("host", String(NAME_LEN), nullable=False),  # which host wrote it
+    Column("kind", String(32), nullable=False),  # interaction | feedback | shadow
+    Column("signature", String(NAME_LEN), nullable=True),
+    Column("request_id", String(REQUEST_ID_LEN), nullable=True),
+    Column("user_pseudonym", String(PSEUDONYM_COLUMN_LEN), nullable=True),
+    Column("line", Text, nullable=False),  # the record's JSON line, as a telemetry file would hold it
+    Index("ix_telemetry_records_timestamp", "timestamp_ms"),
+    Index("ix_telemetry_records_user", "user_pseudonym"),
+    Index("ix_telemetry_records_request", "request_id"),
 )

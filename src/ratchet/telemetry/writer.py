@@ -6,6 +6,10 @@ lock) and rotates it past its size limit; a maintenance thread gzips rotated fil
 old ones (:mod:`ratchet.telemetry.rotation`). A failed write (disk full, permission denied) is
 retried with backoff (:attr:`TelemetryWriter.retry_delays_s`); then the batch is dropped and
 counted. Errors never reach the caller; a warning is logged at most once a minute.
+
+With a ``sink`` (:class:`ratchet.telemetry.database.DatabaseSink`: several hosts on one PostgreSQL) each
+batch is inserted into the state database instead, with the same retries and counters, and retention
+deletes the sink's old rows; the directory is still created (readiness checks it) but stays empty.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ratchet.store.private import make_private_dir
 from ratchet.telemetry.logfiles import (
@@ -30,6 +34,9 @@ from ratchet.telemetry.logfiles import (
     serialize,
 )
 from ratchet.telemetry.rotation import compress_pending, delete_expired, rotate
+
+if TYPE_CHECKING:
+    from ratchet.telemetry.database import DatabaseSink
 
 __all__ = ["ACTIVE_NAME", "LOCK_NAME", "TelemetryWriter", "iter_log_files"]
 
@@ -57,7 +64,7 @@ class TelemetryWriter:
 
     def __init__(self, directory: Path, *, max_file_mb: float = 100, max_age_days: float = 90,
                  compress_rotated: bool = True, queue_size: int = 10_000, flush_interval_s: float = 0.5,
-                 batch_size: int = 512) -> None:
+                 batch_size: int = 512, sink: DatabaseSink | None = None) -> None:
         if max_file_mb <= 0 or max_age_days <= 0 or queue_size < 1 or flush_interval_s <= 0 or batch_size < 1:
             raise ValueError("max_file_mb, max_age_days, flush_interval_s must be > 0; queue_size, batch_size >= 1")
         self.directory = Path(directory)
@@ -69,6 +76,7 @@ class TelemetryWriter:
         self.queue_size = queue_size
         self.flush_interval_s = flush_interval_s
         self.batch_size = batch_size
+        self.sink = sink
         try:
             make_private_dir(self.directory)
         except OSError as exc:  # telemetry never stops the caller: writes will fail and be counted
@@ -174,6 +182,9 @@ class TelemetryWriter:
     def apply_retention(self, now: float | None = None) -> list[Path]:
         """Delete rotated files (plain, ``.gz``) last modified over ``max_age_days`` ago; never the active file."""
         now = time.time() if now is None else now
+        if self.sink is not None:
+            self._count("deleted", self.sink.delete_expired(self.max_age_s, now))
+            return []
         return delete_expired(self.directory, self.max_age_s, now, self._count, self._warn)
 
     def __enter__(self) -> TelemetryWriter:
@@ -215,14 +226,18 @@ class TelemetryWriter:
                 self._cond.notify_all()
 
     def _write_batch(self, batch: list[Any]) -> None:
-        lines = []
+        lines, kept = [], []
         for record in batch:
             try:
                 lines.append(serialize(record))
+                kept.append(record)
             except (TypeError, ValueError) as exc:
                 self._count("dropped_invalid")
                 self._warn(f"telemetry record dropped, not serializable: {exc}")
         if not lines:
+            return
+        if self.sink is not None:
+            self._write_to_sink(lines, kept)
             return
         payload, records = b"".join(lines), len(lines)
         delays = (*self.retry_delays_s, None)
@@ -254,6 +269,23 @@ class TelemetryWriter:
             self._warn(f"telemetry write to {self.active_path} failed, retrying: {error}")
             time.sleep(delay)
 
+    def _write_to_sink(self, lines: list[bytes], records: list[dict[str, Any]]) -> None:
+        assert self.sink is not None
+        for delay in (*self.retry_delays_s, None):
+            try:
+                self.sink.write(lines, records)
+            except Exception as exc:  # the database is unreachable: retried, then the batch is dropped
+                self._count("write_errors")
+                if delay is None:
+                    self._count("dropped_write_error", len(lines))
+                    self._warn(f"telemetry batch of {len(lines)} records dropped: the state database refused it "
+                               f"({type(exc).__name__}: {exc})")
+                    return
+                time.sleep(delay)
+            else:
+                self._count("written", len(lines))
+                return
+
     def _rotate(self) -> None:
         if rotate(self.directory, self.max_bytes, self._count, self._warn):
             self._maintenance_wanted.set()
@@ -267,7 +299,7 @@ class TelemetryWriter:
             stopping = self._stopping or not self._thread.is_alive()
             try:
                 self.apply_retention()  # first: never compress what is about to be deleted
-                if self.compress_rotated:
+                if self.compress_rotated and self.sink is None:
                     compress_pending(self.directory, self._count, self._warn)
             except Exception as exc:
                 self._count("maintenance_errors")

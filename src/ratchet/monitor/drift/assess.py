@@ -23,6 +23,7 @@ from ratchet.programs.production import ProductionPointers
 from ratchet.programs.registry import ProgramRegistry, ProgramSpec
 from ratchet.programs.versions import VersionStore
 from ratchet.store.db import StateDB
+from ratchet.telemetry.database import telemetry_view
 
 __all__ = ["KINDS", "DriftReport", "SignatureDrift", "assess_drift", "assess_signature"]
 
@@ -87,8 +88,9 @@ def assess_drift(settings: Settings, registry: ProgramRegistry, *, now: float | 
     now = time.time() if now is None else now
     drift = settings.monitor.drift
     since_ms = int((now - drift.window_hours * 3600) * 1000)
-    live, scan = read_live(settings.home_dir / "telemetry", since_ms=since_ms, max_samples=drift.max_samples)
     db = StateDB.connect(settings)
+    with telemetry_view(settings, db, since_ms=since_ms) as directory:
+        live, scan = read_live(directory, since_ms=since_ms, max_samples=drift.max_samples)
     pointers = ProductionPointers(db, VersionStore(settings.home_dir, db))
     datasets = DatasetStore(settings.home_dir, settings.data, registry=registry)
     signatures = {spec.name: assess_signature(spec, live.get(spec.name), settings, pointers=pointers,
