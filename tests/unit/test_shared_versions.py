@@ -69,6 +69,7 @@ def test_a_row_that_does_not_match_its_fingerprint_is_refused(tmp_path: Path, sp
     with pytest.raises(VersionIntegrityError):
         b.get("classify_intent", "v1")
     assert not (b.root / "classify_intent" / "v1").exists()
+    assert b.list("classify_intent") == []  # listed without it
 
 
 def test_removed_demos_reach_every_hosts_cache(tmp_path: Path, spec, db) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import logging
 import os
 import re
 import shutil
@@ -45,6 +46,7 @@ from ratchet.store.private import PRIVATE_DIR, create_private, make_private_dir
 __all__ = ["BASE_VERSION", "ProgramVersion", "VersionStore", "code_version", "fingerprint", "program_state"]
 
 BASE_VERSION = "base"
+log = logging.getLogger(__name__)
 _VERSION_DIR = re.compile(r"^v(\d+)$")
 
 
@@ -187,7 +189,10 @@ class VersionStore:
         if self.rows is not None:  # every version the hosts share, cached here first
             for version in self.rows.names(signature):
                 if not (self._dir(signature) / version / "metadata.json").is_file():
-                    self._fetch(signature, version)
+                    try:
+                        self._fetch(signature, version)
+                    except VersionIntegrityError as exc:  # listed without it; loading it says why
+                        log.error("%s", exc)
         sig_dir = self._dir(signature)
         if not sig_dir.is_dir():
             return []
