@@ -148,8 +148,8 @@ def test_dry_run_then_cleanup(tmp_path: Path) -> None:
     dry = run_cleanup(settings, registry, dry_run=True, db=db, now=NOW)
     assert tree(home) == before_tree and rows(db) == before_rows  # nothing changed
     counts = {step.name: step.count for step in dry.steps}
-    assert counts == {"telemetry": 3, "datasets": 2, "dataset_temp": 1, "runs": 2, "alerts": 1, "dspy_cache": 1,
-                      "request_index": 2, "feedback": 1, "counters": 5, "canary_runs": 2}
+    assert counts == {"telemetry": 3, "datasets": 2, "dataset_temp": 1, "runs": 2, "alerts": 1, "eval_reports": 0,
+                      "dspy_cache": 1, "request_index": 2, "feedback": 1, "counters": 5, "canary_runs": 2}
     assert dry.step("dspy_cache").items == ["cache/dspy"] and dry.step("dspy_cache").bytes > 0
     assert dry.step("telemetry").bytes == 185 and dry.step("alerts").bytes > 0 and dry.step("runs").bytes > 0
     assert dry.step("datasets").items == [f"{SIG}/{v}" for v in versions[:2]]
@@ -258,3 +258,27 @@ def test_the_dspy_cache_goes_only_when_unused_and_no_process_has_it_open(tmp_pat
     old_dspy_cache(home, days=40)
     os.utime(dspy_cache_lock_path(home))  # opened (and only read) today: kept
     assert run_cleanup(settings, now=NOW).step("dspy_cache").count == 0
+
+
+def test_old_eval_reports_go_but_each_signatures_newest_stays(tmp_path: Path) -> None:
+    (tmp_path / "ratchet.toml").write_text('home = "home"\n[retention]\neval_reports_days = 30\n')
+    settings = load_settings(tmp_path / "ratchet.toml")
+    reports = settings.home_dir / "eval_reports"
+    for signature, stems, days in (("classify_intent", ["20200101T050000Z", "20200102T050000Z",
+                                                         "20200102T050000Z_1"], 400),
+                                   ("extract_booking", ["20200101T050000Z"], 400),
+                                   ("triage_ticket", ["20991231T050000Z", "20991231T060000Z"], 1)):
+        (reports / signature).mkdir(parents=True)
+        for stem in stems:
+            for suffix in (".json", ".md"):
+                path = reports / signature / f"{stem}{suffix}"
+                path.write_text("{}")
+                age(path, days)
+    dry = run_cleanup(settings, dry_run=True, now=NOW)
+    assert dry.step("eval_reports").count == 4 and len(list(reports.rglob("*.json"))) == 6
+    report = run_cleanup(settings, dry_run=False, now=NOW)
+    assert sorted(report.step("eval_reports").items) == [
+        f"eval_reports/classify_intent/{stem}{suffix}" for stem in ("20200101T050000Z", "20200102T050000Z")
+        for suffix in (".json", ".md")]
+    assert sorted(p.name for p in reports.rglob("*.json")) == [  # the newest by the pairing order (_1 after)
+        "20200101T050000Z.json", "20200102T050000Z_1.json", "20991231T050000Z.json", "20991231T060000Z.json"]

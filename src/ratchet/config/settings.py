@@ -517,6 +517,9 @@ class RetentionSettings(_Section):
                                                        "monitor.canary.trailing_runs)")
     dspy_cache_days: float = Field(30.0, gt=0, description="DSPy's disk cache of optimization and evaluation "
                                                         "(<home>/cache/dspy), removed when unused this long")
+    eval_reports_days: float = Field(180.0, gt=0, description="golden-set evaluation reports (<home>/eval_reports); "
+                                                           "each signature's newest is always kept (the next run "
+                                                           "pairs with it)")
 
 
 class ThresholdSettings(_Section):

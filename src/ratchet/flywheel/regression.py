@@ -55,6 +55,7 @@ __all__ = [
     "VersionRegression",
     "latest_report",
     "read_report",
+    "report_files",
     "report_history",
     "run_eval_regression",
 ]
@@ -289,7 +290,7 @@ def _reports_dir(home: Path, signature: str) -> Path:
     return Path(home) / REPORTS_DIRNAME / signature
 
 
-def _report_files(home: Path, signature: str) -> list[Path]:
+def report_files(home: Path, signature: str) -> list[Path]:
     """Oldest first: by UTC timestamp, then by the suffix of runs within the same second (``_1``, ``_2`` …)."""
     directory = _reports_dir(home, signature)
 
@@ -327,14 +328,14 @@ def read_report(path: Path) -> dict[str, Any]:
 
 def latest_report(home: Path, signature: str) -> dict[str, Any] | None:
     """The newest report of ``signature``, or None when it has none; ValueError when it cannot be read."""
-    files = _report_files(home, signature)
+    files = report_files(home, signature)
     return read_report(files[-1]) if files else None
 
 
 def report_history(home: Path, signature: str, *, limit: int = 14) -> list[dict[str, Any]]:
     """The last ``limit`` readable reports of ``signature``, oldest first (unreadable ones are skipped)."""
     found = []
-    for path in reversed(_report_files(home, signature)):
+    for path in reversed(report_files(home, signature)):
         try:
             found.append(read_report(path))
         except ValueError:

@@ -10,6 +10,8 @@ datasets            versions older than N days are archived (tar.gz), never  ``d
 runs                ``runs/run_*`` directories older than N days (the        ``retention.runs_days``
                     newest run is always kept: checks compare against it)
 alerts              ``alerts/alert_*.json`` files older than N days          ``retention.alerts_days``
+eval_reports        golden-set evaluation reports older than N days (each    ``retention.eval_reports_days``
+                    signature's newest kept)
 dspy_cache          DSPy's disk cache ``cache/dspy`` (optimization, eval),   ``retention.dspy_cache_days``
                     as a whole, once nothing opened or wrote it for N days;
                     never while a process has it open (its lock is held)
@@ -154,6 +156,9 @@ def run_cleanup(settings: Settings, registry: ProgramRegistry | None = None, *, 
          lambda step: _runs(step, home, retention.runs_days, now, dry_run)),
         (CleanupStep("alerts", "deleted", f"alert files older than {retention.alerts_days:g} days"),
          lambda step: _alerts(step, home / "alerts", retention.alerts_days, now, dry_run)),
+        (CleanupStep("eval_reports", "deleted", f"golden-set evaluation reports older than "
+                     f"{retention.eval_reports_days:g} days (each signature's newest is kept)"),
+         lambda step: _eval_reports(step, home / "eval_reports", retention.eval_reports_days, now, dry_run)),
         (CleanupStep("dspy_cache", "deleted", f"DSPy's disk cache unused for {retention.dspy_cache_days:g} days "
                      "(never while a process has it open)"),
          lambda step: _dspy_cache(step, home, retention.dspy_cache_days, now, dry_run)),
@@ -318,6 +323,27 @@ def _alerts(step: CleanupStep, directory: Path, days: float, now: float, dry_run
         except FileNotFoundError:
             continue
         step.add(f"alerts/{path.name}", size)
+
+
+def _eval_reports(step: CleanupStep, directory: Path, days: float, now: float, dry_run: bool) -> None:
+    """``eval_reports/<signature>/<stamp>.json`` and its ``.md`` older than ``days``, except each signature's newest
+    report (``ratchet eval-regression`` pairs its next run with it)."""
+    from ratchet.flywheel.regression import report_files
+
+    if not directory.is_dir():
+        return
+    for signature in sorted(p for p in directory.iterdir() if p.is_dir()):
+        for path in report_files(directory.parent, signature.name)[:-1]:  # oldest first: the newest stays
+            for member in (path, path.with_suffix(".md")):
+                try:
+                    if _age_s(member, now) <= days * _DAY_S:
+                        continue
+                    size = member.stat().st_size
+                    if not dry_run:
+                        member.unlink()
+                except FileNotFoundError:
+                    continue
+                step.add(f"eval_reports/{signature.name}/{member.name}", size)
 
 
 def _dspy_cache(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool) -> None:
