@@ -308,21 +308,25 @@ def _optimize_logs(step: CleanupStep, home: Path, days: float, now: float, dry_r
         step.add(_rel(path, home), size)
 
 
+def _remove_old_file(step: CleanupStep, path: Path, label: str, days: float, now: float, dry_run: bool) -> None:
+    """Remove ``path`` (noted as ``label``) when it was last modified more than ``days`` ago."""
+    try:
+        if _age_s(path, now) <= days * _DAY_S:
+            return
+        size = path.stat().st_size
+        if not dry_run:
+            path.unlink()
+    except FileNotFoundError:
+        return
+    step.add(label, size)
+
+
 def _alerts(step: CleanupStep, directory: Path, days: float, now: float, dry_run: bool) -> None:
     if not directory.is_dir():
         return
     for path in sorted(directory.iterdir()):
-        if not _ALERT_NAME.match(path.name) or not path.is_file():
-            continue
-        try:
-            if _age_s(path, now) <= days * _DAY_S:
-                continue
-            size = path.stat().st_size
-            if not dry_run:
-                path.unlink()
-        except FileNotFoundError:
-            continue
-        step.add(f"alerts/{path.name}", size)
+        if _ALERT_NAME.match(path.name) and path.is_file():
+            _remove_old_file(step, path, f"alerts/{path.name}", days, now, dry_run)
 
 
 def _eval_reports(step: CleanupStep, directory: Path, days: float, now: float, dry_run: bool) -> None:
@@ -335,15 +339,7 @@ def _eval_reports(step: CleanupStep, directory: Path, days: float, now: float, d
     for signature in sorted(p for p in directory.iterdir() if p.is_dir()):
         for path in report_files(directory.parent, signature.name)[:-1]:  # oldest first: the newest stays
             for member in (path, path.with_suffix(".md")):
-                try:
-                    if _age_s(member, now) <= days * _DAY_S:
-                        continue
-                    size = member.stat().st_size
-                    if not dry_run:
-                        member.unlink()
-                except FileNotFoundError:
-                    continue
-                step.add(f"eval_reports/{signature.name}/{member.name}", size)
+                _remove_old_file(step, member, f"eval_reports/{signature.name}/{member.name}", days, now, dry_run)
 
 
 def _dspy_cache(step: CleanupStep, home: Path, days: float, now: float, dry_run: bool) -> None:
