@@ -45,7 +45,7 @@ from ratchet.programs.versions import VersionStore
 from ratchet.store.atomic import atomic_write_json, atomic_write_text
 from ratchet.store.db import StateDB
 from ratchet.store.private import make_private_dir
-from ratchet.store.tables import experiments
+from ratchet.store.tables import LIVE_STATUSES, experiments
 
 __all__ = [
     "REPORTS_DIRNAME",
@@ -62,7 +62,6 @@ __all__ = [
 
 REPORTS_DIRNAME = "eval_reports"
 REPORT_FORMAT = 1
-LIVE_STATUSES = ("shadow", "running", "paused")  # an experiment in progress (ratchet.rollout.experiments.LIVE)
 
 Progress = Callable[[str, str, int, int], None]
 """``on_progress(signature, version, done, total)``: at the start of each version and after each example."""

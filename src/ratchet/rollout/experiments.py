@@ -32,11 +32,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ratchet.errors import ConcurrentChangeError, ExperimentError, IllegalTransitionError, UnknownExperimentError
 from ratchet.store.db import StateDB
-from ratchet.store.tables import experiment_events, experiments
+from ratchet.store.tables import LIVE_STATUSES, experiment_events, experiments
 
 __all__ = ["FINAL", "LIVE", "TRANSITIONS", "Experiment", "ExperimentEvent", "ExperimentStore"]
 
-LIVE = ("shadow", "running", "paused")
+LIVE = LIVE_STATUSES
 FINAL = ("promoted", "rolled_back")
 TRANSITIONS: dict[str, tuple[str, ...]] = {  # kind → statuses it may start from
     "advance": ("shadow", "running"),

@@ -28,6 +28,7 @@ from sqlalchemy import (
 __all__ = [
     "ARM_LEN",
     "ERROR_TYPE_LEN",
+    "LIVE_STATUSES",
     "NAME_LEN",
     "PSEUDONYM_COLUMN_LEN",
     "REQUEST_ID_LEN",
@@ -55,6 +56,8 @@ __all__ = [
     "telemetry_records",
 ]
 
+LIVE_STATUSES: tuple[str, ...] = ("shadow", "running", "paused")
+"""An experiment's statuses while it is in progress (at most one per signature: the partial unique index)."""
 NAME_LEN = 200
 """Longest signature name or program version stored; longer values are truncated on write."""
 ARM_LEN = 64
@@ -226,8 +229,8 @@ experiments = Table(
     Index("ix_experiments_signature", "signature"),
 )
 Index("ux_experiments_one_live_per_signature", experiments.c.signature, unique=True,
-      sqlite_where=experiments.c.status.in_(["shadow", "running", "paused"]),
-      postgresql_where=experiments.c.status.in_(["shadow", "running", "paused"]))
+      sqlite_where=experiments.c.status.in_(LIVE_STATUSES),
+      postgresql_where=experiments.c.status.in_(LIVE_STATUSES))
 
 experiment_events = Table(
     "experiment_events",
