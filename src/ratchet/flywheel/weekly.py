@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from ratchet.annotate import labelled_cases, stats
 from ratchet.config import Settings
@@ -43,27 +43,24 @@ def weekly_paths(reports_dir: Path, week: IsoWeek) -> tuple[Path, Path]:
 
 def cluster_progress(db: StateDB, week: IsoWeek) -> dict[str, dict[str, int]]:
     """Per cluster of ``week``'s tasks: tasks by queue status, and the answered ones by outcome."""
+    with db.begin(snapshot=True) as conn:
+        rows = conn.execute(select(t.c.task_id, t.c.cluster_id, t.c.status).where(t.c.week == str(week))).all()
+    clusters = {row.task_id: row.cluster_id or "(none)" for row in rows}
     out: dict[str, dict[str, int]] = {}
-    with db.begin(snapshot=True) as conn:
-        for cluster, status, count in conn.execute(
-                select(t.c.cluster_id, t.c.status, func.count()).where(t.c.week == str(week))
-                .group_by(t.c.cluster_id, t.c.status)):
-            entry = out.setdefault(cluster or "(none)", {})
-            entry[status] = entry.get(status, 0) + count
-            entry["tasks"] = entry.get("tasks", 0) + count
-    found = labelled_cases(db, through_week=str(week))
+
+    def count(cluster: str, key: str) -> None:
+        entry = out.setdefault(cluster, {})
+        entry[key] = entry.get(key, 0) + 1
+
+    for row in rows:
+        count(clusters[row.task_id], row.status)
+        count(clusters[row.task_id], "tasks")
+    found = labelled_cases(db, task_ids=clusters)  # this week's tasks only
     for case in found.cases:
-        if case.week == str(week):
-            entry = out.setdefault(case.cluster_id or "(none)", {})
-            key = "corrected" if case.kind == "correct" else "accepted"
-            entry[key] = entry.get(key, 0) + 1
-    with db.begin(snapshot=True) as conn:
-        clusters = dict(conn.execute(select(t.c.task_id, t.c.cluster_id).where(t.c.week == str(week))).all())
+        count(clusters[case.task_id], "corrected" if case.kind == "correct" else "accepted")
     for key, pairs in (("rejected", found.rejected), ("conflicts", found.conflicts)):
-        for _, task_id, task_week in pairs:
-            if task_week == str(week):
-                entry = out.setdefault(clusters.get(task_id) or "(none)", {})
-                entry[key] = entry.get(key, 0) + 1
+        for _, task_id, _ in pairs:
+            count(clusters[task_id], key)
     return out
 
 
