@@ -163,3 +163,12 @@ def test_content_arrives_only_redacted_over_grpc(tmp_path: Path, phoenix: Phoeni
     [message] = json.loads(attrs["gen_ai.input.messages"])
     assert "[EMAIL]" in message["parts"][0]["content"]
     assert EMAIL not in json.dumps(span)
+
+
+def test_doctor_finds_phoenix_over_both_protocols(phoenix: Phoenix) -> None:
+    from ratchet.config import Settings
+    from ratchet.ops.doctor import check_traces
+
+    for protocol, endpoint in (("http/protobuf", phoenix.url), ("grpc", phoenix.grpc)):
+        check = check_traces(Settings(otel={"enabled": True, "protocol": protocol, "endpoint": endpoint}))
+        assert check.status == "ok", (protocol, check)

@@ -74,6 +74,7 @@ def _checks(settings: Settings, remote: bool) -> Iterator[tuple[str, Callable[[]
     yield "state database", lambda: check_state_db(settings)
     yield "remote models", lambda: check_remote_models(settings, call=remote)
     yield "alert channels", lambda: check_alert_channels(settings)
+    yield "traces", lambda: check_traces(settings)
     yield "promtool", check_promtool
 
 
@@ -318,3 +319,77 @@ def check_promtool() -> Check:
         return Check("promtool", "warn", "not installed: the Prometheus alert rules in deploy/prometheus/ are untested "
                      "here", fix="apt-get install prometheus (only needed to test or change the alert rules)")
     return Check("promtool", "ok", path)
+
+
+def _traces_endpoint(settings: Settings) -> str:
+    """Where spans go, resolved as OpenTelemetry's exporters resolve it (setting, then ``OTEL_*``, then localhost)."""
+    from ratchet.serve.otel import traces_url
+
+    otel = settings.otel
+    if otel.protocol == "grpc":
+        return (otel.endpoint or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4317")
+    if otel.endpoint:
+        return traces_url(otel.endpoint)
+    if os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    return traces_url(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "http://localhost:4318")
+
+
+def check_traces(settings: Settings, *, timeout_s: float = 5.0) -> Check:
+    """With ``[otel] enabled``: the exporter is installed and the receiver takes an (empty) OTLP export."""
+    otel = settings.otel
+    if not otel.enabled:
+        return Check("traces", "skip", "otel.enabled is off: no spans are exported")
+    extra, module = (("otel-grpc", "opentelemetry.exporter.otlp.proto.grpc") if otel.protocol == "grpc"
+                     else ("otel", "opentelemetry.exporter.otlp.proto.http"))
+    if importlib.util.find_spec("opentelemetry") is None or importlib.util.find_spec(module) is None:
+        return Check("traces", "fail", f"otel.enabled but {module} is not installed",
+                     fix=f"pip install 'ratchet[{extra}]'")
+    endpoint = _traces_endpoint(settings)
+    shown = mask_urls_in_text(endpoint)
+    if otel.protocol == "grpc":
+        return _grpc_reachable(endpoint, shown, timeout_s)
+    return _otlp_http_accepts(endpoint, shown, settings, timeout_s)
+
+
+def _grpc_reachable(endpoint: str, shown: str, timeout_s: float) -> Check:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
+    host, port = parts.hostname or "localhost", parts.port or 4317
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as exc:
+        return Check("traces", "fail", f"the OTLP/gRPC receiver {shown} is not reachable: {exc.strerror or exc}",
+                     fix="start the collector, or fix otel.endpoint (host:port)")
+    return Check("traces", "ok", f"OTLP/gRPC receiver {shown} accepts connections", data={"endpoint": shown})
+
+
+def _otlp_http_accepts(endpoint: str, shown: str, settings: Settings, timeout_s: float) -> Check:
+    """POST an empty ``ExportTraceServiceRequest`` (zero bytes is a valid one): a receiver answers 2xx."""
+    import urllib.error
+    import urllib.request
+
+    from ratchet.serve.otel import parse_headers
+
+    secret = settings.otel.headers
+    headers = parse_headers(secret.get_secret_value()) if secret is not None else {}
+    request = urllib.request.Request(endpoint, data=b"", method="POST",
+                                     headers={**headers, "Content-Type": "application/x-protobuf"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return Check("traces", "fail", f"the OTLP receiver {shown} is not reachable: {reason}",
+                     fix="start the collector (or Phoenix, Langfuse, Jaeger …), or fix otel.endpoint")
+    if status in (401, 403):
+        return Check("traces", "fail", f"the OTLP receiver {shown} refused the export ({status})",
+                     fix="set RATCHET_OTEL__HEADERS to the receiver's credentials, e.g. 'Authorization=Bearer%20…'")
+    if not 200 <= status < 300:
+        return Check("traces", "fail", f"the OTLP receiver {shown} answered {status} to an empty export",
+                     fix="check otel.endpoint: http/protobuf takes the receiver's base URL or its /v1/traces URL")
+    return Check("traces", "ok", f"OTLP/HTTP receiver {shown} accepts exports", data={"endpoint": shown})
