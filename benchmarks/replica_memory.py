@@ -40,46 +40,18 @@ import sys
 import tempfile
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fake_openai import start_chat_server
+
 MODES = ("embedded", "remote")
 CONCURRENCY = {"embedded": 4, "remote": 16}
 REMOTE_DELAY_S = 0.02
-ANSWER = "[[ ## intent ## ]]\ncard_arrival\n\n[[ ## completed ## ]]"
-
-
-class _FakeOpenAI(BaseHTTPRequestHandler):
-    """``POST …/chat/completions``: one fixed, well-formed DSPy chat answer after a short wait."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
-        time.sleep(REMOTE_DELAY_S)
-        body = json.dumps({
-            "id": "chatcmpl-bench", "object": "chat.completion", "created": int(time.time()), "model": "bench",
-            "choices": [{"index": 0, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": ANSWER}}],
-            "usage": {"prompt_tokens": 120, "completion_tokens": 12, "total_tokens": 132},
-        }).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class _FakeServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128  # the default 5 resets connections under 16 concurrent clients
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -221,8 +193,7 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/replica_memory.json"))
     args = parser.parse_args()
-    fake = _FakeServer(("127.0.0.1", 0), _FakeOpenAI)
-    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    fake = start_chat_server(delay_s=REMOTE_DELAY_S)
     began, load_before = time.time(), os.getloadavg()
     runs: dict[str, list[dict]] = {mode: [] for mode in args.modes}
     for _ in range(args.reps):

@@ -53,10 +53,12 @@ HERE = Path(__file__).resolve()
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(REPO / "tests"))
 
-from tests.integration.test_multi_host import PG, Host, _StubLM  # noqa: E402
+from tests.integration.test_multi_host import PG, Host  # noqa: E402
 
 from bench_info import run_info  # noqa: E402
+from fake_openai import chat_handler  # noqa: E402
 
 RESULTS = HERE.parent / "results" / "scaling.json"
 TOPOLOGIES = [("workers", 1), ("workers", 2), ("workers", 4), ("hosts", 1), ("hosts", 2), ("hosts", 4)]
@@ -129,7 +131,7 @@ def _stub_server(port: int) -> None:
     """Child process: the multi-host test's OpenAI-compatible stub on ``port``."""
     from http.server import ThreadingHTTPServer
 
-    ThreadingHTTPServer(("127.0.0.1", port), _StubLM).serve_forever()
+    ThreadingHTTPServer(("127.0.0.1", port), chat_handler()).serve_forever()
 
 
 def bench_env(root: Path) -> dict[str, str]:

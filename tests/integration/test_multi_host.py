@@ -17,17 +17,16 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
+from fake_openai import base_url, start_chat_server
 from ratchet.config import load_settings
 from ratchet.evaluation import fewshot_program
 from ratchet.programs import load_programs
@@ -42,7 +41,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SIG = "classify_intent"
 PG = ("127.0.0.1", 5432)
 TRIALS = 6
-ANSWER = "[[ ## intent ## ]]\ncard_arrival\n\n[[ ## completed ## ]]"
 CONFIG = """home = "state"
 database_url = "{url}"
 [lm]
@@ -64,25 +62,6 @@ min_stage_minutes = 600
 start_in_shadow = false
 check_interval_s = 0.5
 """
-
-
-class _StubLM(BaseHTTPRequestHandler):
-    """An OpenAI-compatible chat endpoint that always answers ``card_arrival`` in DSPy's chat format."""
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps({"id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": ANSWER}}],
-                           "usage": {"prompt_tokens": 40, "completion_tokens": 8, "total_tokens": 48}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _free_port() -> int:
@@ -118,10 +97,8 @@ def database() -> str:
 
 @pytest.fixture
 def stub_lm() -> str:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _StubLM)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server = start_chat_server()
+    yield base_url(server)
     server.shutdown()
 
 
