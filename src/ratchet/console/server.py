@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from ratchet.config import Settings, load_settings
 from ratchet.console.context import ConsoleContext
 from ratchet.console.routes import add_console
+from ratchet.monitor.rollout_alerts import announce_outcome
 from ratchet.serve.app import create_app
 from ratchet.serve.auth import Authenticator
 from ratchet.serve.runtime import Runtime
@@ -21,10 +22,13 @@ __all__ = ["create_console_app", "create_server", "server_from_env"]
 
 
 def create_server(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """What ``ratchet serve`` runs: the API and, under ``/ui``, the console (on ``serve.console``, the default)."""
-    app = create_app(settings, runtime=runtime)
-    effective = settings or (runtime.settings if runtime else None)
-    if effective is None or effective.serve.console:
+    """What ``ratchet serve`` runs: the API and, under ``/ui``, the console (on ``serve.console``, the default).
+
+    Promotions and rollbacks asked over the API are announced on the alert channels, as the console's and
+    ``ratchet ab``'s are."""
+    settings = settings or (runtime.settings if runtime else load_settings())
+    app = create_app(settings, runtime=runtime, announce=announce_outcome(settings))
+    if settings.serve.console:
         add_console(app)
     return app
 

@@ -3,7 +3,8 @@
 
 :mod:`ratchet.rollout` decides and changes state; it does not know the monitor. Whatever acts on experiments
 from above both — the loop's controller (:func:`ratchet.loop.rollouts.rollout_controller`, which the CLI's
-``ratchet ab`` and the cycle's deploy use) and the web console — passes this, so every promotion and rollback
+``ratchet ab`` and the cycle's deploy use), the web console and the HTTP API of the whole server
+(:func:`ratchet.console.server.create_server`) — passes this, so every promotion and rollback
 is announced once. ``check-ab-tests`` uses the same condition keys, so it does not repeat them.
 """
 

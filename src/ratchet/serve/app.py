@@ -34,6 +34,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from ratchet.errors import (
 )
 from ratchet.privacy import delete_user_data
 from ratchet.programs import ProgramSpec, load_programs
+from ratchet.rollout import Experiment
 from ratchet.serve import metrics
 from ratchet.serve.api_models import (
     DeletionResponse,
@@ -102,8 +104,13 @@ STATUS_BY_ERROR = {
 }
 
 
-def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
-    """The application. A ``runtime`` given here is used as is (tests); otherwise one is built at startup."""
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None,
+               announce: Callable[[Experiment], None] | None = None) -> FastAPI:
+    """The application. A ``runtime`` given here is used as is (tests); otherwise one is built at startup.
+
+    ``announce`` is called with an experiment that an operator promoted or rolled back over the API (the whole
+    server passes the monitor's alert sender, :func:`ratchet.console.server.create_server`; serve cannot import it).
+    """
     settings = settings or (runtime.settings if runtime else load_settings())
     registry = runtime.registry if runtime else load_programs(settings)
 
@@ -129,6 +136,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.router.route_class = RoleRoute  # every route checks its role's key before its body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.serve.max_body_bytes)
     app.state.limiter = RateLimiter(settings.limits)
+    app.state.announce_rollout = announce
 
     install_error_handlers(app)
 
@@ -407,5 +415,6 @@ def _writable(directory: Path) -> dict[str, Any]:
 
 
 def app_from_env() -> FastAPI:
-    """Factory for ``uvicorn --factory`` (each worker process builds its own app from ``RATCHET_CONFIG``)."""
+    """Factory for ``uvicorn --factory`` (each worker process builds its own app from ``RATCHET_CONFIG``): the API
+    alone, without the console or alerts for API promotions; ``ratchet.console.server:server_from_env`` is all."""
     return create_app(load_settings(os.environ.get("RATCHET_CONFIG") or None))

@@ -41,8 +41,10 @@ def _public(experiment: Experiment) -> dict[str, Any]:
 
 
 def _controller(request: Request) -> RolloutController:
+    """The controller ``ratchet ab`` uses; promotions and rollbacks are announced where the server was given how."""
     rt = request.app.state.runtime
-    return RolloutController(rt.settings, rt.registry, db=rt.db)
+    return RolloutController(rt.settings, rt.registry, db=rt.db,
+                             notify=getattr(request.app.state, "announce_rollout", None))
 
 
 def add_experiment_routes(app: FastAPI) -> None:
