@@ -148,6 +148,37 @@ def promote(ctx: typer.Context, signature: str = typer.Argument(...), version: s
     console.print(f"{spec.name}: production {before} → [bold]{version}[/]")
 
 
+@app.command("publish")
+def publish(ctx: typer.Context, signatures: list[str] = typer.Argument(None, help="signatures (default: all)"),
+            as_json: bool = typer.Option(False, "--json")) -> None:
+    """Copy versions saved before the move to PostgreSQL into it, so every host can serve them.
+
+    Each version is checked against its fingerprint first; a number the database already holds with
+    another fingerprint is reported, never overwritten. Safe to re-run.
+    """
+    from ratchet.audit import audited
+    from ratchet.programs.publish import publish_versions
+    from ratchet.store.db import StateDB
+
+    state = get_state(ctx)
+    names = [state.registry.get(name).name for name in signatures] if signatures else state.registry.names()
+    with audited(state.settings, "programs.publish", target=",".join(names)) as note:
+        done = publish_versions(VersionStore(state.settings.home_dir, StateDB.connect(state.settings)), names)
+        counts = {outcome: sum(1 for p in done if p.outcome == outcome)
+                  for outcome in ("published", "already", "conflict", "damaged")}
+        note.details.update(counts)
+    if as_json:
+        print_json({"versions": [p.to_dict() for p in done], **counts})
+    else:
+        for p in done:
+            if p.outcome in ("conflict", "damaged"):
+                console.print(f"[yellow]{p.signature} {p.version}: {p.outcome}[/] — {p.detail}", highlight=False)
+        console.print(f"published {counts['published']}, already shared {counts['already']}, "
+                      f"conflicts {counts['conflict']}, damaged {counts['damaged']}")
+    if counts["conflict"] or counts["damaged"]:
+        raise typer.Exit(1)
+
+
 def _pointers(state: CliState) -> ProductionPointers:
     from ratchet.store.db import StateDB
 

@@ -356,6 +356,13 @@ class VersionStore:
                                dspy_version=dspy.__version__)
         return self.get(spec.name, version).fingerprint
 
+    def local_names(self, signature: str) -> list[str]:
+        """Versions of ``signature`` held as files in this home, oldest first (nothing is fetched)."""
+        directory = self._dir(signature)
+        found = [e.name for e in directory.iterdir() if _VERSION_DIR.match(e.name) and (e / "metadata.json").is_file()
+                 ] if directory.is_dir() else []
+        return sorted(found, key=lambda name: int(name[1:]))
+
     def _next_number(self, signature: str) -> int:
         names = [e.name for e in self._dir(signature).iterdir()]
         if self.rows is not None:
