@@ -1,21 +1,32 @@
 """Anytime-valid rollback tests: the controller may look after every request without inflating false alarms.
 
-Each guardrail uses the normal-mixture confidence sequence (mSPRT, Johari et al.;
-Robbins' mixture): for an estimate θ̂ with variance V and mixing scale τ,
+The latency, quality and agreement guardrails use the normal-mixture confidence sequence (mSPRT,
+Johari et al.; Robbins' mixture): for an estimate θ̂ with variance V and mixing scale τ,
 
     h = sqrt( V (V + τ²) / τ² · [ ln((V + τ²) / V) + 2 ln(1/α) ] )
 
-and θ̂ ± h covers the true θ at every sample size simultaneously with probability
-≥ 1 − α. A trigger fires only when the regression is both statistically real and
-larger than the product threshold: ``LCB(Δ) > 0 and Δ̂ > threshold`` (error rate,
-latency) or ``UCB(quality) < floor`` (quality; likewise agreement in shadow). See docs/rollout-statistics in the
-shared reference notes for the simulations behind these choices.
+and θ̂ ± h covers the true θ at every sample size simultaneously with probability ≥ 1 − α.
+
+The error-rate guardrail (:mod:`ratchet.rollout.onesided`) compares the arms' rates on the
+variance-stabilised angle scale ``asin(sqrt(p))``, where the difference θ̂ of the two arms has the known
+variance ``V = 1/(4 n_c) + 1/(4 n_b)`` whatever the rates are, with a one-sided (half-normal) mixture: only a
+rise can roll back. It rejects "the candidate's rate ≤ the baseline's" when
+``θ̂ ≥ b = u · sqrt(V (V + τ²)) / τ`` with ``u²/2 + ln Φ(u) = ln(1/(2α)) + ½ ln(1 + τ²/V)``, and τ matched to
+the threshold (the angle of a threshold-sized rise over a 2 % baseline). ``θ̂ ∓ b`` are anytime-valid lower and
+upper bounds (level α each), shown as rate differences.
+
+A trigger fires only when the regression is both statistically real and may be larger than the product
+threshold: ``LCB(Δ) > 0 and UCB(Δ) > threshold`` (error rate, latency) or ``UCB(quality) < floor``
+(quality; likewise agreement in shadow). See docs/benchmarks.md (issue 6 and 17.3) for the simulations
+behind these choices.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+
+from ratchet.rollout.onesided import error_rate_tau, rate_difference_bounds
 
 __all__ = [
     "ERROR_RATE_TAU",
@@ -32,7 +43,8 @@ __all__ = [
 
 
 ERROR_RATE_TAU = 0.05
-"""Mixing scale of the error-rate sequences (a rate difference of a few points is what matters)."""
+"""Mixing scale of each arm's own error-rate sequence in an experiment's history (the error-rate *trigger*
+compares the arms with :mod:`ratchet.rollout.onesided`)."""
 LATENCY_TAU_S = 0.5
 """Mixing scale of the latency sequences, in seconds."""
 QUALITY_TAU = 0.1
@@ -69,20 +81,22 @@ class Check:
 
 
 def error_rate_check(errors_c: int, n_c: int, errors_b: int, n_b: int, *, threshold: float = 0.05,
-                     tau: float = ERROR_RATE_TAU, alpha: float = 0.05, min_n: int = 20) -> Check:
-    """Candidate error rate minus baseline's: fires when the excess is real (LCB > 0) and above ``threshold``."""
+                     tau: float | None = None, alpha: float = 0.05, min_n: int = 20) -> Check:
+    """Candidate error rate minus baseline's: fires when the rise is real (one-sided anytime-valid lower bound
+    > 0) and may exceed ``threshold`` (upper bound > threshold). ``tau`` (radians on the angle scale) defaults to
+    :func:`~ratchet.rollout.onesided.error_rate_tau` of the threshold."""
     if n_c < min_n or n_b < min_n:
         return Check("error_rate", False, 0.0, -1.0, 1.0, threshold, n_c, n_b,
                      f"waiting for data ({n_c} candidate, {n_b} baseline requests; need {min_n} each)")
     rate_c, rate_b = errors_c / n_c, errors_b / n_b
     delta = rate_c - rate_b
-    pc, pb = (errors_c + 1) / (n_c + 2), (errors_b + 1) / (n_b + 2)  # a variance floor when there are no errors
-    h = cs_halfwidth(pc * (1 - pc) / n_c + pb * (1 - pb) / n_b, tau, alpha)
-    fired = delta - h > 0 and delta + h > threshold
+    low, high, real = rate_difference_bounds(errors_c, n_c, errors_b, n_b,
+                                             tau=error_rate_tau(threshold) if tau is None else tau, alpha=alpha)
+    fired = real and high > threshold
     message = (f"error rate {rate_c:.1%} vs baseline {rate_b:.1%}: {delta * 100:+.1f} points "
-               f"(anytime-valid {1 - alpha:.0%} interval {(delta - h) * 100:+.1f} to {(delta + h) * 100:+.1f}; "
+               f"(anytime-valid {1 - 2 * alpha:.0%} interval {low * 100:+.1f} to {high * 100:+.1f}; "
                f"trigger: worse by more than {threshold * 100:.0f} points)")
-    return Check("error_rate", fired, delta, delta - h, delta + h, threshold, n_c, n_b, message)
+    return Check("error_rate", fired, delta, low, high, threshold, n_c, n_b, message)
 
 
 def latency_check(mean_c: float, var_c: float, n_c: int, mean_b: float, var_b: float, n_b: int, *,
