@@ -1,17 +1,19 @@
-"""Ratchet's rollout controller vs the seed's naive rule on the same simulated request streams.
+"""Ratchet's rollout controller, its rule before issue 17.3 and the seed's naive rule on the same streams.
 
     python benchmarks/rollout_sim.py [--runs 1000] [--rate 10] [--seed 0]
 
 Each run replays one random request stream (common random numbers: the same
-per-request draws decide arm, error, latency and feedback for both controllers)
+per-request draws decide arm, error, latency and feedback for every controller)
 through stages 10/25/50/75/100 % with ≥ 60 min and ≥ 100 candidate requests per
 stage, ``--rate`` requests per minute, a check every minute. Ratchet decides with
-``ratchet.rollout.decide`` (anytime-valid confidence sequences + catastrophe guard);
+``ratchet.rollout.decide`` (anytime-valid tests + catastrophe guard); "ratchet
+before 17.3" is the same controller with the error-rate trigger it had before
+(a two-sided Wald-variance confidence sequence, :func:`wald_error_rate_check`);
 the naive rule compares raw deltas against the thresholds (error +5 points,
 latency +500 ms, quality < 0.70) at every check once the stage has 100 candidate
 requests. Reports false rollbacks with no regression, detection rates, median
-requests until a rollback and minutes to full rollout of a good candidate.
-Results go to benchmarks/results/rollout_sim.json.
+requests until a rollback (and the new/before ratio) and minutes to full rollout
+of a good candidate. Results go to benchmarks/results/rollout_sim.json.
 """
 
 from __future__ import annotations
@@ -25,13 +27,16 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from unittest.mock import patch
 
 import numpy as np
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ratchet.rollout import decide
+from ratchet.rollout import decide, decision
 from ratchet.rollout.experiments import Experiment
+from ratchet.rollout.sequential import ERROR_RATE_TAU, Check, cs_halfwidth
 from ratchet.store.outcomes import ArmStats
 
 STAGES = [10, 25, 50, 75, 100]
@@ -61,6 +66,22 @@ SCENARIOS = [
     Scenario("latency +600 ms", latency_shift_s=0.6, regression=True),
     Scenario("quality 0.80 → 0.65", quality_c=0.65, regression=True),
 ]
+
+
+def wald_error_rate_check(errors_c: int, n_c: int, errors_b: int, n_b: int, *, threshold: float = 0.05,
+                          tau: float = ERROR_RATE_TAU, alpha: float = 0.05, min_n: int = 20) -> Check:
+    """The error-rate trigger before issue 17.3 (its statistics and rule; a shorter message): a two-sided
+    normal-mixture sequence around the rate difference with the Wald variance (each arm's own smoothed
+    rate); fires when LCB > 0 and UCB > threshold."""
+    if n_c < min_n or n_b < min_n:
+        return Check("error_rate", False, 0.0, -1.0, 1.0, threshold, n_c, n_b, "waiting for data")
+    rate_c, rate_b = errors_c / n_c, errors_b / n_b
+    delta = rate_c - rate_b
+    pc, pb = (errors_c + 1) / (n_c + 2), (errors_b + 1) / (n_b + 2)
+    h = cs_halfwidth(pc * (1 - pc) / n_c + pb * (1 - pb) / n_b, tau, alpha)
+    fired = delta - h > 0 and delta + h > threshold
+    return Check("error_rate", fired, delta, delta - h, delta + h, threshold, n_c, n_b,
+                 f"error rate {rate_c:.1%} vs baseline {rate_b:.1%}")
 
 
 class Arm:
@@ -139,6 +160,12 @@ def run(s: Scenario, draws: dict[str, np.ndarray], rate: int) -> tuple[str, int,
     return "unfinished", cand.n, pos, minute, ""
 
 
+def run_before(s: Scenario, draws: dict[str, np.ndarray], rate: int) -> tuple[str, int, int, float, str]:
+    """:func:`run` with the error-rate trigger Ratchet had before issue 17.3."""
+    with patch.object(decision, "error_rate_check", wald_error_rate_check):
+        return run(s, draws, rate)
+
+
 def naive(base: ArmStats, cand: ArmStats, stage_minutes: float) -> str:
     """Seed 001's rule: raw deltas against the thresholds once the stage has 100 candidate requests."""
     if cand.requests < MIN_REQUESTS:
@@ -152,6 +179,31 @@ def naive(base: ArmStats, cand: ArmStats, stage_minutes: float) -> str:
     if stage_minutes < MIN_MINUTES:
         return "hold"
     return "advance_or_promote"
+
+
+def _rows(scenario: Scenario, results: dict[str, list[tuple]]) -> list[dict[str, object]]:
+    """One JSON row per controller for ``scenario``; regressions also carry the new/before median ratio."""
+    rows: list[dict[str, object]] = []
+    for controller, outs in results.items():
+        rolled = [o for o in outs if o[0] == "rollback"]
+        promoted = [o for o in outs if o[0] == "promoted"]
+        cand = [o[1] for o in rolled]
+        rows.append({
+            "scenario": scenario.name, "controller": controller, "runs": len(outs),
+            "rollback_rate": round(len(rolled) / len(outs), 4),
+            "promoted_rate": round(len(promoted) / len(outs), 4),
+            "median_candidate_requests_to_rollback": float(np.median(cand)) if rolled else None,
+            "p90_candidate_requests_to_rollback": float(np.percentile(cand, 90)) if rolled else None,
+            "median_requests_to_rollback": float(np.median([o[2] for o in rolled])) if rolled else None,
+            "median_minutes_to_full_rollout": float(np.median([o[3] for o in promoted])) if promoted else None,
+            "regression": scenario.regression,
+            "rollback_rate_95ci": _wilson(len(rolled), len(outs)),
+            "rollbacks_by_trigger": dict(Counter(o[4] for o in rolled if len(o) > 4 and o[4])),
+        })
+    new, before = rows[0]["median_candidate_requests_to_rollback"], rows[1]["median_candidate_requests_to_rollback"]
+    if scenario.regression and isinstance(new, float) and isinstance(before, float) and before:
+        rows[0]["median_ratio_to_before"] = round(new / before, 3)
+    return rows
 
 
 def _wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -172,26 +224,20 @@ def main() -> None:
     started = time.perf_counter()
     length = 20_000  # enough requests for a full rollout at any rate used here
     rows = []
-    for scenario in SCENARIOS:
-        results: dict[str, list[tuple]] = {"ratchet": [], "naive": []}
-        for r in range(args.runs):
-            draws = stream(np.random.default_rng([args.seed, r]), length)
-            results["ratchet"].append(run(scenario, draws, args.rate))
-            results["naive"].append(_naive_run(scenario, draws, args.rate))
-        for controller, outs in results.items():
-            rolled = [o for o in outs if o[0] == "rollback"]
-            promoted = [o for o in outs if o[0] == "promoted"]
-            rows.append({
-                "scenario": scenario.name, "controller": controller, "runs": len(outs),
-                "rollback_rate": round(len(rolled) / len(outs), 4),
-                "promoted_rate": round(len(promoted) / len(outs), 4),
-                "median_candidate_requests_to_rollback": float(np.median([o[1] for o in rolled])) if rolled else None,
-                "median_requests_to_rollback": float(np.median([o[2] for o in rolled])) if rolled else None,
-                "median_minutes_to_full_rollout": float(np.median([o[3] for o in promoted])) if promoted else None,
-                "regression": scenario.regression,
-                "rollback_rate_95ci": _wilson(len(rolled), len(outs)),
-                "rollbacks_by_trigger": dict(Counter(o[4] for o in rolled if len(o) > 4 and o[4])),
-            })
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                        console=Console(stderr=True))
+    with progress:
+        task = progress.add_task("simulating", total=len(SCENARIOS) * args.runs)
+        for scenario in SCENARIOS:
+            progress.update(task, description=scenario.name)
+            results: dict[str, list[tuple]] = {"ratchet": [], "ratchet before 17.3": [], "naive": []}
+            for r in range(args.runs):  # the three controllers interleaved, each on the same stream
+                draws = stream(np.random.default_rng([args.seed, r]), length)
+                results["ratchet"].append(run(scenario, draws, args.rate))
+                results["ratchet before 17.3"].append(run_before(scenario, draws, args.rate))
+                results["naive"].append(_naive_run(scenario, draws, args.rate))
+                progress.advance(task)
+            rows.extend(_rows(scenario, results))
     result = {
         "machine": f"{platform.node()} · {platform.machine()} · {os.cpu_count()} CPUs · "
                    f"Python {platform.python_version()}",
@@ -206,12 +252,13 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"{args.runs} runs per scenario, {args.rate} requests/min, check every minute")
     for column in ("scenario", "controller", "rolled back", "promoted", "median cand. req. to rollback",
-                   "median min to full rollout"):
+                   "new / before", "median min to full rollout"):
         table.add_column(column, justify="left" if column in ("scenario", "controller") else "right")
     for r in rows:
         table.add_row(r["scenario"], r["controller"], f"{r['rollback_rate']:.1%}", f"{r['promoted_rate']:.1%}",
                       "–" if r["median_candidate_requests_to_rollback"] is None
                       else f"{r['median_candidate_requests_to_rollback']:.0f}",
+                      f"{r['median_ratio_to_before']:.2f}" if "median_ratio_to_before" in r else "",
                       "–" if r["median_minutes_to_full_rollout"] is None
                       else f"{r['median_minutes_to_full_rollout']:.0f}")
     Console().print(table)
