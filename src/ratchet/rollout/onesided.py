@@ -13,8 +13,12 @@ so the mixture is one-sided: θ ~ half-normal(τ) on θ > 0, and
 
     Λ = 2 · sqrt(V / (V + τ²)) · exp(θ̂² τ² / (2 V (V + τ²))) · Φ(θ̂ τ / sqrt(V (V + τ²)))
 
-is a test supermartingale for H0 "θ ≤ 0" (equivalently ``p_c ≤ p_b``), so by Ville's inequality
-``P(Λ ever reaches 1/α) ≤ α`` however often it is checked. ``Λ ≥ 1/α`` exactly when ``θ̂ ≥ b`` with
+is a test supermartingale for H0 "θ ≤ 0" (equivalently ``p_c ≤ p_b``) when θ̂ moves as a Gaussian random walk,
+so by Ville's inequality ``P(Λ ever reaches 1/α) ≤ α`` however often it is checked. The angle keeps that
+approximation good down to a few errors (its tails stay Gaussian where the rate difference's are skewed);
+tests/unit/test_rollout_onesided.py checks the false-alarm rate by Monte Carlo with a check after every request.
+
+``Λ ≥ 1/α`` exactly when ``θ̂ ≥ b`` with
 
     b = u · sqrt(V + τ²) · sqrt(V) / τ,   u > 0 solving  u²/2 + ln Φ(u) = ln(1/(2α)) + ½ ln(1 + τ²/V).
 
