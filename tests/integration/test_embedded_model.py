@@ -132,3 +132,52 @@ def test_each_extra_buffers_setting_runs_the_real_model_and_answers_alike(tmp_pa
         finally:
             engine.close()
     assert answers["on"] and answers["on"] == answers["off"] == answers["auto"]  # repacked or not: same greedy text
+
+
+def test_greedy_grammar_sampler_answers_like_llama_cpp_python_full_filter(embedded) -> None:
+    """Checking only the best token gives the same completion as filtering the whole vocabulary every step."""
+    from llama_cpp import LlamaGrammar
+
+    from ratchet.lm.answer_grammar import answer_grammar
+    from ratchet.lm.engines.grammar import greedy_grammar
+
+    spec = load_programs(Settings()).get("extract_booking")
+    signature = spec.build().signature
+    grammar = answer_grammar(signature, line_chars=40)
+    engine = embedded.engine
+    for text in ("Table for 3 please, Sunday at 7pm, name is Ana Ruiz", "do you serve Coke"):
+        prompt = embedded.adapter.render(signature, [], {"text": text})
+        with engine._checkout(prompt) as llama:
+            reference = llama.create_completion(prompt=prompt, max_tokens=64, temperature=0.0,
+                                                grammar=LlamaGrammar.from_string(grammar))
+            with greedy_grammar(llama, grammar) as sampler:
+                fast = llama.create_completion(prompt=prompt, max_tokens=64, temperature=0.0)
+        assert fast["choices"][0]["text"] == reference["choices"][0]["text"]
+        assert fast["choices"][0]["finish_reason"] == "stop"  # the grammar ended the answer
+        assert sampler.steps > sampler.full_filters  # most steps checked one token
+
+
+def test_a_typed_extraction_answers_zero_shot_in_field_form(embedded) -> None:
+    """A user's signature with int, bool, list[str], Literal and optional fields parses on the first call."""
+    from typing import Literal
+
+    class Order(dspy.Signature):
+        """Read the customer's order."""
+
+        text: str = dspy.InputField()
+        quantity: int = dspy.OutputField(desc="how many items")
+        express: bool = dspy.OutputField(desc="whether express delivery is asked for")
+        items: list[str] = dspy.OutputField(desc="the products named")
+        channel: Literal["web", "phone", "store"] = dspy.OutputField()
+        coupon: str | None = dspy.OutputField(desc="a coupon code")
+
+    calls = []
+    with dspy.context(lm=embedded.task, adapter=embedded.adapter, track_usage=True):
+        prediction = dspy.Predict(Order)(text="Please send 2 blue mugs and a teapot by express, ordered online.")
+        calls.append(prediction.get_lm_usage()[embedded.model_id])
+    assert isinstance(prediction.quantity, int)
+    assert isinstance(prediction.express, bool)
+    assert isinstance(prediction.items, list) and all(isinstance(i, str) for i in prediction.items)
+    assert prediction.channel in ("web", "phone", "store")
+    assert prediction.coupon is None or isinstance(prediction.coupon, str)
+    assert calls[0]["completion_tokens"] < 128  # the grammar ended the answer, not max_tokens

@@ -67,7 +67,9 @@ class ModelSettings(_Section):
     model: str = Field("local", min_length=1, description="'local' (embedded Gemma) or a LiteLLM model string")
     adapter: AdapterName = Field("auto", description="auto = completion for base models, chat otherwise")
     model_type: Literal["chat", "text"] = "chat"
-    constrain_outputs: bool = Field(True, description="embedded model: decode only well-formed answers (grammar)")
+    constrain_outputs: bool = Field(
+        True, description="embedded model: decode answers with several or typed output fields under a grammar of "
+                          "their shape (from the first call)")
     choice_scoring: Literal["off", "likelihood", "calibrated"] = Field(
         "calibrated", description="embedded model: answer single-choice outputs by scoring the choices")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL, e.g. a vLLM endpoint")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import types
 import typing
 from typing import Any, Literal
 
@@ -34,31 +33,19 @@ from dspy.adapters.types import History
 from dspy.adapters.utils import parse_value, serialize_for_json
 from dspy.signatures.signature import Signature
 from dspy.utils.callback import BaseCallback
-from dspy.utils.exceptions import AdapterParseError
 
 from ratchet.errors import OutputParseError
+from ratchet.lm.answer_grammar import NONE_WORD, answer_grammar, structured_output
 from ratchet.lm.directives import choices_directive, grammar_directive
+from ratchet.lm.fields import field_label as _label
+from ratchet.lm.fields import unwrap_optional as _unwrap_optional
 
 __all__ = ["CompletionAdapter", "answer_grammar", "single_choice_field"]
 
-_NONE_WORDS = {"", "none", "null", "n/a", "na", "-", "nothing", "not mentioned", "unknown"}
+_NONE_WORDS = {"", NONE_WORD, "null", "n/a", "na", "-", "nothing", "not mentioned", "unknown"}
 _BLANK_RUN = re.compile(r"\n\s*\n+")
-
-
-def _label(name: str, info: Any) -> str:
-    prefix = str((info.json_schema_extra or {}).get("prefix") or "").strip()
-    if not prefix:
-        prefix = name.replace("_", " ").strip().capitalize() + ":"
-    return prefix if prefix.endswith(":") else prefix + ":"
-
-
-def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) < len(typing.get_args(annotation)):
-            return (args[0] if len(args) == 1 else typing.Union[tuple(args)]), True  # noqa: UP007
-    return annotation, False
+_FORMAT_EXAMPLE = "__ratchet_format_example__"  # marks the demo that format_example() adds
+_CONTENT_FREE = "N/A"
 
 
 def single_choice_field(signature: type[Signature]) -> list[str] | None:
@@ -69,7 +56,7 @@ def single_choice_field(signature: type[Signature]) -> list[str] | None:
     base, optional = _unwrap_optional(info.annotation)
     if typing.get_origin(base) is not Literal:
         return None
-    return [str(a) for a in typing.get_args(base)] + (["none"] if optional else [])
+    return [str(a) for a in typing.get_args(base)] + ([NONE_WORD] if optional else [])
 
 
 def _short_answer_chars(signature: type[Signature]) -> int | None:
@@ -78,7 +65,7 @@ def _short_answer_chars(signature: type[Signature]) -> int | None:
         return None
     info = next(iter(signature.output_fields.values()))
     base, optional = _unwrap_optional(info.annotation)
-    extra = len("none") if optional else 0
+    extra = len(NONE_WORD) if optional else 0
     if typing.get_origin(base) is Literal:
         return max([len(str(a)) for a in typing.get_args(base)] + [extra])
     if base is bool:
@@ -104,10 +91,13 @@ class CompletionAdapter(Adapter):
                  constrain: bool = False, choice_scoring: str = "off") -> None:
         """``guide`` adds a line per output field (choices, types).
 
-        ``constrain``: when a completion cannot be parsed, ask again with a GBNF grammar of
-        the answer's shape (:func:`ratchet.lm.directives.grammar_directive`), which engines
-        that support it (the embedded llama.cpp engine) use to decode only well-formed
-        answers. Grammar decoding is slower per token, so it is the fallback, not the first try.
+        ``constrain``: on engines that support it (``supports_grammar``: the embedded llama.cpp
+        engine), decode every answer with more than one output field or a typed one under a GBNF
+        grammar of its shape (:func:`ratchet.lm.answer_grammar.answer_grammar`, sent with
+        :func:`ratchet.lm.directives.grammar_directive`): each value on its labelled line, typed,
+        ``none`` where the field is optional, then the end. A base model then answers in field form
+        from the first call, demos or not, and stops after the last field. Other engines are
+        unaffected.
 
         ``choice_scoring`` (``off``, ``likelihood`` or ``calibrated``), for signatures whose
         only output is a choice (``Literal``): instead of generating, the engine scores every
@@ -125,28 +115,42 @@ class CompletionAdapter(Adapter):
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
-        if self._scores_choices(signature, lm_kwargs):
-            kwargs = self._choice_kwargs(lm_kwargs, signature, demos, inputs)
-            return super().__call__(lm, kwargs, signature, demos, inputs)
-        kwargs = self._call_kwargs(lm, lm_kwargs, signature)
-        try:
-            return super().__call__(lm, kwargs, signature, demos, inputs)
-        except AdapterParseError:
-            if not self._may_constrain(kwargs):
-                raise
-            return super().__call__(lm, self._constrained(kwargs, signature), signature, demos, inputs)
+        kwargs, demos = self._request(lm, lm_kwargs, signature, demos, inputs)
+        return super().__call__(lm, kwargs, signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
+        kwargs, demos = self._request(lm, lm_kwargs, signature, demos, inputs)
+        return await super().acall(lm, kwargs, signature, demos, inputs)
+
+    def _request(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[Signature], demos: list[dict[str, Any]],
+                 inputs: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The LM call's arguments and the demos to show: choice scoring, or generation (under the grammar)."""
         if self._scores_choices(signature, lm_kwargs):
-            kwargs = self._choice_kwargs(lm_kwargs, signature, demos, inputs)
-            return await super().acall(lm, kwargs, signature, demos, inputs)
+            return self._choice_kwargs(lm_kwargs, signature, demos, inputs), demos
         kwargs = self._call_kwargs(lm, lm_kwargs, signature)
-        try:
-            return await super().acall(lm, kwargs, signature, demos, inputs)
-        except AdapterParseError:
-            if not self._may_constrain(kwargs):
-                raise
-            return await super().acall(lm, self._constrained(kwargs, signature), signature, demos, inputs)
+        if self._constrains(lm, kwargs, signature):
+            kwargs["response_format"] = grammar_directive(answer_grammar(signature))
+            if not demos:
+                example = self.format_example(signature)
+                demos = [example] if example is not None else demos
+        return kwargs, demos
+
+    def format_example(self, signature: type[Signature]) -> dict[str, Any] | None:
+        """For a zero-shot call under the grammar whose outputs are all optional: one example of the answer form.
+
+        A content-free input (``N/A``) with every output ``none``. Without any example a base model
+        continues the field guide instead of answering (it copies "how many people; none if absent");
+        with this one and a line saying when to write ``none``, it answers in field form and writes
+        ``none`` where the input says nothing. The prompt then shows the instructions and that line
+        but not the per-field guide, whose types the grammar enforces anyway.
+        """
+        fields = signature.output_fields
+        if not all(_unwrap_optional(info.annotation)[1] for info in fields.values()):
+            return None
+        example: dict[str, Any] = {name: _CONTENT_FREE for name in self._inputs(signature)}
+        example.update(dict.fromkeys(fields))
+        example[_FORMAT_EXAMPLE] = True
+        return example
 
     def _scores_choices(self, signature: type[Signature], lm_kwargs: dict[str, Any]) -> bool:
         return (self.choice_scoring != "off" and "response_format" not in lm_kwargs
@@ -157,16 +161,15 @@ class CompletionAdapter(Adapter):
         choices = single_choice_field(signature) or []
         calibration = None
         if self.choice_scoring == "calibrated":
-            blank = {name: "N/A" for name in self._inputs(signature)}
+            blank = {name: _CONTENT_FREE for name in self._inputs(signature)}
             calibration = self.render(signature, demos, {**inputs, **blank})
         return {**lm_kwargs, "max_tokens": 1, "response_format": choices_directive(choices, calibration)}
 
-    def _may_constrain(self, kwargs: dict[str, Any]) -> bool:
-        return self.constrain and "response_format" not in kwargs
-
-    @staticmethod
-    def _constrained(kwargs: dict[str, Any], signature: type[Signature]) -> dict[str, Any]:
-        return {**kwargs, "response_format": grammar_directive(answer_grammar(signature))}
+    def _constrains(self, lm: Any, kwargs: dict[str, Any], signature: type[Signature]) -> bool:
+        """Decode under the answer's grammar: asked for, the engine can, and the answer has a shape to keep."""
+        engine = getattr(lm, "engine", None)
+        return (self.constrain and "response_format" not in kwargs
+                and getattr(engine, "supports_grammar", False) is True and structured_output(signature))
 
     def stop_sequences(self, signature: type[Signature]) -> list[str]:
         """A blank line ends an example; a new input label means the model began another one.
@@ -203,7 +206,7 @@ class CompletionAdapter(Adapter):
     def render(self, signature: type[Signature], demos: list[dict[str, Any]], inputs: dict[str, Any]) -> str:
         """The whole completion prompt as one string."""
         blocks: list[str] = []
-        header = self._header(signature)
+        header = self._header(signature, format_example=bool(demos) and bool(demos[0].get(_FORMAT_EXAMPLE)))
         if header:
             blocks.append(header)
         for demo in demos:
@@ -221,12 +224,15 @@ class CompletionAdapter(Adapter):
     def _inputs(self, signature: type[Signature]) -> dict[str, Any]:
         return {n: f for n, f in signature.input_fields.items() if f.annotation is not History}
 
-    def _header(self, signature: type[Signature]) -> str:
+    def _header(self, signature: type[Signature], *, format_example: bool = False) -> str:
         lines = []
         instructions = (signature.instructions or "").strip()
         if instructions:
             lines.append(_BLANK_RUN.sub("\n", instructions))
-        if self.guide:
+        if format_example:
+            names = [_label(n, f)[:-1].casefold() for n, f in self._inputs(signature).items()]
+            lines.append(f"Write {NONE_WORD} for a field the {' and '.join(names) or 'input'} does not give.")
+        elif self.guide:
             lines.extend(self._guide(signature))
         return "\n".join(lines)
 
@@ -280,7 +286,7 @@ class CompletionAdapter(Adapter):
     def format_value(value: Any) -> str:
         """One value as prompt text: strings as they are, None as ``none``, structures as JSON."""
         if value is None:
-            return "none"
+            return NONE_WORD
         if isinstance(value, bool):
             return "true" if value else "false"
         if isinstance(value, str):
@@ -384,37 +390,6 @@ class CompletionAdapter(Adapter):
         if origin is list:
             return _parse_list(text, annotation)
         return parse_value(text, annotation)
-
-
-def _gbnf_literal(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
-
-
-def _value_rule(annotation: Any) -> str:
-    base, optional = _unwrap_optional(annotation)
-    if typing.get_origin(base) is Literal:
-        options = [str(a) for a in typing.get_args(base)] + (["none"] if optional else [])
-        return "(" + " | ".join(_gbnf_literal(o) for o in options) + ")"
-    if base is bool:
-        return '("true" | "false"' + (' | "none")' if optional else ")")
-    if base is int:
-        return '("-"? [0-9]+' + (' | "none")' if optional else ")")
-    if base is float:
-        return '("-"? [0-9]+ ("." [0-9]+)?' + (' | "none")' if optional else ")")
-    return "[^\\n]*"
-
-
-def answer_grammar(signature: type[Signature]) -> str:
-    """A GBNF grammar of the completion: each output field's value on its labelled line, in order."""
-    rules = []
-    parts = []
-    for index, (name, info) in enumerate(signature.output_fields.items()):
-        rules.append(f"v{index} ::= {_value_rule(info.annotation)}")
-        if index == 0:
-            parts.append(f'" "? v{index}')
-        else:
-            parts.append(f'"\\n" {_gbnf_literal(_label(name, info))} " " v{index}')
-    return "\n".join([f"root ::= {' '.join(parts)}", *rules]) + "\n"
 
 
 def _parse_list(text: str, annotation: Any) -> list[Any]:
