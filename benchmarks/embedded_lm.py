@@ -1,14 +1,17 @@
 """DSPy's ChatAdapter vs Ratchet's CompletionAdapter on the embedded model, side by side in one run.
 
     python benchmarks/embedded_lm.py [--n 200] [--shots 0,8] [--programs classify_intent,extract_booking]
-                                     [--max-tokens 128] [--out benchmarks/results/embedded_lm.json]
+                                     [--adapters chat,completion] [--max-tokens 128]
+                                     [--out benchmarks/results/embedded_lm.json]
 
 Same model (Gemma 3 270M Q4_K_M, llama.cpp), same held-out test examples (a seeded
 sample of the upstream test split), same class-balanced demos from the train split,
 same max_tokens; DSPy's cache is off so every call reaches the model. The ChatAdapter
 runs as DSPy ships it (falling back to JSONAdapter on a parse failure); the completion
-adapter runs as Ratchet configures it for the embedded model (grammar retry on a parse
-failure). Reports score, parse-failure rate and median seconds per call.
+adapter runs as Ratchet configures it for the embedded model (structured answers decoded
+under a grammar of their shape). ``--adapters`` may add ``completion-unconstrained``: the
+completion adapter without the grammar (``lm.constrain_outputs = false``, as Ratchet ran
+before issue 17.2). Reports score, parse-failure rate and median seconds per call.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200, help="held-out test examples per program")
     parser.add_argument("--shots", default="0,8", help="comma-separated demo counts")
     parser.add_argument("--programs", default="classify_intent,extract_booking")
+    parser.add_argument("--adapters", default="chat,completion",
+                        help="comma-separated: chat, completion, completion-unconstrained")
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/embedded_lm.json"))
@@ -52,8 +57,14 @@ def main() -> None:
     registry = load_programs(settings)
     bundle = build_lms(settings.lm)
     bundle.warm_up()
-    adapters = {"ChatAdapter": dspy.ChatAdapter(), "CompletionAdapter": bundle.adapter}
     assert isinstance(bundle.adapter, CompletionAdapter)
+    choices = {"chat": ("ChatAdapter", dspy.ChatAdapter()), "completion": ("CompletionAdapter", bundle.adapter),
+               "completion-unconstrained": ("CompletionAdapter (no grammar)", CompletionAdapter(
+                   constrain=False, choice_scoring=bundle.adapter.choice_scoring))}
+    unknown = set(args.adapters.split(",")) - set(choices)
+    if unknown:
+        parser.error(f"--adapters: unknown {', '.join(sorted(unknown))} (choose from {', '.join(choices)})")
+    adapters = dict(choices[a] for a in args.adapters.split(","))
     shots = [int(s) for s in args.shots.split(",")]
 
     rows = []
