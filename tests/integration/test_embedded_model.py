@@ -175,6 +175,7 @@ def test_a_typed_extraction_answers_zero_shot_in_field_form(embedded) -> None:
         prediction = dspy.Predict(Order)(text="Please send 2 blue mugs and a teapot by express, ordered online.")
     assert isinstance(prediction.quantity, int)
     assert isinstance(prediction.express, bool)
-    assert isinstance(prediction.items, list) and all(isinstance(i, str) for i in prediction.items)
+    items = prediction["items"]  # (Prediction.items is the dict method)
+    assert isinstance(items, list) and all(isinstance(i, str) for i in items)
     assert prediction.channel in ("web", "phone", "store")
     assert prediction.coupon is None or isinstance(prediction.coupon, str)

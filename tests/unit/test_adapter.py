@@ -299,3 +299,16 @@ def test_zero_shot_under_the_grammar_shows_the_answer_form_once(scripted_lm) -> 
     with dspy.context(lm=lm, adapter=CompletionAdapter(constrain=False)):
         dspy.Predict(Booking)(text="for 2")
     assert "N/A" not in engine.prompts[-1]
+
+
+def test_with_demos_the_grammar_is_the_retry_after_a_parse_failure(scripted_lm) -> None:
+    seen = []
+    _, engine = scripted_lm(iter([" many", " 3\nRatio: 0.5\nOk: true\nTags: a"]))
+    lm = dspy.LM("scripted/x", engine=GrammarEngine(engine, lambda r: seen.append(
+        read_directive(r.config.response_format))), cache=False, num_retries=0)
+    predict = dspy.Predict(Typed)
+    predict.demos = [dspy.Example(question="q", count=1, ratio=1.0, ok=False, tags=["x"])]
+    with dspy.context(lm=lm, adapter=CompletionAdapter(constrain=True)):
+        assert predict(question="x").count == 3
+    assert seen == [None, ("gbnf", {"grammar": answer_grammar(Typed)})]
+    assert "Question: q" in engine.prompts[1]  # the retry shows the same demos

@@ -69,7 +69,7 @@ class ModelSettings(_Section):
     model_type: Literal["chat", "text"] = "chat"
     constrain_outputs: bool = Field(
         True, description="embedded model: decode answers with several or typed output fields under a grammar of "
-                          "their shape (from the first call)")
+                          "their shape (zero-shot from the first call; with demos as the retry)")
     choice_scoring: Literal["off", "likelihood", "calibrated"] = Field(
         "calibrated", description="embedded model: answer single-choice outputs by scoring the choices")
     api_base: str | None = Field(None, description="OpenAI-compatible server URL, e.g. a vLLM endpoint")

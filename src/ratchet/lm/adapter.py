@@ -33,6 +33,7 @@ from dspy.adapters.types import History
 from dspy.adapters.utils import parse_value, serialize_for_json
 from dspy.signatures.signature import Signature
 from dspy.utils.callback import BaseCallback
+from dspy.utils.exceptions import AdapterParseError
 
 from ratchet.errors import OutputParseError
 from ratchet.lm.answer_grammar import NONE_WORD, answer_grammar, structured_output
@@ -92,12 +93,14 @@ class CompletionAdapter(Adapter):
         """``guide`` adds a line per output field (choices, types).
 
         ``constrain``: on engines that support it (``supports_grammar``: the embedded llama.cpp
-        engine), decode every answer with more than one output field or a typed one under a GBNF
-        grammar of its shape (:func:`ratchet.lm.answer_grammar.answer_grammar`, sent with
+        engine), answers with more than one output field or a typed one are decoded under a GBNF
+        grammar of their shape (:func:`ratchet.lm.answer_grammar.answer_grammar`, sent with
         :func:`ratchet.lm.directives.grammar_directive`): each value on its labelled line, typed,
-        ``none`` where the field is optional, then the end. A base model then answers in field form
-        from the first call, demos or not, and stops after the last field. Other engines are
-        unaffected.
+        ``none`` where the field is optional, then the end. Zero-shot (no demos) from the first
+        call, after one example of the answer form (:meth:`format_example`): a base model then
+        answers in field form instead of continuing the prompt. With demos the model already
+        answers in form and the grammar only costs time (measured: 8 % a call), so it is the
+        retry for an answer that cannot be parsed. Other engines are unaffected.
 
         ``choice_scoring`` (``off``, ``likelihood`` or ``calibrated``), for signatures whose
         only output is a choice (``Literal``): instead of generating, the engine scores every
@@ -115,25 +118,43 @@ class CompletionAdapter(Adapter):
 
     # -- calling ------------------------------------------------------------------------------
     def __call__(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
-        kwargs, demos = self._request(lm, lm_kwargs, signature, demos, inputs)
-        return super().__call__(lm, kwargs, signature, demos, inputs)
+        kwargs, shown = self._request(lm, lm_kwargs, signature, demos, inputs)
+        try:
+            return super().__call__(lm, kwargs, signature, shown, inputs)
+        except AdapterParseError:
+            if not self._may_retry(lm, kwargs, signature):
+                raise
+            return super().__call__(lm, self._constrained(kwargs, signature), signature, demos, inputs)
 
     async def acall(self, lm, lm_kwargs, signature, demos, inputs):  # type: ignore[override]
-        kwargs, demos = self._request(lm, lm_kwargs, signature, demos, inputs)
-        return await super().acall(lm, kwargs, signature, demos, inputs)
+        kwargs, shown = self._request(lm, lm_kwargs, signature, demos, inputs)
+        try:
+            return await super().acall(lm, kwargs, signature, shown, inputs)
+        except AdapterParseError:
+            if not self._may_retry(lm, kwargs, signature):
+                raise
+            return await super().acall(lm, self._constrained(kwargs, signature), signature, demos, inputs)
 
     def _request(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[Signature], demos: list[dict[str, Any]],
                  inputs: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        """The LM call's arguments and the demos to show: choice scoring, or generation (under the grammar)."""
+        """The LM call's arguments and the demos to show: choice scoring, or generation (zero-shot: under the
+        grammar, after one example of the answer form)."""
         if self._scores_choices(signature, lm_kwargs):
             return self._choice_kwargs(lm_kwargs, signature, demos, inputs), demos
         kwargs = self._call_kwargs(lm, lm_kwargs, signature)
-        if self._constrains(lm, kwargs, signature):
-            kwargs["response_format"] = grammar_directive(answer_grammar(signature))
-            if not demos:
-                example = self.format_example(signature)
-                demos = [example] if example is not None else demos
+        if not demos and self._constrains(lm, kwargs, signature):
+            kwargs = self._constrained(kwargs, signature)
+            example = self.format_example(signature)
+            demos = [example] if example is not None else demos
         return kwargs, demos
+
+    def _may_retry(self, lm: Any, kwargs: dict[str, Any], signature: type[Signature]) -> bool:
+        """With demos the first answer is free; one that cannot be parsed is asked again under the grammar."""
+        return self._constrains(lm, kwargs, signature)
+
+    @staticmethod
+    def _constrained(kwargs: dict[str, Any], signature: type[Signature]) -> dict[str, Any]:
+        return {**kwargs, "response_format": grammar_directive(answer_grammar(signature))}
 
     def format_example(self, signature: type[Signature]) -> dict[str, Any] | None:
         """For a zero-shot call under the grammar whose outputs are all optional: one example of the answer form.
