@@ -88,6 +88,7 @@ def _engine(monkeypatch, **kwargs):
     from ratchet.lm.engines.llamacpp import LlamaCppEngine
 
     _FakeLlama.created = 0
+    kwargs.setdefault("prompt_cache_bytes", 0)  # the contexts alone (the prompt cache: test_prompt_cache.py)
     engine = LlamaCppEngine("unused.gguf", model_id="fake", **kwargs)
     monkeypatch.setattr(engine, "_new_llama", _FakeLlama)
     return engine
@@ -145,8 +146,8 @@ def test_a_failed_call_forgets_the_cached_prompt(monkeypatch) -> None:
 
 
 def test_shared_prefix() -> None:
-    from ratchet.lm.engines.llamacpp import _shared_prefix
+    from ratchet.lm.engines.prompt_cache import shared_prefix
 
-    assert _shared_prefix("abcdef", "abcxyz") == 3
-    assert _shared_prefix("", "abc") == 0
-    assert _shared_prefix("abc", "abc") == 3
+    assert shared_prefix("abcdef", "abcxyz") == 3
+    assert shared_prefix("", "abc") == 0
+    assert shared_prefix("abc", "abc") == 3

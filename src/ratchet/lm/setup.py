@@ -26,13 +26,15 @@ def local_engine(local: LocalModelSettings) -> LlamaCppEngine:
     """The shared llama.cpp engine for these settings (one set of weights per process)."""
     weights = local_weights(local.model_path)
     key = (str(weights.path), weights.sha256, local.n_ctx, local.n_threads, local.n_batch,
-           local.pool_size, local.cache_slots, local.seed, local.extra_buffers, local.self_test)
+           local.pool_size, local.cache_slots, local.prompt_cache_mb, local.seed, local.extra_buffers, local.self_test)
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
         if engine is None:
             engine = LlamaCppEngine(weights.path, model_id=weights.model_id, n_ctx=local.n_ctx,
                                     n_threads=local.n_threads, n_batch=local.n_batch,
                                     pool_size=local.pool_size, cache_slots=local.cache_slots,
+                                    prompt_cache_bytes=None if local.prompt_cache_mb is None
+                                    else local.prompt_cache_mb * 1_000_000,
                                     seed=local.seed, extra_buffers=local.extra_buffers,
                                     self_test=local.self_test, weights_sha256=weights.sha256)
             _ENGINES[key] = engine

@@ -19,6 +19,14 @@ from ratchet.lm.directives import read_directive
 from ratchet.lm.engines.base import flatten_request, text_response
 from ratchet.lm.engines.choices import score_choices
 from ratchet.lm.engines.grammar import grammar_problem, greedy_grammar
+from ratchet.lm.engines.prompt_cache import (
+    PromptCache,
+    Snapshot,
+    restore_snapshot,
+    same_family,
+    shared_prefix,
+    take_snapshot,
+)
 
 if TYPE_CHECKING:
     from ratchet.lm.selftest import SelfTestResult
@@ -37,16 +45,13 @@ class _Context:
     used: int = 0
 
 
-def _shared_prefix(a: str, b: str) -> int:
-    """Length of the common prefix of two strings (binary search on slices compared in C)."""
-    low, high = 0, min(len(a), len(b))
-    while low < high:
-        middle = (low + high + 1) // 2
-        if a[:middle] == b[:middle]:
-            low = middle
-        else:
-            high = middle - 1
-    return low
+@dataclass
+class _Plan:
+    """What a checkout does before the call: make a context, save what it holds, restore a snapshot."""
+
+    context: _Context | None
+    save: bool = False
+    restore: Snapshot | None = None
 
 
 class LlamaCppEngine:
@@ -54,11 +59,13 @@ class LlamaCppEngine:
 
     A ``Llama`` object is not thread-safe, so each call checks one context out and
     returns it afterwards; at most ``pool_size`` calls compute at once (1 = serialised).
-    Up to ``cache_slots`` contexts are kept, and a call takes the idle context whose KV
-    cache shares the longest prefix with its prompt: two program versions served side by
-    side (an A/B split) each keep their prompt cached instead of evicting each other's,
-    so the minority arm is not measured slower than it is. Weights are memory-mapped and
-    loaded lazily on the first call, so building the LM is cheap.
+    Up to ``cache_slots`` contexts are kept (at least ``pool_size``), and a call takes the
+    idle context whose KV cache holds its prompt family. Every program and A/B arm served
+    keeps its prompt cached: a context switching to another family saves the KV cache it
+    holds in a :class:`~ratchet.lm.engines.prompt_cache.PromptCache` (at most
+    ``prompt_cache_bytes``; None = two full contexts' worth, 0 = off) and restores the new
+    family's, a copy of milliseconds instead of re-evaluating a long few-shot prompt. Weights
+    are memory-mapped and loaded lazily on the first call, so building the LM is cheap.
 
     Before the first context is created, the model's self-test (:mod:`ratchet.lm.selftest`)
     runs it once in a child process (``self_test=True``): a llama.cpp crash then becomes a
@@ -73,9 +80,9 @@ class LlamaCppEngine:
     supports_choices = True  # ratchet.lm.directives.choices_directive
 
     def __init__(self, model_path: str | Path, *, model_id: str, n_ctx: int = 4096, n_threads: int = 0,
-                 n_batch: int = 512, pool_size: int = 1, cache_slots: int = 2, seed: int = 0,
+                 n_batch: int = 512, pool_size: int = 1, cache_slots: int = 1, seed: int = 0,
                  extra_buffers: native.ExtraBuffersSetting = "auto", self_test: bool = True,
-                 weights_sha256: str | None = None) -> None:
+                 weights_sha256: str | None = None, prompt_cache_bytes: int | None = None) -> None:
         self.model_path = str(model_path)
         self.model_id = model_id
         self.n_ctx = n_ctx
@@ -89,6 +96,9 @@ class LlamaCppEngine:
         self._created = 0
         self._clock = 0
         self._lock = threading.Lock()
+        self.prompt_cache_bytes = prompt_cache_bytes
+        self._prompts = None if prompt_cache_bytes == 0 else PromptCache(prompt_cache_bytes, auto_tokens=2 * n_ctx)
+        self.cache_stats = {"reused": 0, "restored": 0, "missed": 0}
         self._grammars: set[str] = set()
         self._calibration: dict[tuple[str, tuple[str, ...]], list[float]] = {}
         self.extra_buffers_setting = extra_buffers
@@ -142,38 +152,21 @@ class LlamaCppEngine:
 
     @contextmanager
     def _checkout(self, prompt: str = "") -> Iterator[Any]:
-        """A context for ``prompt``: the idle one whose cache shares at least half of it and of what it holds;
-        else a new one while fewer than ``cache_slots`` exist; else the least recently used idle one."""
+        """A context for ``prompt``, holding its prompt family's KV cache when one is kept (see :meth:`_plan`)."""
         with self._compute:
             with self._lock:
-                self._clock += 1
-                shared = {id(c): _shared_prefix(c.prompt, prompt) for c in self._idle}
-                # Reuse only a context of the same prompt family: the prefix it shares covers half of the new
-                # prompt *and* half of what it caches. A short zero-shot prompt must not take the context of a
-                # long few-shot one because their instructions match: the other arm would recompute its demos.
-                same_family = [c for c in self._idle if 2 * shared[id(c)] >= max(len(prompt), len(c.prompt))]
-                best = max(same_family, key=lambda c: shared[id(c)], default=None)
-                create = False
-                if best is None:
-                    create = self._created < self.cache_slots
-                    if create:
-                        self._created += 1
-                    else:
-                        best = min(self._idle, key=lambda c: c.used)
-                if best is not None and not create:
-                    self._idle.remove(best)
-            if create:
+                plan = self._plan(prompt)
+            if plan.context is None:
                 try:
-                    context = _Context(self._new_llama())
+                    context = _Context(self._new_llama(), used=self._clock)
                 except BaseException:
                     with self._lock:
                         self._created -= 1
                     raise
             else:
-                assert best is not None  # pool_size <= cache_slots: a free compute slot has an idle context
-                context = best
-            context.used = self._clock
+                context = plan.context
             try:
+                self._load_prefix(context, plan)
                 yield context.llama
                 context.prompt = prompt
             except BaseException:
@@ -182,6 +175,55 @@ class LlamaCppEngine:
             finally:
                 with self._lock:
                     self._idle.append(context)
+
+    def _plan(self, prompt: str) -> _Plan:
+        """Choose a context for ``prompt`` (under the lock).
+
+        The idle context whose cache holds the same prompt family, sharing the longest prefix; else a new
+        one while fewer than ``cache_slots`` exist; else the least recently used idle one. A context taken
+        from another family first saves what it holds, if no snapshot of that family is kept, and gets the
+        snapshot of ``prompt``'s family, if one is kept and shares more than the context does.
+        """
+        self._clock += 1
+        shared = {id(c): shared_prefix(c.prompt, prompt) for c in self._idle}
+        family = [c for c in self._idle if same_family(shared[id(c)], c.prompt, prompt)]
+        best = max(family, key=lambda c: shared[id(c)], default=None)
+        if best is not None:
+            self._idle.remove(best)
+            best.used = self._clock
+            self.cache_stats["reused"] += 1
+            return _Plan(best)
+        snapshot, snapshot_shared = self._prompts.find(prompt) if self._prompts is not None and prompt else (None, 0)
+        if self._created < self.cache_slots:
+            self._created += 1
+            self.cache_stats["restored" if snapshot is not None else "missed"] += 1
+            return _Plan(None, restore=snapshot)
+        context = min(self._idle, key=lambda c: c.used)  # pool_size <= cache_slots: an idle context exists
+        self._idle.remove(context)
+        context.used = self._clock
+        save = self._prompts is not None and bool(context.prompt) and not self._prompts.holds(context.prompt)
+        if snapshot is not None and snapshot_shared <= shared[id(context)]:
+            snapshot = None
+        self.cache_stats["restored" if snapshot is not None else "missed"] += 1
+        return _Plan(context, save=save, restore=snapshot)
+
+    def _load_prefix(self, context: _Context, plan: _Plan) -> None:
+        """Carry out ``plan`` on the checked-out ``context``: save what it holds, then restore the snapshot."""
+        if self._prompts is None:
+            return
+        if plan.save and context.prompt:
+            try:
+                snapshot = take_snapshot(context.llama, context.prompt)
+            except (RuntimeError, ValueError) as exc:  # not worth failing the call for: the prompt is recomputed
+                log.warning("could not save a prompt's KV cache: %s", exc)
+                snapshot = None
+            if snapshot is not None:
+                self._prompts.put(snapshot)
+        if plan.restore is not None:
+            context.prompt = ""  # what it holds is being replaced
+            if restore_snapshot(context.llama, plan.restore):
+                context.prompt = plan.restore.prompt
+                self._prompts.note_restore()
 
     def warm_up(self) -> None:
         """Load the weights now instead of on the first request."""
@@ -328,11 +370,13 @@ class LlamaCppEngine:
     def dump_state(self) -> dict[str, Any]:
         return {"model_path": self.model_path, "model_id": self.model_id, "n_ctx": self.n_ctx,
                 "n_batch": self.n_batch, "pool_size": self.pool_size, "cache_slots": self.cache_slots,
-                "seed": self.seed, "extra_buffers": self.extra_buffers_setting}
+                "seed": self.seed, "extra_buffers": self.extra_buffers_setting,
+                "prompt_cache_bytes": self.prompt_cache_bytes}
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> LlamaCppEngine:
         return cls(state["model_path"], model_id=state["model_id"], n_ctx=state.get("n_ctx", 4096),
                    n_batch=state.get("n_batch", 512), pool_size=state.get("pool_size", 1),
-                   cache_slots=state.get("cache_slots", 2), seed=state.get("seed", 0),
-                   extra_buffers=state.get("extra_buffers", "auto"))
+                   cache_slots=state.get("cache_slots", 1), seed=state.get("seed", 0),
+                   extra_buffers=state.get("extra_buffers", "auto"),
+                   prompt_cache_bytes=state.get("prompt_cache_bytes"))

@@ -1,0 +1,179 @@
+"""Saved KV caches of prompt prefixes, so every program and arm served keeps its prompt cached.
+
+A llama.cpp context caches one prompt: the next call reuses the part of it that its own prompt
+shares. Several programs, or the two arms of an A/B split, served from the same few contexts
+would evict each other's long few-shot prefix and recompute it (seconds on a CPU). This module
+keeps a copy of a context's sequence state (``llama_state_seq_get_data``: the KV cells of the
+tokens it holds, ~18 KiB a token for Gemma 3 270M) for each prompt family, within a byte
+budget, and writes it back into whichever context serves the next call of that family
+(``llama_state_seq_set_data``: a copy, milliseconds, instead of re-evaluating the prompt).
+
+Two prompts are of the same *family* when their common prefix covers half of each: the
+requests of one program version share instructions and demos and differ in the question; a
+zero-shot and a few-shot version of a program share only the instructions and are not.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PromptCache", "Snapshot", "restore_snapshot", "same_family", "shared_prefix", "take_snapshot"]
+
+MIN_SNAPSHOT_TOKENS = 64  # a shorter prompt is cheaper to re-evaluate than to keep
+
+
+def shared_prefix(a: str, b: str) -> int:
+    """Length of the common prefix of two strings (binary search on slices compared in C)."""
+    low, high = 0, min(len(a), len(b))
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def same_family(shared: int, a: str, b: str) -> bool:
+    """Whether a common prefix of ``shared`` characters makes ``a`` and ``b`` one prompt family (half of each)."""
+    return 2 * shared >= max(len(a), len(b))
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The KV cache of one context holding ``tokens`` (the tokens of ``prompt``), as llama.cpp serialises it."""
+
+    prompt: str
+    tokens: np.ndarray
+    state: Any  # a ctypes uint8 array (never copied again after the save)
+    size: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.size + self.tokens.nbytes + len(self.prompt)
+
+
+class PromptCache:
+    """Snapshots by prompt family, at most ``budget_bytes`` in all; the least recently used go first.
+
+    ``budget_bytes=None`` sizes the budget from the first snapshot: room for ``auto_tokens`` tokens
+    of KV cache (the engine passes two full contexts' worth). Thread-safe; snapshots are immutable,
+    so several contexts may restore the same one at once.
+    """
+
+    def __init__(self, budget_bytes: int | None, *, auto_tokens: int) -> None:
+        self.budget_bytes = budget_bytes
+        self.auto_tokens = auto_tokens
+        self._items: OrderedDict[int, Snapshot] = OrderedDict()
+        self._next = 0
+        self._lock = threading.Lock()
+        self.bytes = 0
+        self.saves = 0
+        self.restores = 0
+        self.dropped = 0
+
+    def find(self, prompt: str) -> tuple[Snapshot | None, int]:
+        """The snapshot of ``prompt``'s family sharing the longest prefix with it (and that length), or (None, 0)."""
+        with self._lock:
+            best, best_shared, best_key = None, 0, None
+            for key, snapshot in self._items.items():
+                shared = shared_prefix(snapshot.prompt, prompt)
+                if shared > best_shared and same_family(shared, snapshot.prompt, prompt):
+                    best, best_shared, best_key = snapshot, shared, key
+            if best_key is not None:
+                self._items.move_to_end(best_key)
+            return best, best_shared
+
+    def holds(self, prompt: str) -> bool:
+        """Whether a snapshot of ``prompt``'s family is kept (without marking it used)."""
+        with self._lock:
+            return any(same_family(shared_prefix(s.prompt, prompt), s.prompt, prompt) for s in self._items.values())
+
+    def note_restore(self) -> None:
+        with self._lock:
+            self.restores += 1
+
+    def put(self, snapshot: Snapshot) -> bool:
+        """Keep ``snapshot`` (replacing its family's older one), dropping the least recently used over budget."""
+        with self._lock:
+            if self.budget_bytes is None:
+                per_token = snapshot.size / max(1, len(snapshot.tokens))
+                self.budget_bytes = int(per_token * self.auto_tokens)
+            if snapshot.nbytes > self.budget_bytes:
+                return False
+            for key, held in list(self._items.items()):
+                if same_family(shared_prefix(held.prompt, snapshot.prompt), held.prompt, snapshot.prompt):
+                    self._remove(key)
+            while self._items and self.bytes + snapshot.nbytes > self.budget_bytes:
+                self._remove(next(iter(self._items)))
+                self.dropped += 1
+            self._next += 1
+            self._items[self._next] = snapshot
+            self.bytes += snapshot.nbytes
+            self.saves += 1
+            return True
+
+    def _remove(self, key: int) -> None:
+        self.bytes -= self._items.pop(key).nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def stats(self) -> dict[str, int | None]:
+        """Snapshots held, their bytes, the budget, and the saves, restores and drops so far."""
+        return {"snapshots": len(self._items), "bytes": self.bytes, "budget_bytes": self.budget_bytes,
+                "saves": self.saves, "restores": self.restores, "dropped": self.dropped}
+
+
+def _common_length(cached: np.ndarray, tokens: list[int]) -> int:
+    n = min(len(cached), len(tokens))
+    if n == 0:
+        return 0
+    differs = np.flatnonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))
+    return int(differs[0]) if len(differs) else n
+
+
+def take_snapshot(llama: Any, prompt: str) -> Snapshot | None:
+    """The KV cache of ``llama``'s context trimmed to ``prompt``'s tokens (what a completion left after them goes).
+
+    None when the context holds fewer than :data:`MIN_SNAPSHOT_TOKENS` of them. ``llama`` must be checked out.
+    """
+    import llama_cpp
+
+    tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    keep = _common_length(llama.input_ids[: llama.n_tokens], tokens)
+    if keep < MIN_SNAPSHOT_TOKENS:
+        return None
+    if keep < llama.n_tokens:
+        if not llama._ctx.kv_cache_seq_rm(-1, keep, -1):
+            return None
+        llama.n_tokens = keep
+        llama._requires_eval = True
+    size = llama_cpp.llama_state_seq_get_size(llama.ctx, 0)
+    state = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_seq_get_data(llama.ctx, state, size, 0)
+    if not written or written > size:
+        return None
+    return Snapshot(prompt=prompt, tokens=np.array(llama.input_ids[:keep], copy=True), state=state, size=written)
+
+
+def restore_snapshot(llama: Any, snapshot: Snapshot) -> bool:
+    """Write ``snapshot`` into ``llama``'s context, replacing what it holds (False, and an empty context, if not)."""
+    import llama_cpp
+
+    if llama_cpp.llama_state_seq_set_data(llama.ctx, snapshot.state, snapshot.size, 0) == 0:
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.n_tokens = 0
+        llama._requires_eval = True
+        return False
+    n = len(snapshot.tokens)
+    llama.input_ids[:n] = snapshot.tokens
+    llama.n_tokens = n
+    llama._requires_eval = True  # the logits are not part of the snapshot: the next call decodes at least a token
+    return True

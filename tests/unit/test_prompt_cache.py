@@ -1,0 +1,208 @@
+"""The prompt cache: which context and which saved KV cache a call gets (fake llama), and one real-model check."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from ratchet.lm.engines import llamacpp
+from ratchet.lm.engines.prompt_cache import PromptCache, Snapshot, same_family, shared_prefix
+
+INSTRUCTIONS = {sig: f"Signature {sig}: answer the question the way the examples do.\n\n" for sig in "XYZ"}
+
+
+def _prompt(sig: str, arm: str, question: str, demos: int = 40) -> str:
+    """A few-shot prompt of one signature and arm (arms differ in their demos, not in length)."""
+    body = "".join(f"Q: {arm}-demo {i:02d}\nA: label {i % 7}\n\n" for i in range(demos))
+    return INSTRUCTIONS[sig] + body + f"Q: {question}\nA:"
+
+
+class FakeLlama:
+    """Holds the text 'in its KV cache'; records whether two threads ever use it at once."""
+
+    created = 0
+
+    def __init__(self) -> None:
+        type(self).created += 1
+        self.name = type(self).created
+        self.holding = ""
+        self.busy = False
+
+
+def _snapshot(llama: FakeLlama, prompt: str) -> Snapshot | None:
+    assert llama.holding == prompt  # the save happens before anything replaces what the context holds
+    return Snapshot(prompt=prompt, tokens=np.zeros(len(prompt) // 4, dtype=np.intc), state=None, size=len(prompt))
+
+
+def _restore(llama: FakeLlama, snapshot: Snapshot) -> bool:
+    llama.holding = snapshot.prompt
+    return True
+
+
+@pytest.fixture
+def engine_factory(monkeypatch: pytest.MonkeyPatch):
+    FakeLlama.created = 0
+    saves: list[str] = []
+
+    def take(llama: FakeLlama, prompt: str) -> Snapshot | None:
+        saves.append(prompt)
+        return _snapshot(llama, prompt)
+
+    monkeypatch.setattr(llamacpp, "take_snapshot", take)
+    monkeypatch.setattr(llamacpp, "restore_snapshot", _restore)
+
+    def make(**kwargs) -> llamacpp.LlamaCppEngine:
+        engine = llamacpp.LlamaCppEngine("unused.gguf", model_id="fake", **kwargs)
+        monkeypatch.setattr(engine, "_new_llama", FakeLlama)
+        engine.saves = saves  # type: ignore[attr-defined]
+        return engine
+
+    return make
+
+
+def _call(engine: llamacpp.LlamaCppEngine, prompt: str) -> tuple[int, bool]:
+    """One call: (the context's name, whether it held the prompt's family when the call started)."""
+    with engine._checkout(prompt) as llama:
+        warm = bool(llama.holding) and same_family(shared_prefix(llama.holding, prompt), llama.holding, prompt)
+        llama.holding = prompt
+        return llama.name, warm
+
+
+def test_three_signatures_and_two_arms_stay_warm_on_one_context(engine_factory) -> None:
+    engine = engine_factory()
+    families = [(sig, arm) for sig in "XYZ" for arm in ("base", "cand")]
+    warm = []
+    for round_ in range(4):
+        for sig, arm in families:
+            warm.append(_call(engine, _prompt(sig, arm, f"question {round_}"))[1])
+    assert FakeLlama.created == 1
+    assert warm[:6] == [False] * 6 and all(warm[6:])  # every family is warm after its first call
+    assert len(engine.saves) == 6  # each family saved once, when its context first moved on
+    assert engine.cache_stats["restored"] == 18 and engine._prompts.restores == 18
+
+
+def test_the_old_behaviour_without_a_prompt_cache_recomputes_every_switch(engine_factory) -> None:
+    engine = engine_factory(cache_slots=2, prompt_cache_bytes=0)
+    warm = [_call(engine, _prompt(sig, arm, f"q{r}"))[1]
+            for r in range(3) for sig in "XYZ" for arm in ("base", "cand")]
+    assert not any(warm) and not engine.saves  # 6 families over 2 contexts: each call finds its prefix gone
+
+
+def test_a_family_on_its_own_context_is_reused_without_a_restore(engine_factory) -> None:
+    engine = engine_factory(cache_slots=2)
+    a, b = _prompt("X", "base", "one"), _prompt("X", "cand", "one")
+    used = [_call(engine, p)[0] for p in (a, b, a + " more", b + " more")]
+    assert used == [1, 2, 1, 2] and not engine.saves and engine._prompts.restores == 0
+
+
+def test_a_short_zero_shot_prompt_never_gets_the_few_shot_snapshot(engine_factory) -> None:
+    engine = engine_factory()
+    few_shot = _prompt("X", "cand", "q")
+    zero_shot = INSTRUCTIONS["X"] + "Q: q\nA:"
+    _call(engine, few_shot)
+    _call(engine, zero_shot)  # the few-shot prompt is saved as the context moves on
+    assert engine.saves == [few_shot]
+    assert engine._prompts.find(zero_shot) == (None, 0)
+    assert _call(engine, _prompt("X", "cand", "other question")) == (1, True)  # restored, not recomputed
+
+
+def test_the_budget_drops_the_least_recently_used_snapshot(engine_factory) -> None:
+    one = len(_prompt("X", "base", "q0"))
+    engine = engine_factory(prompt_cache_bytes=2 * (one + one // 4 * 4 + one) + 10)  # room for two snapshots
+    for sig in "XYZ":
+        _call(engine, _prompt(sig, "base", "q0"))
+    # X's snapshot is used again (restored) just before Z's is saved: Y's, the least recently used, goes
+    assert _call(engine, _prompt("X", "base", "q1")) == (1, True)
+    stats = engine._prompts.stats()
+    assert stats["snapshots"] == 2 and stats["dropped"] == 1 and stats["bytes"] <= stats["budget_bytes"]
+    assert engine._prompts.find(_prompt("Y", "base", "q2"))[0] is None
+    assert engine._prompts.find(_prompt("Z", "base", "q2"))[0] is not None
+    assert _call(engine, _prompt("Y", "base", "q3")) == (1, False)  # recomputed
+
+
+def test_the_automatic_budget_is_two_full_contexts_of_kv_cache() -> None:
+    cache = PromptCache(None, auto_tokens=2 * 4096)
+    snapshot = Snapshot(prompt="p" * 100, tokens=np.zeros(1000, dtype=np.intc), state=None, size=18_432_000)
+    assert cache.put(snapshot)
+    assert cache.budget_bytes == 18_432 * 8192
+
+
+def test_one_snapshot_per_family_the_newest_replaces_the_older() -> None:
+    cache = PromptCache(10_000_000, auto_tokens=0)
+    first, second = _prompt("X", "base", "q1"), _prompt("X", "base", "q2")
+    for prompt in (first, second):
+        cache.put(Snapshot(prompt=prompt, tokens=np.zeros(10, dtype=np.intc), state=None, size=100))
+    assert len(cache) == 1 and cache.find(second + "x")[0].prompt == second
+
+
+def test_a_failed_save_does_not_fail_the_call(engine_factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = engine_factory()
+
+    def broken(llama, prompt):
+        raise RuntimeError("llama_state_seq_get_data failed")
+
+    monkeypatch.setattr(llamacpp, "take_snapshot", broken)
+    _call(engine, _prompt("X", "base", "q"))
+    assert _call(engine, _prompt("Y", "base", "q")) == (1, False)
+    assert len(engine._prompts) == 0
+
+
+def test_contexts_are_never_shared_between_threads(engine_factory) -> None:
+    engine = engine_factory(pool_size=2)
+    clashes: list[int] = []
+
+    def worker(sig: str, arm: str) -> None:
+        for i in range(30):
+            with engine._checkout(_prompt(sig, arm, f"q{i}")) as llama:
+                if llama.busy:
+                    clashes.append(llama.name)
+                llama.busy = True
+                llama.holding = _prompt(sig, arm, f"q{i}")
+                time.sleep(0.0005)
+                llama.busy = False
+
+    threads = [threading.Thread(target=worker, args=(sig, arm)) for sig in "XYZ" for arm in ("base", "cand")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not clashes and FakeLlama.created == 2
+    assert engine.cache_stats["missed"] <= 6 + 2  # each family computed cold about once, not on every switch
+
+
+@pytest.mark.slow
+def test_a_restored_prompt_answers_exactly_as_it_did_when_computed() -> None:
+    """Real model: X, Y, X, Y on one context; the second X and Y are restored snapshots and answer the same."""
+    pytest.importorskip("llama_cpp")
+    from dspy.lm15 import Config, Message, Request
+
+    from ratchet.lm.local_model import local_weights
+
+    weights = local_weights(None)
+    prompts = [_prompt(sig, "base", "demo 3", demos=6) for sig in "XY"]  # ~90 tokens each
+    engine = llamacpp.LlamaCppEngine(weights.path, model_id="m", n_ctx=512, n_threads=1, self_test=False)
+    try:
+        answers = []
+        for prompt in prompts * 2:
+            request = Request(model="m", messages=(Message.user(prompt),), config=Config(max_tokens=4, temperature=0.0))
+            answers.append(engine.complete(request).message.parts[0].text)
+        assert answers[2:] == answers[:2] and answers[0]
+        assert engine.cache_stats == {"reused": 0, "restored": 2, "missed": 2}
+        assert engine._prompts.stats()["saves"] == 2 and engine._prompts.restores == 2  # each family saved once
+    finally:
+        engine.close()
+
+
+def test_the_setting_bounds_the_engines_prompt_cache() -> None:
+    from ratchet.config.settings import LocalModelSettings
+    from ratchet.lm.setup import local_engine
+
+    assert local_engine(LocalModelSettings(prompt_cache_mb=0, self_test=False))._prompts is None
+    assert local_engine(LocalModelSettings(prompt_cache_mb=50, self_test=False))._prompts.budget_bytes == 50_000_000
+    automatic = local_engine(LocalModelSettings(n_ctx=1024, self_test=False))._prompts
+    assert automatic.budget_bytes is None and automatic.auto_tokens == 2048  # sized by the first snapshot
+    with pytest.raises(ValueError, match="greater than or equal to 0"):
+        LocalModelSettings(prompt_cache_mb=-1)
