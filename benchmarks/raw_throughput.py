@@ -18,6 +18,8 @@ per request, the server gets the inputs over HTTP. Concurrency ``c`` is ``c`` cl
 of 1 thread each = the machine's 2 cores; 4 contexts would only oversubscribe them). Rounds
 alternate raw and Ratchet (which goes first alternates) in short bursts of
 ``--requests × c`` requests, so load from other work falls on both; medians of the rounds.
+Where the time goes: each request's latency (raw: the calls; Ratchet: at the client, and the
+runtime's own ``latency_ms`` from inside the server), medians per concurrency.
 """
 
 from __future__ import annotations
@@ -234,15 +236,24 @@ def main() -> None:
                                    str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
         local = threading.local()
 
+        spans: dict[int, dict[str, list[float]]] = {c: {"raw_ms": [], "client_ms": [], "server_ms": []}
+                                                    for c in levels}
+        current = {"c": levels[0]}
+
         def ratchet_request(item: dict[str, Any]) -> None:
             client = getattr(local, "client", None)
             if client is None:
                 client = local.client = httpx.Client(timeout=300)
+            started = time.perf_counter()
             response = client.post(f"{url}/v1/programs/{args.signature}/predict", json={"inputs": item})
             response.raise_for_status()
+            spans[current["c"]]["client_ms"].append((time.perf_counter() - started) * 1000)
+            spans[current["c"]]["server_ms"].append(float(response.json()["latency_ms"]))
 
         def raw_request(item: dict[str, Any]) -> None:
+            started = time.perf_counter()
             raw.request(by_input[json.dumps(item, sort_keys=True)])
+            spans[current["c"]]["raw_ms"].append((time.perf_counter() - started) * 1000)
 
         try:
             with httpx.Client(timeout=2) as probe:
@@ -258,6 +269,8 @@ def main() -> None:
             for item in inputs[:4]:  # both sides warm: weights paged in, prompt prefix cached
                 ratchet_request(item)
                 raw_request(item)
+            for values in spans[levels[0]].values():
+                values.clear()
             rates: dict[int, dict[str, list[float]]] = {c: {"raw": [], "ratchet": []} for c in levels}
             sides = {"raw": raw_request, "ratchet": ratchet_request}
             cursor = 0
@@ -266,6 +279,7 @@ def main() -> None:
                 task = progress.add_task("rounds (raw and ratchet alternating)", total=args.rounds * len(levels))
                 for round_ in range(args.rounds):
                     for c in levels:
+                        current["c"] = c
                         batch = [inputs[(cursor + i) % len(inputs)] for i in range(args.requests * c)]
                         cursor += len(batch)
                         order = ["raw", "ratchet"] if (round_ + c) % 2 == 0 else ["ratchet", "raw"]
@@ -279,18 +293,22 @@ def main() -> None:
     rows = []
     for c in levels:
         ratios = [r / w for r, w in zip(rates[c]["ratchet"], rates[c]["raw"], strict=True)]
-        rows.append({"concurrency": c, "raw_rps": statistics.median(rates[c]["raw"]),
+        latency = {key: statistics.median(v) for key, v in spans[c].items() if v}
+        rows.append({"concurrency": c, "median_request_ms": latency, "raw_rps": statistics.median(rates[c]["raw"]),
                      "ratchet_rps": statistics.median(rates[c]["ratchet"]),
                      "ratio_median_of_rounds": statistics.median(ratios), "ratios": ratios,
                      "raw_rounds": rates[c]["raw"], "ratchet_rounds": rates[c]["ratchet"]})
     table = Table(title=f"{args.signature} ({args.shots} demos), {args.contexts} contexts × "
                         f"{engine.n_threads} thread: requests/s", title_justify="left")
-    for column in ("concurrency", "raw llama.cpp", "ratchet serve", "ratchet ÷ raw (median of rounds)", "min–max"):
+    for column in ("concurrency", "raw llama.cpp", "ratchet serve", "ratchet ÷ raw (median of rounds)", "min–max",
+                   "request ms: raw / ratchet client / ratchet server"):
         table.add_column(column, justify="right")
     for row in rows:
+        ms = row["median_request_ms"]
         table.add_row(str(row["concurrency"]), f"{row['raw_rps']:.2f}", f"{row['ratchet_rps']:.2f}",
                       f"{row['ratio_median_of_rounds']:.3f}",
-                      f"{min(row['ratios']):.2f}–{max(row['ratios']):.2f}")
+                      f"{min(row['ratios']):.2f}–{max(row['ratios']):.2f}",
+                      f"{ms['raw_ms']:.0f} / {ms['client_ms']:.0f} / {ms['server_ms']:.0f}")
     Console().print(table)
     calls_per_request = statistics.mean(len(c) for c in calls)
     result = {**run_info(), "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "signature": args.signature,

@@ -101,7 +101,7 @@ class LocalModelSettings(_Section):
     prompt_cache_mb: int | None = Field(
         None, ge=0, le=65_536, description="memory for the KV caches of the prompt prefixes served (each program "
                                            "and A/B arm keeps its own), restored in milliseconds instead of "
-                                           "recomputed; unset = two full contexts' worth (~85 MB for the bundled "
+                                           "recomputed; unset = two full contexts' worth (~89 MB for the bundled "
                                            "model at n_ctx 4096), 0 = off")
     seed: int = 0
     extra_buffers: Literal["auto", "on", "off"] = Field(

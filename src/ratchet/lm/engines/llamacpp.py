@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["LlamaCppEngine"]
 
 log = logging.getLogger(__name__)
+
+_RECENT_PROMPTS = 64  # prompts remembered (text only) to tell a recurring prompt family from a one-off
 
 
 @dataclass
@@ -98,6 +101,7 @@ class LlamaCppEngine:
         self._lock = threading.Lock()
         self.prompt_cache_bytes = prompt_cache_bytes
         self._prompts = None if prompt_cache_bytes == 0 else PromptCache(prompt_cache_bytes, auto_tokens=2 * n_ctx)
+        self._recent: deque[str] = deque(maxlen=_RECENT_PROMPTS)  # a family seen twice here is worth saving
         self.cache_stats = {"reused": 0, "restored": 0, "missed": 0}
         self._grammars: set[str] = set()
         self._calibration: dict[tuple[str, tuple[str, ...]], list[float]] = {}
@@ -181,10 +185,12 @@ class LlamaCppEngine:
 
         The idle context whose cache holds the same prompt family, sharing the longest prefix; else a new
         one while fewer than ``cache_slots`` exist; else the least recently used idle one. A context taken
-        from another family first saves what it holds, if no snapshot of that family is kept, and gets the
-        snapshot of ``prompt``'s family, if one is kept and shares more than the context does.
+        from another family first saves what it holds, if that family recurs and no snapshot of it is kept,
+        and gets the snapshot of ``prompt``'s family, if one is kept and shares more than the context does.
         """
         self._clock += 1
+        if prompt and self._prompts is not None:
+            self._recent.append(prompt)
         shared = {id(c): shared_prefix(c.prompt, prompt) for c in self._idle}
         family = [c for c in self._idle if same_family(shared[id(c)], c.prompt, prompt)]
         best = max(family, key=lambda c: shared[id(c)], default=None)
@@ -201,11 +207,17 @@ class LlamaCppEngine:
         context = min(self._idle, key=lambda c: c.used)  # pool_size <= cache_slots: an idle context exists
         self._idle.remove(context)
         context.used = self._clock
-        save = self._prompts is not None and bool(context.prompt) and not self._prompts.holds(context.prompt)
+        save = (self._prompts is not None and bool(context.prompt) and self._recurs(context.prompt)
+                and not self._prompts.holds(context.prompt))
         if snapshot is not None and snapshot_shared <= shared[id(context)]:
             snapshot = None
         self.cache_stats["restored" if snapshot is not None else "missed"] += 1
         return _Plan(context, save=save, restore=snapshot)
+
+    def _recurs(self, prompt: str) -> bool:
+        """Whether another recent call had ``prompt``'s family: a prompt of its own (a long unique input) is
+        not saved, which would cost a copy and a snapshot's memory for nothing."""
+        return sum(same_family(shared_prefix(p, prompt), p, prompt) for p in self._recent) >= 2
 
     def _load_prefix(self, context: _Context, plan: _Plan) -> None:
         """Carry out ``plan`` on the checked-out ``context``: save what it holds, then restore the snapshot."""
