@@ -22,9 +22,10 @@ def warm_up(lms: LMBundle, registry: ProgramRegistry, served: ServedVersions, st
             on_phase: Callable[[str], None] | None = None) -> list[tuple[str, str, str]]:
     """Self-test and load the model, load every program version that serves in ``state``.
 
-    With the embedded model each of those versions also answers one request on neutral inputs (not
-    counted, not sampled), so its prompt prefix sits in a llama.cpp context cache and the first
-    real request costs what later ones do. ``on_phase`` hears ``model`` then ``programs``.
+    With the embedded model each of those versions also answers two requests on neutral inputs (not
+    counted, not sampled), so its prompt prefix is in the engine's prompt cache (kept once a prompt
+    recurs, the second call costs only its last tokens) and the first real request costs what later
+    ones do. ``on_phase`` hears ``model`` then ``programs``.
     Returns the (signature, arm, version) triples warmed. Raises ``ModelNotAvailableError``
     when the model cannot run here.
     """
@@ -40,7 +41,8 @@ def warm_up(lms: LMBundle, registry: ProgramRegistry, served: ServedVersions, st
             except VersionError as exc:  # /ready reports it; the other programs still warm up
                 log.error("cannot load %s %s for the %s arm: %s", spec.name, version, arm, exc)
                 continue
-            if lms.engine is not None:
+            if lms.engine is not None:  # twice: the engine keeps a prompt family's KV cache once it recurs
+                _warm_prompt(lms, version_served)
                 _warm_prompt(lms, version_served)
             warmed.append((spec.name, arm, version))
     return warmed
