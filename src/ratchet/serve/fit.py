@@ -31,6 +31,7 @@ import dspy
 
 from ratchet.errors import InputTooLongError, InvalidTextError
 from ratchet.lm.setup import LMBundle
+from ratchet.lm.tokens import message_text, prompt_budget
 
 __all__ = ["PromptFit", "invalid_text"]
 
@@ -70,24 +71,11 @@ class PromptFit:
 
     def __init__(self, lms: LMBundle) -> None:
         self.adapter = lms.adapter
-        output = int((lms.task.kwargs or {}).get("max_tokens") or 256)
-        self.counter: Counter | None = None
-        self.method = "off"
-        self.limit = 0
-        self._fast_bytes = 0
-        if lms.engine is not None:
-            engine = lms.engine
-            self.counter = lambda messages: engine.count_tokens(_as_completion(messages))
-            self.limit = engine.n_ctx - output
-            self._fast_bytes = self.limit - 1
-            self.method = "llama.cpp tokenizer"
-        else:
-            window = _litellm_window(lms.task.model)
-            if window is not None:
-                model = lms.task.model
-                self.counter = lambda messages: _litellm_count(model, messages)
-                self.limit = window
-                self.method = "litellm.token_counter"
+        budget = prompt_budget(lms)
+        self.counter: Counter | None = budget.counter
+        self.method = budget.method
+        self.limit = budget.limit if budget.enabled else 0
+        self._fast_bytes = self.limit - 1 if budget.bytes_are_bounds and self.limit else 0
         self._templates: dict[tuple[int, int, int], tuple[int, int] | None] = {}
         self._lock = threading.Lock()
 
@@ -156,42 +144,9 @@ class PromptFit:
         return known
 
 
-def _as_completion(messages: list[dict[str, Any]]) -> str:
-    """The text a completion model is sent for these messages (as :func:`ratchet.lm.engines.base.flatten_request`)."""
-    if len(messages) == 1 and messages[0].get("role") == "user":
-        return _content(messages[0])
-    return "\n\n".join(_content(m) for m in messages) + "\n\n"
-
-
-def _content(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(str(part.get("text") or "") for part in content if isinstance(part, Mapping))
-    return ""
-
-
 def _utf8_length(messages: list[dict[str, Any]]) -> int:
-    return sum(len(_content(m).encode("utf-8")) + 2 for m in messages)
+    return sum(len(message_text(m).encode("utf-8")) + 2 for m in messages)
 
 
 def _longest(values: Mapping[str, Any]) -> str | None:
     return max(values, key=lambda name: len(str(values[name])), default=None)
-
-
-def _litellm_window(model: str) -> int | None:
-    try:
-        import litellm
-
-        info = litellm.get_model_info(model)
-    except Exception:  # not in LiteLLM's table: not checked here
-        return None
-    window = info.get("max_input_tokens") or info.get("max_tokens")
-    return int(window) if window else None
-
-
-def _litellm_count(model: str, messages: list[dict[str, Any]]) -> int:
-    import litellm
-
-    return int(litellm.token_counter(model=model, messages=messages))
