@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import dspy
@@ -21,21 +21,24 @@ def seeded_sample(items: Sequence[T], n: int | None, seed: int = 0) -> list[T]:
     return order if n is None else order[:n]
 
 
-def balanced_demos(trainset: Sequence[dspy.Example], k: int, label_field: str | None, seed: int = 0
-                   ) -> list[dspy.Example]:
+def balanced_demos(trainset: Sequence[dspy.Example], k: int,
+                   label_field: str | Callable[[dspy.Example], str] | None, seed: int = 0) -> list[dspy.Example]:
     """``k`` demos drawn round-robin across label values, so every class is shown about equally.
 
     Small base models are dominated by the number and class balance of demos; a
     plain random sample of a skewed training set starves rare classes. Without a
     label field this is a seeded random sample. The order interleaves classes.
+    ``label_field`` may also be a function naming an example's group (e.g. which
+    output fields an extraction example fills), which balances those groups.
     """
     if k <= 0:
         return []
     if label_field is None:
         return seeded_sample(trainset, k, seed)
+    key = label_field if callable(label_field) else (lambda example: str(example.get(label_field)))
     groups: dict[str, list[dspy.Example]] = defaultdict(list)
     for example in seeded_sample(trainset, None, seed):
-        groups[str(example.get(label_field))].append(example)
+        groups[str(key(example))].append(example)
     labels = sorted(groups)
     random.Random(seed).shuffle(labels)
     demos: list[dspy.Example] = []
