@@ -21,8 +21,12 @@ def cycle(
     synthetic_target: int = typer.Option(20, "--synthetic-target", min=0),
     telemetry_target: int | None = typer.Option(None, "--telemetry-target", min=0,
                                                 help="cap on telemetry examples (default: all usable)"),
-    trials: int | None = typer.Option(50, "--trials", min=1, help="optimizer trials (MIPROv2)"),
-    optimizer: str = typer.Option("mipro", "--optimizer"),
+    trials: int | None = typer.Option(50, "--trials", min=1, help="optimizer trials (MIPROv2; with auto, at most "
+                                                                  "this many instruction trials)"),
+    optimizer: str | None = typer.Option(None, "--optimizer", help="default: optimize.optimizer (auto)"),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", min=0.1,
+                                                help="time limit of each signature's optimization "
+                                                     "(default: optimize.budget_minutes)"),
     min_improvement: float = typer.Option(5.0, "--min-improvement", help="percent over production to deploy"),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="default: <home>/runs"),
     repo_path: Path = typer.Option(Path("."), "--repo-path", help="git repository to mine"),
@@ -41,7 +45,8 @@ def cycle(
     options = CycleOptions(
         signatures=[s.strip() for s in signatures.split(",") if s.strip()] if signatures else None,
         git_target=git_target, synthetic_target=synthetic_target, telemetry_target=telemetry_target, trials=trials,
-        optimizer=optimizer, min_improvement=min_improvement, output_dir=output_dir, repo_path=repo_path,
+        optimizer=optimizer, budget_minutes=budget_minutes, min_improvement=min_improvement, output_dir=output_dir,
+        repo_path=repo_path,
         since_days=since_days, strict=strict, dry_run=dry_run, seed=seed, trigger=trigger,
     )
     with progress_bar(enabled=not as_json) as progress:

@@ -19,7 +19,10 @@ def optimize(
     ctx: typer.Context,
     signature: str = typer.Option(..., "--signature", help="registered signature to optimize"),
     dataset_version: str = typer.Option("latest", "--dataset-version"),
-    optimizer: str = typer.Option("mipro", "--optimizer", help=" | ".join(OPTIMIZERS)),
+    optimizer: str | None = typer.Option(None, "--optimizer", help=" | ".join(OPTIMIZERS)
+                                         + " (default: optimize.optimizer, auto)"),
+    budget_minutes: float | None = typer.Option(
+        None, "--budget-minutes", min=0.1, help="time limit of the optimization (default: optimize.budget_minutes)"),
     auto: str = typer.Option("light", "--auto", help="light | medium | heavy (MIPROv2, GEPA)"),
     trials: int | None = typer.Option(None, "--trials", min=1, help="explicit trial budget instead of --auto"),
     min_improvement: float = typer.Option(5.0, "--min-improvement", help="percent over production to deploy"),
@@ -34,7 +37,10 @@ def optimize(
 
     if auto not in ("light", "medium", "heavy"):
         raise typer.BadParameter("--auto must be light, medium or heavy")
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise typer.BadParameter(f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
     state = get_state(ctx)
+    optimizer = optimizer or state.settings.optimize.optimizer
     bundle = state.lms()
     with progress_bar(enabled=not as_json) as progress:
         tasks: dict[str, Any] = {}
@@ -51,7 +57,7 @@ def optimize(
             result = run_optimization(state.settings, state.registry, signature, dataset_version=dataset_version,
                                       optimizer=optimizer, auto=auto, trials=trials, seed=seed,
                                       min_improvement=min_improvement, save_candidate=save, lms=bundle,
-                                      num_threads=threads, progress=report)
+                                      num_threads=threads, progress=report, budget_minutes=budget_minutes)
     data = result.to_dict()
     if output:
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +66,7 @@ def optimize(
         print_json(data)
         return
     print_optimization(data)
+    print_search(data["parameters"])
     console.print(f"[dim]optimizer output: {log_path}[/]", highlight=False)
 
 
@@ -99,3 +106,27 @@ def print_optimization(data: dict[str, Any]) -> None:
     console.print(f"{verdict}: {data['decision']['reason']}")
     if golden:
         console.print(f"[dim]{golden['verdict']}[/]", highlight=False)
+
+
+def print_search(params: dict[str, Any]) -> None:
+    """What the ``auto`` optimizer tried on the dev split — each candidate, its score and cost — and what won."""
+    search = params.get("demo_search")
+    if not search:
+        return
+    table = Table(title=f"demo search on dev (rungs of {', '.join(map(str, search['rungs_dev_examples']))} examples; "
+                        f"at most {search['max_demos_that_fit']} demos fit)", title_justify="left", box=None)
+    for column in ("candidate", "prompt tokens", "dev examples", "dev score", "calls", "seconds"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    for c in search["candidates"]:
+        mark = " [green]✓[/]" if c["candidate"] == search["winner"] else ""
+        table.add_row(c["candidate"] + mark, str(c["prompt_tokens"] or "?"), str(c["dev_examples"]),
+                      f"{c['dev_score']:.3f}", str(c["calls"]), f"{c['seconds']:.1f}")
+    console.print(table)
+    if search.get("stopped"):
+        console.print(f"[yellow]demo search stopped early: {search['stopped']}[/]", highlight=False)
+    instr = params.get("instruction_search") or {}
+    if instr:
+        console.print(f"instruction search (MIPROv2, instructions only): {instr['status']} — {instr['reason']}"
+                      + (f" ({instr['trials']} trials, {instr['seconds']:.0f} s)" if instr.get("trials") else ""),
+                      highlight=False)
+    console.print(f"[bold]winner[/]: {params['winner']}", highlight=False)

@@ -43,6 +43,7 @@ __all__ = [
     "LoopSettings",
     "ModelSettings",
     "MonitorSettings",
+    "OptimizeSettings",
     "OtelSettings",
     "RetentionSettings",
     "RolloutSettings",
@@ -80,6 +81,9 @@ class ModelSettings(_Section):
     num_retries: int = Field(3, ge=0, le=10)
     cache: bool = Field(True, description="DSPy's response cache for this model; serving caches only with "
                                           "serve.lm_cache = 'memory'")
+    base_model: bool | None = Field(
+        None, description="a base (completion) model, whose demos matter most: the auto optimizer searches them "
+                          "first; default: true for the embedded model and for adapter = 'completion'")
     input_cost_per_1m_usd: float | None = Field(None, ge=0, description="price override for cost estimates")
     output_cost_per_1m_usd: float | None = Field(None, ge=0)
 
@@ -119,6 +123,20 @@ class LMSettings(ModelSettings):
     teacher: ModelSettings | None = Field(None, description="bootstrapping teacher; default: task model")
     reflection: ModelSettings | None = Field(None, description="GEPA reflection model; default: prompt model")
     fallback: ModelSettings | None = Field(None, description="used by serving when the task model fails")
+
+
+OptimizerName = Literal["auto", "mipro", "bootstrap", "bootstrap-rs", "labeled", "gepa", "simba"]
+
+
+class OptimizeSettings(_Section):
+    """Defaults of ``ratchet optimize`` and of the cycle's optimize phase."""
+
+    optimizer: OptimizerName = Field("auto", description="auto = demo search, then budgeted MIPROv2 instructions "
+                                                         "for base models; MIPROv2 for chat models")
+    budget_minutes: float | None = Field(None, gt=0, description="time limit of one optimization (auto); default: "
+                                         "the demo search, then instructions for instruction_share of its time")
+    instruction_share: float = Field(0.5, ge=0, le=10, description="auto without a budget: the instruction "
+                                     "search's time as a share of the demo search's")
 
 
 class TelemetrySettings(_Section):
@@ -563,6 +581,7 @@ class Settings(BaseSettings):
                                                            "request ids and keys user pseudonyms (default: a random "
                                                            "one kept in <home>/secrets/service.key)")
     lm: LMSettings = Field(default_factory=LMSettings)
+    optimize: OptimizeSettings = Field(default_factory=OptimizeSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

@@ -53,7 +53,8 @@ class CycleOptions:
     telemetry_target: int | None = None  # None: every usable telemetry example
     trials: int | None = 50
     auto: str | None = None
-    optimizer: str = "mipro"
+    optimizer: str | None = None  # None: optimize.optimizer in the settings
+    budget_minutes: float | None = None  # None: optimize.budget_minutes in the settings
     min_improvement: float = 5.0
     output_dir: Path | None = None  # default: <home>/runs
     dry_run: bool = False
@@ -123,7 +124,8 @@ def _run_signature(signature: str, settings: Settings, registry: ProgramRegistry
         "git_target": options.git_target, "synthetic_target": options.synthetic_target,
         "telemetry_target": options.telemetry_target, "repo_path": str(Path(options.repo_path).resolve()),
         "since_days": options.since_days, "strict": options.strict, "min_examples": options.min_examples,
-        "seed": options.seed, "optimizer": options.optimizer, "auto": options.auto, "trials": options.trials,
+        "seed": options.seed, "optimizer": options.optimizer or settings.optimize.optimizer, "auto": options.auto,
+        "trials": options.trials, "budget_minutes": options.budget_minutes,
         "min_improvement": options.min_improvement, "dry_run": options.dry_run,
     }
     outcome: dict[str, Any] = {"success": False, "phases": {}, "errors": [], "deployed": False,

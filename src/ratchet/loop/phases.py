@@ -225,6 +225,7 @@ def phase_optimize(payload: dict[str, Any], progress: Callable[[int, int | None,
         settings, _registry(settings), signature, dataset_version=payload.get("dataset_version") or "latest",
         optimizer=payload["optimizer"], auto=payload["auto"], trials=payload["trials"], seed=payload["seed"],
         min_improvement=payload["min_improvement"], save_candidate=not payload["dry_run"], records=records,
+        budget_minutes=payload.get("budget_minutes"),
         progress=lambda phase, done, total: progress(done, total, phase),
     )
     data = result.to_dict()

@@ -22,6 +22,7 @@ from ratchet.evaluation.runner import EvalReport, evaluate_program
 from ratchet.lm.adapter import CompletionAdapter
 from ratchet.lm.pricing import token_prices
 from ratchet.lm.setup import LMBundle, build_lms
+from ratchet.lm.tokens import prompt_budget
 from ratchet.optimize.meter import LMUsageMeter
 from ratchet.optimize.optimizers import OptimizeContext, get_optimizer
 from ratchet.optimize.stats import compare_paired, deploy_decision
@@ -30,7 +31,7 @@ from ratchet.programs.registry import ProgramRegistry
 from ratchet.programs.versions import VersionStore
 from ratchet.store.db import StateDB
 
-__all__ = ["OptimizationResult", "Progress", "run_optimization"]
+__all__ = ["OptimizationResult", "Progress", "is_base_model", "run_optimization"]
 
 Progress = Callable[[str, int, int], None]  # phase, completed, total
 
@@ -89,7 +90,7 @@ def run_optimization(
     signature: str,
     *,
     dataset_version: str = "latest",
-    optimizer: str = "mipro",
+    optimizer: str | None = None,
     auto: str | None = "light",
     trials: int | None = None,
     seed: int = 0,
@@ -99,16 +100,19 @@ def run_optimization(
     num_threads: int | None = None,
     progress: Progress | None = None,
     records: Sequence[ExampleRecord] | None = None,
+    budget_minutes: float | None = None,
 ) -> OptimizationResult:
     """Optimize ``signature`` on a dataset version's train split and compare it with production on its test split.
 
     ``records`` (a batch that was not stored, e.g. in a dry run) replaces the dataset version;
     their splits come from the same stable hash the dataset store uses. Examples whose inputs
     are in the signature's golden set are left out of every split (the leakage rule), counted
-    in ``excluded_golden``.
+    in ``excluded_golden``. ``optimizer`` and ``budget_minutes`` default to ``[optimize]`` in the settings; the
+    budget bounds the optimizer's compile (``auto`` keeps to it; the others are not stopped by it).
     """
     spec = registry.get(signature)
-    plugin = get_optimizer(optimizer)
+    plugin = get_optimizer(optimizer or settings.optimize.optimizer)
+    budget_minutes = budget_minutes if budget_minutes is not None else settings.optimize.budget_minutes
     if records is None:
         dataset = DatasetStore(settings.home_dir, settings.data, registry=registry).load(signature, dataset_version)
         records, dataset_label = dataset.records, dataset.version
@@ -126,7 +130,7 @@ def run_optimization(
                         f"{len(splits['test'])} test examples; optimization needs both")
     valset = splits["dev"] or splits["train"]
     bundle = lms or build_lms(settings.lm)
-    base_model = isinstance(bundle.adapter, CompletionAdapter)
+    base_model = is_base_model(settings, bundle)
     threads = num_threads or (1 if bundle.engine is not None else 8)
     roles = role_lms(bundle, base_model)
     prices = {bundle.task.model: token_prices(settings.lm)} if lms is None else {}
@@ -139,13 +143,18 @@ def run_optimization(
     baseline = versions.load(spec, baseline_version)
     ctx = OptimizeContext(spec=spec, trainset=splits["train"], valset=valset, task_lm=roles["task"],
                           prompt_lm=roles["prompt"], teacher_lm=roles["teacher"], reflection_lm=roles["reflection"],
-                          base_model=base_model, seed=seed, auto=auto, trials=trials, num_threads=threads)
+                          base_model=base_model, seed=seed, auto=auto, trials=trials, num_threads=threads,
+                          adapter=bundle.adapter, prompt_budget=prompt_budget(bundle), budget_minutes=budget_minutes,
+                          instruction_share=settings.optimize.instruction_share,
+                          reserved_examples=2 * len(splits["test"]))
     estimated = max(1, plugin.estimated_calls(ctx))
     meter = LMUsageMeter(roles, prices=prices,
                          on_call=lambda: report("optimize", min(meter.total_calls, estimated), estimated))
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
+    if budget_minutes is not None:
+        ctx.deadline = time.monotonic() + 60 * budget_minutes
     report("optimize", 0, estimated)
     with dspy.context(lm=roles["task"], adapter=bundle.adapter, callbacks=[meter]):
         candidate = plugin.compile(baseline.deepcopy(), ctx)
@@ -223,6 +232,14 @@ def golden_summary(baseline: GoldenScores, candidate: GoldenScores, confidence: 
     return {"golden_version": baseline.golden_version, "n": comparison.n, "baseline": baseline.summary(),
             "candidate": candidate.summary(), "comparison": comparison.to_dict(), "worse": worse, "better": better,
             "gates": False, "verdict": verdict}
+
+
+def is_base_model(settings: Settings, bundle: LMBundle) -> bool:
+    """Whether the task model is a base model: ``lm.base_model`` when set, else whether it is behind the completion
+    adapter (the embedded model, or ``lm.adapter = "completion"``)."""
+    if settings.lm.base_model is not None:
+        return settings.lm.base_model
+    return isinstance(bundle.adapter, CompletionAdapter)
 
 
 def role_lms(bundle: LMBundle, base_model: bool) -> dict[str, dspy.LM]:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import dspy
 
 from ratchet.data.sampling import balanced_demos
+from ratchet.lm.tokens import PromptBudget
 from ratchet.programs.registry import ProgramSpec
 
 __all__ = ["OptimizeContext", "Optimizer", "balanced_order"]
@@ -36,6 +37,12 @@ class OptimizeContext:
     trials: int | None = None
     num_threads: int = 1
     options: dict[str, Any] = field(default_factory=dict)
+    adapter: dspy.Adapter | None = None  # the task model's adapter (renders prompts to measure them)
+    prompt_budget: PromptBudget | None = None  # how to count a prompt's tokens and how many the model takes
+    budget_minutes: float | None = None  # the whole optimization's time limit (None: the optimizer's own default)
+    deadline: float | None = None  # time.monotonic() by which compile should end (from budget_minutes)
+    instruction_share: float = 0.5  # auto, no budget: the instruction search's time as a share of the demo search's
+    reserved_examples: int = 0  # examples evaluated after compile within the same budget (the held-out comparison)
 
     @property
     def metric(self) -> Callable[..., Any]:
