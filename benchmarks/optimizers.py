@@ -55,6 +55,8 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget-minutes", type=float, default=None, help="auto: time limit of its compile")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the zero-shot program: each optimizer is "
+                        "compared with the first one instead (paired, same test examples)")
     parser.add_argument("--user-programs", default=str(Path(__file__).parent / "user_tasks" / "programs.py"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/optimizers.json"))
     args = parser.parse_args()
@@ -75,11 +77,13 @@ def main() -> None:
         train, dev = pool[: args.train], pool[args.train:]
         test = seeded_sample(load_examples(spec.data["test"], spec.schema).examples, args.test, args.seed)
         evaluate = {"lm": bundle.task, "adapter": bundle.adapter}
-        console.print(f"[bold]{name}[/]: zero-shot baseline on {len(test)} test examples")
-        baseline_started = time.perf_counter()
-        baseline = evaluate_program(spec.build(), test, spec.metric, **evaluate)
-        rows.append({"program": name, "optimizer": "none (zero-shot)", "score": baseline.score,
-                     "seconds": round(time.perf_counter() - baseline_started, 1), "test_scores": baseline.scores})
+        baseline, reference = None, "zero-shot"
+        if not args.no_baseline:
+            console.print(f"[bold]{name}[/]: zero-shot baseline on {len(test)} test examples")
+            baseline_started = time.perf_counter()
+            baseline = evaluate_program(spec.build(), test, spec.metric, **evaluate)
+            rows.append({"program": name, "optimizer": "none (zero-shot)", "score": baseline.score,
+                         "seconds": round(time.perf_counter() - baseline_started, 1), "test_scores": baseline.scores})
         for optimizer in args.optimizers.split(","):
             plugin = get_optimizer(optimizer)
             ctx = OptimizeContext(spec=spec, trainset=train, valset=dev, task_lm=roles["task"],
@@ -95,12 +99,14 @@ def main() -> None:
                 candidate = plugin.compile(spec.build(), ctx)
             compile_s = time.perf_counter() - started
             report = evaluate_program(candidate, test, spec.metric, **evaluate)
+            if baseline is None:  # --no-baseline: the first optimizer is the reference
+                baseline, reference = report, optimizer
             cmp = compare_paired(baseline.scores, report.scores, seed=args.seed)
             usage = meter.summary()
             rows.append({
                 "program": name, "optimizer": optimizer, "parameters": plugin.parameters(ctx),
                 "lm_calls_total": usage["lm_calls_total"],
-                "score": report.score, "baseline": baseline.score,
+                "score": report.score, "baseline": baseline.score, "reference": reference,
                 "difference": cmp.mean_difference, "ci_low": cmp.ci_low, "ci_high": cmp.ci_high,
                 "p_value": cmp.p_value, "compile_seconds": round(compile_s, 1),
                 "eval_seconds_per_call": report.seconds_per_call, "lm_calls": usage["lm_calls"],
