@@ -87,3 +87,15 @@ def test_base_model_setting_overrides_the_adapter(workspace, value: bool) -> Non
     assert is_base_model(settings, bundle)  # behind the completion adapter
     settings.lm.base_model = value
     assert is_base_model(settings, bundle) is value
+
+
+def test_a_chat_model_whose_budget_runs_out_keeps_its_program(workspace) -> None:  # noqa: F811
+    settings, registry, version, labels = workspace
+    settings.lm.base_model = False
+    engine = ScriptedEngine(knows_with_demos(labels), latency_s=0.05)
+    lm = dspy.LM("scripted/slow", engine=engine, async_engine=ThreadedAsyncEngine(engine), cache=False,
+                 num_retries=0)
+    result = run_optimization(settings, registry, "classify_intent", dataset_version=version,
+                              lms=LMBundle.for_lm(lm, CompletionAdapter()), budget_minutes=0.02, trials=4)
+    assert result.parameters["refused_calls_past_deadline"] > 0
+    assert result.seconds["optimize"] < 60

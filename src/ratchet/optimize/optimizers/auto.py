@@ -70,8 +70,16 @@ class AutoOptimizer:
         started = time.perf_counter()
         roles = {name: guarded_lm(getattr(ctx, name), guard)
                  for name in ("task_lm", "prompt_lm", "teacher_lm", "reflection_lm")}
-        with dspy.context(lm=roles["task_lm"]):
-            program = MiproOptimizer().compile(student, replace(ctx, **roles))
+        try:
+            with dspy.context(lm=roles["task_lm"]):
+                program = MiproOptimizer().compile(student, replace(ctx, **roles))
+        except Exception:
+            if not guard.tripped:
+                raise
+            self.report = {"winner": "none: the budget ran out before MIPROv2 finished (the program is unchanged)",
+                           "seconds": round(time.perf_counter() - started, 2),
+                           "refused_calls_past_deadline": guard.tripped}
+            return student.deepcopy()
         self.report = {"winner": "mipro", "seconds": round(time.perf_counter() - started, 2),
                        "refused_calls_past_deadline": guard.tripped}
         return program
