@@ -46,7 +46,7 @@ step "3. production traffic: 800 Banking77 messages, feedback (and corrections) 
 ratchet loadtest --signature classify_intent --data "$DATA/train.jsonl" --queries 800 --concurrency 2 \
     --feedback-from-labels --corrections --seed 1
 
-step "4. the monthly cycle for classify_intent (telemetry + synthetic data, MIPROv2)"
+step "4. the monthly cycle for classify_intent (telemetry + synthetic data; optimizer auto: a demo search)"
 cycle_status=0
 ratchet cycle --signatures classify_intent --git-target 0 --telemetry-target 800 --synthetic-target 80 \
     --trials 10 || cycle_status=$?
