@@ -11,7 +11,15 @@ from ratchet.lm import ScriptedEngine
 from ratchet.lm.tokens import PromptBudget
 from ratchet.optimize.budget import BudgetExhausted, DeadlineGuard, InstructionCost, affordable_trials, guarded_lm
 from ratchet.optimize.demo_fit import demo_capacity
-from ratchet.optimize.demo_search import DemoPlan, Trial, draw_demos, plan_grid, rung_sizes, successive_halving
+from ratchet.optimize.demo_search import (
+    DemoPlan,
+    Trial,
+    challenge_incumbent,
+    draw_demos,
+    plan_grid,
+    rung_sizes,
+    successive_halving,
+)
 
 
 def _examples(n: int, labels: Sequence[str] = ("a", "b", "c")) -> list[dspy.Example]:
@@ -154,3 +162,36 @@ def test_the_guard_refuses_calls_after_the_deadline_only_while_armed() -> None:
     guard.armed = False
     assert lm("d") == ["ok"]
     assert guard.tripped == 1 and len(engine.prompts) == 3
+
+
+def _incumbent_and(winner_size: int, train: list[dspy.Example]) -> tuple[Trial, Trial]:
+    demos = draw_demos(train, DemoPlan(40, 0, "interleaved"), lambda ex: ex.label)
+    incumbent = Trial(DemoPlan(40, 0, "interleaved", name="incumbent"), demos)
+    return incumbent, _trials([DemoPlan(winner_size, 1, "shuffled")], train)[0]
+
+
+def test_a_clearly_better_winner_replaces_the_incumbent_after_both_score_the_whole_dev_split() -> None:
+    train, dev = _examples(300), _examples(100)
+    score, _ = _scorer({40: 40, 20: 75})
+    incumbent, winner = _incumbent_and(20, train)
+    winner.scores = score(winner.demos, dev[:13])  # the search saw only a prefix
+    verdict = challenge_incumbent(incumbent, winner, dev, score)
+    assert verdict.kept and len(incumbent.scores) == len(winner.scores) == 100
+    assert verdict.comparison["ci_low"] > 0 and incumbent.plan.label == "incumbent"
+
+
+def test_a_small_lead_found_on_a_few_examples_keeps_the_incumbent() -> None:
+    train, dev = _examples(300), _examples(100)
+    score, _ = _scorer({40: 50, 20: 53})
+    incumbent, winner = _incumbent_and(20, train)
+    verdict = challenge_incumbent(incumbent, winner, dev, score)
+    assert not verdict.kept and "the incumbent stays" in verdict.reason
+
+
+def test_out_of_time_the_incumbent_stays_and_the_incumbent_winning_needs_no_comparison() -> None:
+    train, dev = _examples(300), _examples(100)
+    score, calls = _scorer({40: 40, 20: 90})
+    incumbent, winner = _incumbent_and(20, train)
+    late = challenge_incumbent(incumbent, winner, dev, score, deadline=5.0, clock=lambda: 6.0)
+    assert not late.kept and "budget ran out" in late.reason and calls["examples"] == 0
+    assert not challenge_incumbent(incumbent, incumbent, dev, score).kept and calls["examples"] == 0

@@ -124,6 +124,10 @@ def print_search(params: dict[str, Any]) -> None:
     console.print(table)
     if search.get("stopped"):
         console.print(f"[yellow]demo search stopped early: {search['stopped']}[/]", highlight=False)
+    challenge = search.get("incumbent_challenge") or {}
+    if challenge:
+        console.print(f"search winner {search.get('search_winner')} against the incumbent: {challenge['reason']}",
+                      highlight=False)
     instr = params.get("instruction_search") or {}
     if instr:
         console.print(f"instruction search (MIPROv2, instructions only): {instr['status']} — {instr['reason']}"

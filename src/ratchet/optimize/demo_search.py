@@ -21,25 +21,33 @@ from typing import Any, Literal
 import dspy
 
 from ratchet.data.sampling import balanced_demos
+from ratchet.evaluation.paired import compare_paired
 
-__all__ = ["DemoPlan", "SearchResult", "Trial", "draw_demos", "plan_grid", "rung_sizes", "successive_halving"]
+__all__ = ["INCUMBENT_CONFIDENCE", "Challenge", "DemoPlan", "SearchResult", "Trial", "challenge_incumbent",
+           "draw_demos", "plan_grid", "rung_sizes", "successive_halving"]
 
 Order = Literal["shuffled", "interleaved"]
 Group = Callable[[dspy.Example], str]
 Scorer = Callable[[Sequence[dspy.Example], Sequence[dspy.Example]], list[float]]  # (demos, examples) -> scores
 
+INCUMBENT_CONFIDENCE = 0.95
+"""The search's winner replaces the incumbent only when better on dev with an interval of this level above zero:
+it was chosen on a few of those examples among many candidates, so a tie or a small lead is noise."""
+
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """One candidate demo set: ``size`` demos from draw ``draw``, shuffled or interleaved by group."""
+    """One candidate demo set: ``size`` demos from draw ``draw``, shuffled or interleaved by group (``name``: a set
+    chosen another way, such as the incumbent)."""
 
     size: int
     draw: int
     order: Order
+    name: str | None = None
 
     @property
     def label(self) -> str:
-        return f"{self.size} demos, draw {self.draw}, {self.order}"
+        return self.name or f"{self.size} demos, draw {self.draw}, {self.order}"
 
 
 @dataclass
@@ -170,3 +178,41 @@ def successive_halving(trials: list[Trial], dev: Sequence[dspy.Example], score: 
         winner = min(scored, key=lambda i: (-trials[i].mean_on(shared), i)) if scored else alive[0]
     return SearchResult(trials=trials, winner=trials[winner], rungs=rungs, seconds=clock() - started,
                         stopped=stopped)
+
+
+@dataclass
+class Challenge:
+    """Whether the search's winner replaced the incumbent (``kept``), and the paired comparison on dev."""
+
+    kept: bool
+    reason: str
+    comparison: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"winner_replaces_incumbent": self.kept, "reason": self.reason, "comparison": self.comparison}
+
+
+def challenge_incumbent(incumbent: Trial, winner: Trial, dev: Sequence[dspy.Example], score: Scorer, *,
+                        deadline: float | None = None, clock: Callable[[], float] = time.monotonic,
+                        seed: int = 0) -> Challenge:
+    """Score both on the whole dev split and let ``winner`` replace ``incumbent`` only when the paired
+    :data:`INCUMBENT_CONFIDENCE` interval of its lead lies above zero. Out of time, the incumbent stays."""
+    if winner is incumbent:
+        return Challenge(False, "the incumbent won the search")
+    for trial in (winner, incumbent):
+        todo = dev[len(trial.scores):]
+        if todo:
+            if deadline is not None and clock() >= deadline:
+                return Challenge(False, "the budget ran out before the winner could be compared with the incumbent "
+                                        "on the whole dev split: the incumbent stays")
+            began = clock()
+            trial.scores.extend(score(trial.demos, todo))
+            trial.seconds += clock() - began
+    n = len(dev)
+    comparison = compare_paired(incumbent.scores[:n], winner.scores[:n], confidence=INCUMBENT_CONFIDENCE, seed=seed)
+    verdict = (f"dev {comparison.candidate_mean:.3f} vs incumbent {comparison.baseline_mean:.3f} on {n} examples, "
+               f"{comparison.mean_difference * 100:+.1f} points ({INCUMBENT_CONFIDENCE:.0%} interval "
+               f"{comparison.ci_low * 100:+.1f} to {comparison.ci_high * 100:+.1f})")
+    kept = comparison.ci_low > 0
+    return Challenge(kept, verdict + ("" if kept else ": not clearly better, the incumbent stays"),
+                     comparison.to_dict())

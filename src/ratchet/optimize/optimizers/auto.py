@@ -25,9 +25,16 @@ from ratchet.evaluation.fewshot import attach_demos
 from ratchet.evaluation.runner import evaluate_program
 from ratchet.optimize.budget import DeadlineGuard, guarded_lm
 from ratchet.optimize.demo_fit import DEFAULT_CAP, demo_capacity, demo_group, longest_inputs, prompt_tokens
-from ratchet.optimize.demo_search import DemoPlan, Trial, draw_demos, plan_grid, successive_halving
+from ratchet.optimize.demo_search import (
+    DemoPlan,
+    Trial,
+    challenge_incumbent,
+    draw_demos,
+    plan_grid,
+    successive_halving,
+)
 from ratchet.optimize.instruction_search import search_instructions
-from ratchet.optimize.optimizers.base import OptimizeContext
+from ratchet.optimize.optimizers.base import OptimizeContext, balanced_order
 from ratchet.optimize.optimizers.mipro import MiproOptimizer
 
 __all__ = ["MAX_DEMOS", "AutoOptimizer"]
@@ -92,7 +99,12 @@ class AutoOptimizer:
         signature = student.predictors()[0].signature
         fit = _Fit(signature, ctx)
         capacity = fit.capacity(draw_demos(ctx.trainset, DemoPlan(fit.cap, 0, "shuffled"), group))
-        trials = []
+        # The incumbent: the demos LabeledFewShot takes (issue 5's base-model default). It is a candidate like the
+        # others (first, so a tie keeps it), and the search's winner must then beat it on the whole dev split.
+        labeled = balanced_order(ctx)[:ctx.max_demos]
+        labeled = labeled[:fit.capacity(labeled)]
+        trials = [Trial(DemoPlan(len(labeled), 0, "interleaved", name=f"incumbent: LabeledFewShot's {len(labeled)} "
+                                 "demos"), labeled, prompt_tokens=fit.tokens(labeled))]
         for plan in plan_grid(capacity, len(ctx.trainset)):
             demos = draw_demos(ctx.trainset, plan, group)
             demos = demos[:fit.capacity(demos)]  # another draw's demos may be longer
@@ -102,7 +114,9 @@ class AutoOptimizer:
             return self._score(attach_demos(student.deepcopy(), demos), examples, ctx)
 
         search = successive_halving(trials, dev, score, deadline=ctx.deadline)
-        winner = attach_demos(student.deepcopy(), search.winner.demos)
+        challenge = challenge_incumbent(trials[0], search.winner, dev, score, deadline=ctx.deadline, seed=ctx.seed)
+        chosen = search.winner if challenge.kept or search.winner is trials[0] else trials[0]
+        winner = attach_demos(student.deepcopy(), chosen.demos)
         searched = time.monotonic() - started
         scored = sum(len(t.scores) for t in search.trials)
         per_example = sum(t.seconds for t in search.trials) / max(1, scored)
@@ -112,7 +126,7 @@ class AutoOptimizer:
         else:
             seconds_left = ctx.instruction_share * searched
             guard.deadline = time.monotonic() + seconds_left
-        outcome = search_instructions(winner, list(search.winner.scores), ctx, dev,
+        outcome = search_instructions(winner, list(chosen.scores), ctx, dev,
                                       lambda module, examples: self._score(module, examples, ctx),
                                       seconds_per_example=per_example, seconds_left=seconds_left, guard=guard)
         self.report = {
@@ -120,13 +134,14 @@ class AutoOptimizer:
                 "max_demos_that_fit": capacity, "prompt_limit_tokens": ctx.prompt_budget.limit
                 if ctx.prompt_budget and ctx.prompt_budget.enabled else None,
                 "rungs_dev_examples": search.rungs, "seconds": round(searched, 2), "calls": scored,
-                "stopped": search.stopped, "winner": search.winner.plan.label,
-                "winner_dev_score": round(search.winner.mean, 4), "winner_dev_examples": len(search.winner.scores),
+                "stopped": search.stopped, "search_winner": search.winner.plan.label,
+                "incumbent_challenge": challenge.to_dict(), "winner": chosen.plan.label,
+                "winner_dev_score": round(chosen.mean, 4), "winner_dev_examples": len(chosen.scores),
                 "candidates": [t.to_dict() for t in search.trials],
             },
             "instruction_search": outcome.to_dict(),
-            "winner": "mipro instructions + " + search.winner.plan.label if outcome.kept
-            else "demo search: " + search.winner.plan.label,
+            "winner": "mipro instructions + " + chosen.plan.label if outcome.kept
+            else "demo search: " + chosen.plan.label,
         }
         return outcome.program if outcome.kept and outcome.program is not None else winner
 
