@@ -10,12 +10,13 @@ rows whose party size is not a single number ("5 adults and 1 child") are left o
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import re
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from build_example_data import banking77, restaurant8k_spans, write_jsonl
 
 OUT = Path(__file__).resolve().parent / "data"
 INTENTS = ["card_linking", "change_pin", "automatic_top_up", "fiat_currency_support", "visa_or_mastercard",
@@ -27,12 +28,6 @@ NUMBERS = {w: i for i, w in enumerate([
 SIZES = {"train": 1500, "test": 600}
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows), encoding="utf-8")
-    print(f"{path.name} ({path.parent.name}): {len(rows)} examples")
-
-
 def party_size(span: str) -> int | None:
     """The number of people in a span such as "9 people" or "four of us"; None when it is not one number."""
     found = re.findall(r"\d+|[a-z]+", span.casefold())
@@ -40,24 +35,10 @@ def party_size(span: str) -> int | None:
     return values[0] if len(values) == 1 else None
 
 
-def banking(src: Path) -> None:
-    for split in ("train", "test"):
-        with (src / f"{split}.csv").open(encoding="utf-8") as fh:
-            rows = [{"text": r["text"].strip(), "intent": r["category"]}
-                    for r in csv.DictReader(fh) if r["category"] in INTENTS]
-        write_jsonl(OUT / "banking77_other10" / f"{split}.jsonl", rows)
-
-
 def restaurant(src: Path) -> None:
     for split in ("train", "test"):
         rows = []
-        for item in json.loads((src / f"{split}.json").read_text(encoding="utf-8")):
-            text = item["userInput"]["text"].strip()
-            spans: dict[str, str] = {}
-            for label in item.get("labels", []):
-                span = label["valueSpan"]
-                value = item["userInput"]["text"][span.get("startIndex", 0):span["endIndex"]].strip()
-                spans.setdefault(label["slot"], value)
+        for text, spans in restaurant8k_spans(src, split):
             size = party_size(spans["people"]) if "people" in spans else None
             if "people" in spans and size is None:
                 continue
@@ -70,5 +51,5 @@ def restaurant(src: Path) -> None:
 
 if __name__ == "__main__":
     shared = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("/work/shared/datasets")
-    banking(shared / "banking77")
+    banking77(shared / "banking77", OUT / "banking77_other10", INTENTS)
     restaurant(shared / "restaurant8k")
