@@ -209,6 +209,84 @@ def test_a_restored_prompt_answers_exactly_as_it_did_when_computed() -> None:
         engine.close()
 
 
+def _fresh_scores(llama, prompt: str, options: list[list[int]]) -> np.ndarray:
+    from ratchet.lm.engines.choices import score_choices
+
+    llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+    llama.n_tokens = 0
+    return np.array(score_choices(llama, llama.tokenize(prompt.encode(), add_bos=True, special=True), options))
+
+
+@pytest.mark.slow
+def test_a_restored_long_prompt_serves_any_shorter_prefix_as_if_computed_fresh() -> None:
+    """Real model: Gemma 3's sliding-window layers see 512 tokens; a ~1,000-token snapshot, restored, is then reused
+    up to where the next question starts (same family) and up to its instructions only (another family). Both
+    score the labels as a context that never held it does: a sequence-only snapshot lacked the early cells of the
+    sliding-window layers, and those calls were up to 9 nats off."""
+    pytest.importorskip("llama_cpp")
+    from ratchet.lm.engines.choices import score_choices
+    from ratchet.lm.engines.prompt_cache import restore_snapshot, take_snapshot
+    from ratchet.lm.local_model import local_weights
+
+    weights = local_weights(None)
+    long_prompt = _prompt("X", "base", "my card has not arrived", demos=60)
+    same_family_prompt = _prompt("X", "base", "what is the exchange rate", demos=60)
+    short_prompt = INSTRUCTIONS["X"] + "Q: my pin is blocked\nA:"
+    engine = llamacpp.LlamaCppEngine(weights.path, model_id="m", n_ctx=2048, n_threads=1, self_test=False)
+    try:
+        with engine._checkout() as llama:
+            options = [llama.tokenize(f" label {i}".encode(), add_bos=False, special=False) for i in range(7)]
+            assert len(llama.tokenize(long_prompt.encode(), add_bos=True, special=True)) > 800
+            for prompt in (same_family_prompt, short_prompt):
+                expected = _fresh_scores(llama, prompt, options)
+                _fresh_scores(llama, long_prompt, options)
+                snapshot = take_snapshot(llama, long_prompt)
+                _fresh_scores(llama, "Something else entirely. " * 30, options)
+                assert snapshot is not None and restore_snapshot(llama, snapshot)
+                tokens = llama.tokenize(prompt.encode(), add_bos=True, special=True)
+                assert np.allclose(score_choices(llama, tokens, options), expected, atol=0.05)
+    finally:
+        engine.close()
+
+
+@pytest.mark.slow
+def test_a_state_missing_sliding_window_cells_is_never_reused_before_its_end() -> None:
+    """Real model: restore a sequence-only state (what llama.cpp's seq API writes: the sliding-window layers keep
+    only the last 512 positions). Reusing it up to an earlier token would attend to nothing there; the guard sees
+    the missing cells and evaluates the prompt from the start instead."""
+    pytest.importorskip("llama_cpp")
+    import ctypes
+
+    import llama_cpp
+
+    from ratchet.lm.engines.choices import score_choices
+    from ratchet.lm.engines.prompt_cache import reusable_prefix
+    from ratchet.lm.local_model import local_weights
+
+    weights = local_weights(None)
+    long_prompt = _prompt("Y", "base", "my card has not arrived", demos=60)
+    short_prompt = INSTRUCTIONS["Y"] + "Q: my pin is blocked\nA:"
+    engine = llamacpp.LlamaCppEngine(weights.path, model_id="m", n_ctx=2048, n_threads=1, self_test=False)
+    try:
+        with engine._checkout() as llama:
+            options = [llama.tokenize(f" label {i}".encode(), add_bos=False, special=False) for i in range(7)]
+            expected = _fresh_scores(llama, short_prompt, options)
+            _fresh_scores(llama, long_prompt, options)
+            held = list(llama.input_ids[: llama.n_tokens])
+            size = llama_cpp.llama_state_seq_get_size(llama.ctx, 0)
+            state = (ctypes.c_uint8 * size)()
+            written = llama_cpp.llama_state_seq_get_data(llama.ctx, state, size, 0)
+            llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+            assert llama_cpp.llama_state_seq_set_data(llama.ctx, state, written, 0)
+            llama.input_ids[: len(held)] = held
+            llama.n_tokens = len(held)
+            assert reusable_prefix(llama, 20) == 0 and reusable_prefix(llama, len(held)) == len(held)
+            tokens = llama.tokenize(short_prompt.encode(), add_bos=True, special=True)
+            assert np.allclose(score_choices(llama, tokens, options), expected, atol=0.05)
+    finally:
+        engine.close()
+
+
 def test_the_setting_bounds_the_engines_prompt_cache() -> None:
     from ratchet.config.settings import LocalModelSettings
     from ratchet.lm.setup import local_engine

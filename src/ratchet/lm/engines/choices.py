@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ratchet.lm.engines.prompt_cache import reusable_prefix
+
 __all__ = ["eval_prompt", "score_choices"]
 
 
@@ -38,7 +40,7 @@ def eval_prompt(llama: Any, tokens: Sequence[int]) -> np.ndarray:
         if a != b:
             break
         prefix += 1
-    llama.n_tokens = prefix
+    llama.n_tokens = prefix = reusable_prefix(llama, prefix)
     llama.eval(list(tokens[prefix:]))
     return _last_logprobs(llama)
 

@@ -23,6 +23,7 @@ from ratchet.lm.engines.grammar import grammar_problem, greedy_grammar
 from ratchet.lm.engines.prompt_cache import (
     PromptCache,
     Snapshot,
+    drop_unusable_prefix,
     restore_snapshot,
     same_family,
     shared_prefix,
@@ -300,6 +301,8 @@ class LlamaCppEngine:
 
                 kwargs["grammar"], grammar = LlamaGrammar.from_string(grammar, verbose=False), None
         with self._checkout(prompt) as llama:
+            if self._prompts is not None:  # a restored state: never reuse a prefix its SWA layers cannot serve
+                drop_unusable_prefix(llama, prompt)
             try:
                 if grammar is not None:  # greedy: check the best token only (same answer, a fraction of the time)
                     with greedy_grammar(llama, grammar):

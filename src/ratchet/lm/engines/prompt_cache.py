@@ -3,10 +3,17 @@
 A llama.cpp context caches one prompt: the next call reuses the part of it that its own prompt
 shares. Several programs, or the two arms of an A/B split, served from the same few contexts
 would evict each other's long few-shot prefix and recompute it (seconds on a CPU). This module
-keeps a copy of a context's sequence state (``llama_state_seq_get_data``: the KV cells of the
-tokens it holds, ~18 KiB a token for Gemma 3 270M) for each prompt family, within a byte
-budget, and writes it back into whichever context serves the next call of that family
-(``llama_state_seq_set_data``: a copy, milliseconds, instead of re-evaluating the prompt).
+keeps a copy of a context's state (``llama_state_get_data``: the KV cells of the tokens it
+holds) for each prompt family, within a byte budget, and writes it back into whichever context
+serves the next call of that family (``llama_state_set_data``: a copy, milliseconds, instead of
+re-evaluating the prompt).
+
+The whole context's state, not one sequence's: llama.cpp leaves out of a *sequence* state the
+cells a sliding-window (SWA) layer no longer attends to from the last position. Gemma 3's SWA
+layers (window 512) then lack the cells before ``last - 512``, so a restored prefix can only be
+extended, never reused up to an earlier token: a call reusing it up to where its question starts
+would attend to nothing there and score garbage (9 nats off in ``benchmarks``' differential
+check). :func:`reusable_prefix` guards every reuse against such a state anyway.
 
 Two prompts are of the same *family* when their common prefix covers half of each: the
 requests of one program version share instructions and demos and differ in the question; a
@@ -23,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptCache", "Snapshot", "restore_snapshot", "same_family", "shared_prefix", "take_snapshot"]
+__all__ = ["PromptCache", "Snapshot", "drop_unusable_prefix", "restore_snapshot", "reusable_prefix", "same_family",
+           "shared_prefix", "take_snapshot"]
 
 MIN_SNAPSHOT_TOKENS = 64  # a shorter prompt is cheaper to re-evaluate than to keep
 
@@ -47,7 +55,7 @@ def same_family(shared: int, a: str, b: str) -> bool:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """The KV cache of one context holding ``tokens`` (the tokens of ``prompt``), as llama.cpp serialises it."""
+    """The state of one context holding ``tokens`` (the tokens of ``prompt``), as llama.cpp serialises it."""
 
     prompt: str
     tokens: np.ndarray
@@ -155,9 +163,9 @@ def take_snapshot(llama: Any, prompt: str) -> Snapshot | None:
             return None
         llama.n_tokens = keep
         llama._requires_eval = True
-    size = llama_cpp.llama_state_seq_get_size(llama.ctx, 0)
+    size = llama_cpp.llama_state_get_size(llama.ctx)
     state = (ctypes.c_uint8 * size)()
-    written = llama_cpp.llama_state_seq_get_data(llama.ctx, state, size, 0)
+    written = llama_cpp.llama_state_get_data(llama.ctx, state, size)
     if not written or written > size:
         return None
     return Snapshot(prompt=prompt, tokens=np.array(llama.input_ids[:keep], copy=True), state=state, size=written)
@@ -167,7 +175,7 @@ def restore_snapshot(llama: Any, snapshot: Snapshot) -> bool:
     """Write ``snapshot`` into ``llama``'s context, replacing what it holds (False, and an empty context, if not)."""
     import llama_cpp
 
-    if llama_cpp.llama_state_seq_set_data(llama.ctx, snapshot.state, snapshot.size, 0) == 0:
+    if llama_cpp.llama_state_set_data(llama.ctx, snapshot.state, snapshot.size) == 0:
         llama._ctx.kv_cache_seq_rm(-1, 0, -1)
         llama.n_tokens = 0
         llama._requires_eval = True
@@ -177,3 +185,35 @@ def restore_snapshot(llama: Any, snapshot: Snapshot) -> bool:
     llama.n_tokens = n
     llama._requires_eval = True  # the logits are not part of the snapshot: the next call decodes at least a token
     return True
+
+
+def reusable_prefix(llama: Any, n_past: int) -> int:
+    """``n_past`` if ``llama``'s KV cache holds what a call reusing its first ``n_past`` tokens attends to, else 0.
+
+    A sliding-window layer attends to the ``n_swa`` positions before each new token: reusing a prefix cut
+    before the end needs that layer's cells from ``n_past - n_swa`` on. A live context keeps them all
+    (``swa_full``), but a state restored from a sequence snapshot may not (llama.cpp's own server makes
+    the same check). Reusing all the cache (``n_past == n_tokens``) only extends it and is always fine.
+    """
+    import llama_cpp
+
+    if n_past <= 0 or n_past >= llama.n_tokens:
+        return max(n_past, 0)
+    n_swa = llama_cpp.llama_model_n_swa(llama.model)
+    if n_swa <= 0:
+        return n_past
+    pos_min = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llama.ctx), 0)
+    return n_past if 0 <= pos_min <= max(0, n_past - n_swa) else 0
+
+
+def drop_unusable_prefix(llama: Any, prompt: str) -> None:
+    """Empty ``llama``'s cache if ``create_completion(prompt)`` would reuse a prefix it cannot (see
+    :func:`reusable_prefix`); llama-cpp-python reuses whatever tokens match without that check."""
+    if llama.n_tokens == 0:
+        return
+    tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    shared = _common_length(llama.input_ids[: llama.n_tokens], tokens)
+    reuse = shared - 1 if shared == len(tokens) else shared  # as Llama.generate: the last token is re-decoded
+    if reuse > 0 and reusable_prefix(llama, reuse) != reuse:
+        llama._ctx.kv_cache_seq_rm(-1, 0, -1)
+        llama.n_tokens = 0
