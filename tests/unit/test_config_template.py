@@ -5,7 +5,8 @@ examples (``# api_base = "…"``, ``# [lm.prompt]`` then ``# model = "…"``). E
 to its field of :class:`~ratchet.config.Settings` (nested sections, ``dict[str, Section]``
 entries such as ``data.gates.<signature>``); a key with no field fails.
 
-A field counts as read when ``src/ratchet`` outside ``config/settings.py`` reads it
+A field counts as read when ``src/ratchet`` outside the settings modules (``config/settings.py`` and the
+section modules it re-exports) reads it
 (``x.<field>``, or ``getattr`` with the name as a literal, iterated from a literal tuple as in
 ``{k: getattr(cfg, k) for k in ("alpha", …)}``, or an f-string: ``f"{job}_cron"`` reads every
 ``*_cron``), or reads a property of its settings class that uses it (``settings.home_dir``
@@ -17,11 +18,12 @@ assigned from ``….serve`` or annotated with its class (``thresholds: GateThres
 """
 
 import ast
+import inspect
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,9 @@ from ratchet.config import Settings
 
 SRC = Path(__file__).parents[2] / "src" / "ratchet"
 TEMPLATE = SRC / "templates" / "ratchet.toml"
-SETTINGS_MODULE = SRC / "config" / "settings.py"
+# The modules that declare the settings: their own reads (validators, properties) are not the code's.
+SETTINGS_MODULES = tuple(SRC / "config" / name for name in (
+    "settings.py", "section.py", "models.py", "serving.py", "operations.py", "limits.py"))
 TOP_LEVEL = "settings"  # what top-level keys are read through: settings.home, self.settings.programs
 
 
@@ -320,23 +324,24 @@ def _read_in(reads: CodeReads, scope: ast.AST, attributes: dict[str, set[str]]) 
                 reads.patterns.append((pattern, through))
 
 
-def code_reads(package: Path = SRC, exclude: Path = SETTINGS_MODULE) -> CodeReads:
+def code_reads(package: Path = SRC, exclude: Collection[Path] = SETTINGS_MODULES) -> CodeReads:
     """Every attribute read (and ``getattr``) in the modules under ``package``, except ``exclude``."""
     reads = CodeReads({}, [])
     for path in sorted(package.rglob("*.py")):
-        if path != exclude:
+        if path not in exclude:
             for scope, attributes in _scopes(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
                 _read_in(reads, scope, attributes)
     return reads
 
 
-def derived_reads(module: Path = SETTINGS_MODULE) -> dict[tuple[str, str], set[str]]:
+def derived_reads(modules: Collection[Path] = SETTINGS_MODULES) -> dict[tuple[str, str], set[str]]:
     """(class, field) → the methods and properties of that settings class that read ``self.<field>``.
 
     ``home`` is read as ``settings.home_dir``, a property that resolves ``self.home``.
     """
     derived: dict[tuple[str, str], set[str]] = {}
-    for cls in (n for n in ast.walk(ast.parse(module.read_text(encoding="utf-8"))) if isinstance(n, ast.ClassDef)):
+    trees = [ast.parse(module.read_text(encoding="utf-8")) for module in modules]
+    for cls in (n for tree in trees for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
         for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
             for node in ast.walk(method):
                 if isinstance(node, ast.Attribute) and _is_self(node.value):
@@ -378,6 +383,19 @@ def test_every_template_key_is_a_setting() -> None:
         key.dotted for key in keys if not key.commented}
 
 
+def test_the_settings_modules_declare_every_section() -> None:
+    """A section declared elsewhere would count its own validators and properties as the code's reads."""
+    seen: set[type[BaseModel]] = set()
+    todo: list[type[BaseModel]] = [Settings]
+    while todo:
+        model = todo.pop()
+        if model not in seen:
+            seen.add(model)
+            for field in model.model_fields.values():
+                todo.extend(m for m in (section_model(field.annotation), entry_model(field.annotation)) if m)
+    assert {Path(inspect.getfile(model)) for model in seen} <= set(SETTINGS_MODULES)
+
+
 def test_every_template_key_is_read_outside_settings() -> None:
     keys, _ = template_keys(TEMPLATE.read_text(encoding="utf-8"))
     assert unread(keys, code_reads()) == []
@@ -408,7 +426,7 @@ def test_an_unread_key_or_one_read_through_another_object_fails(tmp_path: Path) 
                             "[thresholds]\nlatency_p50_ms = 1.0\nlatency_p99_ms = 2.0\n"
                             "[schedule]\ncycle_cron = '0 * * * *'\n[rollout]\nalpha = 0.05\nmin_quality = 0.7\n"
                             "[data]\nmax_field_chars = 100\n[data.default_gate]\nmin_quality = 70.0\n")
-    problems = unread(keys, code_reads(tmp_path, exclude=tmp_path / "settings.py"), derived={})
+    problems = unread(keys, code_reads(tmp_path, exclude=[tmp_path / "settings.py"]), derived={})
     assert problems == [
         "serve: 'serve' is read nowhere in src/ratchet",
         "serve.request_index_days: 'request_index_days' is read, but never through ['ServeSettings', 'serve']",
@@ -420,6 +438,6 @@ def test_an_unread_key_or_one_read_through_another_object_fails(tmp_path: Path) 
 def test_a_field_read_by_a_settings_property_counts(tmp_path: Path) -> None:
     keys, _ = template_keys("home = '.ratchet'\n")
     (tmp_path / "mod.py").write_text("def f(settings):\n    return settings.home_dir\n")
-    reads = code_reads(tmp_path, exclude=tmp_path / "settings.py")
+    reads = code_reads(tmp_path, exclude=[tmp_path / "settings.py"])
     assert unread(keys, reads) == []
     assert unread(keys, reads, derived={}) == ["home: 'home' is read nowhere in src/ratchet"]

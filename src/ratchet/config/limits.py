@@ -7,30 +7,28 @@ process: with ``serve.workers = N`` a client may send up to N times as much.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from ratchet.config.section import Section
 
 __all__ = ["KeyLimitSettings", "LimitsSettings", "SignatureLimitSettings"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class KeyLimitSettings(_Section):
+class KeyLimitSettings(Section):
     """The rate of one API key (``[limits.keys.<name>]``); a key left out keeps ``[limits]``'s."""
 
     requests_per_minute: float | None = Field(None, ge=0, description="sustained rate; 0: not limited")
     burst: int | None = Field(None, ge=1, description="requests it may send at once")
 
 
-class SignatureLimitSettings(_Section):
+class SignatureLimitSettings(Section):
     """Input lengths of one program (``[limits.signatures.<name>]``)."""
 
     max_field_chars: int | None = Field(None, ge=1, description="longest input field; default: [limits]'s")
     fields: dict[str, int] = Field(default_factory=dict, description="per input field: its longest value")
 
 
-class LimitsSettings(_Section):
+class LimitsSettings(Section):
     """Abuse limits of the HTTP API: per-client token buckets (429) and input lengths (413)."""
 
     requests_per_minute: float = Field(

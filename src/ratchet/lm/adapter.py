@@ -15,8 +15,9 @@ first output field's label for the model to continue::
 
 Generation stops at a blank line (the end of an example) or when the model
 starts another input. Parsing maps labelled lines back to output fields and
-converts values to the signature's types; a completion that cannot be mapped
-raises :class:`~ratchet.errors.OutputParseError` (a DSPy ``AdapterParseError``).
+converts values to the signature's types (:mod:`ratchet.lm.answer_parsing`); a
+completion that cannot be mapped raises :class:`~ratchet.errors.OutputParseError`
+(a DSPy ``AdapterParseError``).
 """
 
 from __future__ import annotations
@@ -26,24 +27,23 @@ import re
 import typing
 from typing import Any, Literal
 
-import json_repair
 import pydantic
 from dspy.adapters.base import Adapter
 from dspy.adapters.types import History
-from dspy.adapters.utils import parse_value, serialize_for_json
+from dspy.adapters.utils import serialize_for_json
 from dspy.signatures.signature import Signature
 from dspy.utils.callback import BaseCallback
 from dspy.utils.exceptions import AdapterParseError
 
 from ratchet.errors import OutputParseError
 from ratchet.lm.answer_grammar import NONE_WORD, answer_grammar, structured_output
+from ratchet.lm.answer_parsing import parse_field_value, split_label, starts_with_label
 from ratchet.lm.directives import choices_directive, grammar_directive
 from ratchet.lm.fields import field_label as _label
 from ratchet.lm.fields import unwrap_optional as _unwrap_optional
 
 __all__ = ["CompletionAdapter", "answer_grammar", "single_choice_field"]
 
-_NONE_WORDS = {"", NONE_WORD, "null", "n/a", "na", "-", "nothing", "not mentioned", "unknown"}
 _BLANK_RUN = re.compile(r"\n\s*\n+")
 _FORMAT_EXAMPLE = "__ratchet_format_example__"  # marks the demo that format_example() adds
 _CONTENT_FREE = "N/A"
@@ -74,11 +74,6 @@ def _short_answer_chars(signature: type[Signature]) -> int | None:
     if base in (int, float):
         return max(32, extra)
     return None
-
-
-def _normalise_choice(text: str) -> str:
-    text = text.strip().strip("\"'`*.,;:!?()[]{} ").casefold()
-    return re.sub(r"[\s\-]+", "_", text)
 
 
 class CompletionAdapter(Adapter):
@@ -327,13 +322,13 @@ class CompletionAdapter(Adapter):
 
         first_name = next(iter(outputs))
         text = completion.lstrip()
-        if not self._starts_with_label(text, labels):
+        if not starts_with_label(text, labels):
             text = f"{_label(first_name, outputs[first_name])} {text}"
 
         raw: dict[str, list[str]] = {}
         current: str | None = None
         for line in text.splitlines():
-            key, rest = self._split_label(line)
+            key, rest = split_label(line)
             if key is not None and key in labels:
                 current = labels[key]
                 if current in raw:  # the model started a second answer: keep the first
@@ -369,60 +364,6 @@ class CompletionAdapter(Adapter):
         return values
 
     @staticmethod
-    def _split_label(line: str) -> tuple[str | None, str]:
-        head, sep, rest = line.partition(":")
-        if not sep or len(head) > 60:
-            return None, line
-        return head.strip().strip("*#`").strip().casefold(), rest.strip()
-
-    def _starts_with_label(self, text: str, labels: dict[str, str]) -> bool:
-        key, _ = self._split_label(text.split("\n", 1)[0])
-        return key is not None and key in labels
-
-    @staticmethod
     def parse_value(text: str, annotation: Any, optional: bool = False) -> Any:
         """Convert one field's text to ``annotation`` (``optional`` allows ``none``)."""
-        if optional and text.strip().strip("\"'.").casefold() in _NONE_WORDS:
-            return None
-        if annotation is str:
-            return text.strip()
-        origin = typing.get_origin(annotation)
-        if origin is Literal:
-            allowed = typing.get_args(annotation)
-            by_norm = {_normalise_choice(str(a)): a for a in allowed}
-            first_line = text.strip().split("\n", 1)[0]
-            key = _normalise_choice(first_line)
-            if key in by_norm:
-                return by_norm[key]
-            raise ValueError(f"not one of {', '.join(map(str, allowed))}")
-        if annotation is bool:
-            word = text.strip().strip(".").casefold()
-            if word in ("true", "yes", "1"):
-                return True
-            if word in ("false", "no", "0"):
-                return False
-            raise ValueError("expected true or false")
-        if annotation in (int, float):
-            match = re.search(r"-?\d+(?:\.\d+)?", text.replace(",", ""))
-            if not match:
-                raise ValueError("expected a number")
-            return pydantic.TypeAdapter(annotation).validate_python(
-                float(match.group()) if annotation is float else int(float(match.group())))
-        if origin is list:
-            return _parse_list(text, annotation)
-        return parse_value(text, annotation)
-
-
-def _parse_list(text: str, annotation: Any) -> list[Any]:
-    stripped = text.strip()
-    candidate: Any = None
-    if stripped.startswith("["):
-        candidate = json_repair.loads(stripped)
-    if not isinstance(candidate, list):
-        lines = [ln.strip() for ln in stripped.splitlines() if ln.strip()]
-        bullet = re.compile(r"^(?:[-*•]|\d+[.)])\s+")
-        if len(lines) > 1 or (lines and bullet.match(lines[0])):
-            candidate = [bullet.sub("", ln) for ln in lines]
-        else:
-            candidate = [part.strip() for part in stripped.split(",") if part.strip()]
-    return pydantic.TypeAdapter(annotation).validate_python(candidate)
+        return parse_field_value(text, annotation, optional)

@@ -32,11 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -44,7 +42,7 @@ from fastapi.responses import JSONResponse, Response
 
 from ratchet.audit import audit_context
 from ratchet.auth import PUBLIC
-from ratchet.config import Settings, load_settings, mask_urls_in_text
+from ratchet.config import Settings, load_settings
 from ratchet.errors import (
     CorrectionMismatchError,
     FieldTooLongError,
@@ -77,7 +75,7 @@ from ratchet.serve.errors import CLIENT_ERRORS
 from ratchet.serve.experiments_api import add_experiment_routes
 from ratchet.serve.http_errors import install_error_handlers, public_text
 from ratchet.serve.rate_limit import RateLimiter, client_of
-from ratchet.serve.readiness import Readiness
+from ratchet.serve.readiness import Readiness, dependency_checks, public_warm_up
 from ratchet.serve.result import CallResult
 from ratchet.serve.runtime import Runtime
 from ratchet.version import __version__
@@ -243,12 +241,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if not readiness.ready:
             status = "failed" if readiness.failed else "starting"
             return JSONResponse(status_code=503, content={"status": status, "version": __version__,
-                                                          "warm_up": _public(readiness.to_dict())})
-        checks = await asyncio.to_thread(_dependency_checks, rt)
+                                                          "warm_up": public_warm_up(readiness.to_dict())})
+        checks = await asyncio.to_thread(dependency_checks, rt)
         ok = all(check["ok"] for check in checks.values())
         return JSONResponse(status_code=200 if ok else 503,
                             content={"status": "ready" if ok else "unavailable", "version": __version__,
-                                     "warm_up": _public(readiness.to_dict()), "checks": checks})
+                                     "warm_up": public_warm_up(readiness.to_dict()), "checks": checks})
 
     # response_class=Response (no media type of its own): the 200 is documented as text, the errors as JSON.
     @app.get("/metrics", response_class=Response, **role_route("read", responses={
@@ -314,15 +312,6 @@ def _traced(result: CallResult, response: JSONResponse) -> JSONResponse:
     return response
 
 
-def _public(warm_up: dict[str, Any]) -> dict[str, Any]:
-    """The warm-up report without file paths, nor the text of an unexpected exception (the log has both)."""
-    if warm_up.get("error") == "warm_up_failed":
-        warm_up["message"] = "warm-up failed; the server log has the details"
-    elif warm_up.get("message"):  # model_not_available: Ratchet's own explanation of what to change
-        warm_up["message"] = public_text(str(warm_up["message"]))
-    return warm_up
-
-
 def _over_rate(request: Request, endpoint: str) -> LimitError | None:
     """The refusal when the request's client is over its ``[limits]`` rate (counted either way)."""
     limiter: RateLimiter = request.app.state.limiter
@@ -362,56 +351,6 @@ def _refused(error_type: str, exc: BaseException | None, request_id: str) -> JSO
     return error_response(STATUS_BY_ERROR.get(error_type, 422), error_type,
                           str(exc) if exc is not None else error_type, field=getattr(exc, "field", None),
                           request_id=request_id, **extra)
-
-
-def _dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
-    checks: dict[str, dict[str, Any]] = {}
-    checks["model"] = {"ok": rt.model_loaded, "model": rt.lms.model_id,
-                       "detail": "loaded" if rt.model_loaded else "weights not loaded"}
-    try:
-        rt.db.ping()
-        checks["state_db"] = {"ok": True, "dialect": rt.db.dialect}
-    except Exception as exc:  # the kind of error only: its text may name hosts, users and paths (logged instead)
-        log.warning("readiness: the state database is not reachable: %s", mask_urls_in_text(str(exc)))
-        checks["state_db"] = {"ok": False, "detail": f"not reachable ({type(exc).__name__}; the server log has "
-                                                     "the details)"}
-    checks["telemetry"] = _writable(rt.telemetry.directory)
-    stats = rt.telemetry.stats()
-    checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
-    checks["versions"] = _versions_check(rt)
-    follower = rt.follower
-    checks["routing"] = {"ok": follower.last_error is None, "version": follower.current().version,
-                         "file_repairs": follower.repairs}
-    if follower.last_error is not None:  # its text is in the log (the follower logs each failed read)
-        checks["routing"]["detail"] = "serving the last verified state: the routing state cannot be read now"
-    return checks
-
-
-def _versions_check(rt: Runtime) -> dict[str, Any]:
-    """Every program version that serves now can be loaded (a missing one answers 503 version_unavailable)."""
-    from ratchet.errors import VersionError
-
-    state = rt.follower.current()
-    missing = []
-    for spec in rt.registry:
-        for arm, version in rt.served.serving_now(spec.name, state):
-            try:
-                rt.served.get(spec, version, arm)
-            except VersionError as exc:
-                missing.append({"signature": spec.name, "arm": arm, "version": version,
-                                "detail": public_text(str(exc))[:300]})
-    return {"ok": not missing, "unavailable": missing} if missing else {"ok": True}
-
-
-def _writable(directory: Path) -> dict[str, Any]:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-", delete=True):
-            pass
-        return {"ok": True}
-    except OSError as exc:  # the path is in the log and in `ratchet doctor`, never in a public answer
-        log.warning("telemetry directory %s is not writable: %s", directory, exc)
-        return {"ok": False, "detail": exc.strerror or "not writable"}
 
 
 def app_from_env() -> FastAPI:

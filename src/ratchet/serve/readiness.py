@@ -4,7 +4,9 @@ Liveness and readiness are different questions. ``/health`` answers "is the proc
 at once; ``/ready`` answers "can it serve a request at full speed": the model self-tested
 and loaded, the production and candidate versions warmed (their prompt prefixes cached),
 the state database reachable, the telemetry directory writable. A process whose model
-cannot run stays alive and un-ready, and says why.
+cannot run stays alive and un-ready, and says why. Once warm, ``/ready`` adds the checks of what
+it depends on (:func:`dependency_checks`) and shows the warm-up report without what only operators
+should read (:func:`public_warm_up`).
 """
 
 from __future__ import annotations
@@ -12,14 +14,21 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ratchet.errors import ModelNotAvailableError
+from ratchet.config import mask_urls_in_text
+from ratchet.errors import ModelNotAvailableError, VersionError
+from ratchet.serve.http_errors import public_text
 
-__all__ = ["Readiness", "notify_systemd"]
+if TYPE_CHECKING:
+    from ratchet.serve.runtime import Runtime
+
+__all__ = ["Readiness", "dependency_checks", "notify_systemd", "public_warm_up", "versions_check", "writable"]
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +108,63 @@ def notify_systemd(state: str) -> bool:
     except OSError as exc:
         log.warning("could not notify systemd (%s): %s", address, exc)
         return False
+
+
+def public_warm_up(warm_up: dict[str, Any]) -> dict[str, Any]:
+    """The warm-up report without file paths, nor the text of an unexpected exception (the log has both)."""
+    if warm_up.get("error") == "warm_up_failed":
+        warm_up["message"] = "warm-up failed; the server log has the details"
+    elif warm_up.get("message"):  # model_not_available: Ratchet's own explanation of what to change
+        warm_up["message"] = public_text(str(warm_up["message"]))
+    return warm_up
+
+
+def dependency_checks(rt: Runtime) -> dict[str, dict[str, Any]]:
+    """``/ready``'s checks of a warm process, by name (each with ``ok``): the model loaded, the state database
+    reachable, telemetry writable, the served versions loadable, the routing state readable."""
+    checks: dict[str, dict[str, Any]] = {}
+    checks["model"] = {"ok": rt.model_loaded, "model": rt.lms.model_id,
+                       "detail": "loaded" if rt.model_loaded else "weights not loaded"}
+    try:
+        rt.db.ping()
+        checks["state_db"] = {"ok": True, "dialect": rt.db.dialect}
+    except Exception as exc:  # the kind of error only: its text may name hosts, users and paths (logged instead)
+        log.warning("readiness: the state database is not reachable: %s", mask_urls_in_text(str(exc)))
+        checks["state_db"] = {"ok": False, "detail": f"not reachable ({type(exc).__name__}; the server log has "
+                                                     "the details)"}
+    checks["telemetry"] = writable(rt.telemetry.directory)
+    stats = rt.telemetry.stats()
+    checks["telemetry"].update({"queue_depth": stats.get("queue_depth"), "dropped": stats.get("dropped")})
+    checks["versions"] = versions_check(rt)
+    follower = rt.follower
+    checks["routing"] = {"ok": follower.last_error is None, "version": follower.current().version,
+                         "file_repairs": follower.repairs}
+    if follower.last_error is not None:  # its text is in the log (the follower logs each failed read)
+        checks["routing"]["detail"] = "serving the last verified state: the routing state cannot be read now"
+    return checks
+
+
+def versions_check(rt: Runtime) -> dict[str, Any]:
+    """Every program version that serves now can be loaded (a missing one answers 503 version_unavailable)."""
+    state = rt.follower.current()
+    missing = []
+    for spec in rt.registry:
+        for arm, version in rt.served.serving_now(spec.name, state):
+            try:
+                rt.served.get(spec, version, arm)
+            except VersionError as exc:
+                missing.append({"signature": spec.name, "arm": arm, "version": version,
+                                "detail": public_text(str(exc))[:300]})
+    return {"ok": not missing, "unavailable": missing} if missing else {"ok": True}
+
+
+def writable(directory: Path) -> dict[str, Any]:
+    """Whether a file can be created in ``directory`` (made if missing); the reason, never the path, when not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".health-", delete=True):
+            pass
+        return {"ok": True}
+    except OSError as exc:  # the path is in the log and in `ratchet doctor`, never in a public answer
+        log.warning("telemetry directory %s is not writable: %s", directory, exc)
+        return {"ok": False, "detail": exc.strerror or "not writable"}
