@@ -293,7 +293,7 @@ def test_the_setting_bounds_the_engines_prompt_cache() -> None:
 
     assert local_engine(LocalModelSettings(prompt_cache_mb=0, self_test=False))._prompts is None
     assert local_engine(LocalModelSettings(prompt_cache_mb=50, self_test=False))._prompts.budget_bytes == 50_000_000
-    automatic = local_engine(LocalModelSettings(n_ctx=1024, prompt_cache_mb=None, self_test=False))._prompts
+    automatic = local_engine(LocalModelSettings(n_ctx=1024, self_test=False))._prompts
     assert automatic.budget_bytes is None and automatic.auto_tokens == 2048  # sized by the first snapshot
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         LocalModelSettings(prompt_cache_mb=-1)

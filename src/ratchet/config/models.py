@@ -51,14 +51,13 @@ class LocalModelSettings(Section):
     n_threads: int = Field(0, ge=0, description="0 = all cores")
     n_batch: int = Field(512, ge=8)
     pool_size: int = Field(1, ge=1, le=16, description="calls computed at once (1 = serialised)")
-    cache_slots: int = Field(2, ge=1, le=16, description="llama.cpp contexts kept (at least pool_size), each "
+    cache_slots: int = Field(1, ge=1, le=16, description="llama.cpp contexts kept (at least pool_size), each "
                                                        "holding one prompt prefix; the prompt cache keeps the others")
     prompt_cache_mb: int | None = Field(
-        0, ge=0, le=65_536, description="memory for the KV caches of the prompt prefixes served (each program "
-                                        "and A/B arm keeps its own), restored in milliseconds instead of "
-                                        "recomputed; unset = two full contexts' worth (~89 MB for the bundled "
-                                        "model at n_ctx 4096); 0 = off, the default until a calibrated-scoring "
-                                        "collapse seen once after restores is explained (issue 17)")
+        None, ge=0, le=65_536, description="memory for the KV caches of the prompt prefixes served (each program "
+                                           "and A/B arm keeps its own), restored in milliseconds instead of "
+                                           "recomputed; unset = two full contexts' worth (~150 MB for the bundled "
+                                           "model at n_ctx 4096), 0 = off")
     seed: int = 0
     extra_buffers: Literal["auto", "on", "off"] = Field(
         "auto", description="llama.cpp weight repacking at load: auto = off on CPUs with AMX (it crashes there), "
