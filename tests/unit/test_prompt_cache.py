@@ -134,6 +134,32 @@ def test_the_automatic_budget_is_two_full_contexts_of_kv_cache() -> None:
     assert cache.budget_bytes == 18_432 * 8192
 
 
+def test_room_reserved_for_a_search_holds_more_snapshots_then_shrinks_back() -> None:
+    cache = PromptCache(300, auto_tokens=0)  # room for two snapshots of 148 bytes: 10 tokens, 10 bytes a token
+
+    def put(sig: str) -> bool:
+        return cache.put(Snapshot(prompt=f"{sig} prompt", tokens=np.zeros(10, dtype=np.intc), state=None, size=100))
+
+    with cache.reserve(20):  # 20 tokens more: 200 bytes, two more snapshots
+        assert all(put(sig) for sig in "XYZ") and len(cache) == 3 and cache.dropped == 0
+        with cache.reserve(10):  # reservations add up
+            assert cache.extra_tokens == 30
+        assert len(cache) == 3  # nothing is dropped while the outer reservation holds
+    assert len(cache) == 2 and cache.dropped == 1 and cache.bytes <= cache.budget_bytes
+    assert cache.find("X prompt")[0] is None and cache.find("Z prompt")[0] is not None  # the least recently used went
+    assert cache.extra_tokens == 0
+
+
+def test_the_engines_room_for_prompts_is_at_most_two_more_contexts(engine_factory) -> None:
+    engine = engine_factory(prompt_cache_bytes=1000, n_ctx=512)
+    with engine.room_for_prompts(50_000):
+        assert engine._prompts.extra_tokens == 1024
+    assert engine._prompts.extra_tokens == 0
+    off = engine_factory(prompt_cache_bytes=0)
+    with off.room_for_prompts(50_000):  # no prompt cache: nothing to reserve
+        assert off._prompts is None
+
+
 def test_one_snapshot_per_family_the_newest_replaces_the_older() -> None:
     cache = PromptCache(10_000_000, auto_tokens=0)
     first, second = _prompt("X", "base", "q1"), _prompt("X", "base", "q2")

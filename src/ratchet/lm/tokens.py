@@ -7,12 +7,13 @@
   otherwise) against ``max_input_tokens`` from LiteLLM's model table; a model missing from it has no budget.
 
 Serving refuses prompts that do not fit (:class:`ratchet.serve.fit.PromptFit`); the ``auto`` optimizer sizes
-its demo sets to fit.
+its demo sets to fit, and keeps its candidates' prompts cached while it searches them (``keep_prompts``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +32,16 @@ class PromptBudget:
     limit: int  # input tokens the model takes; 0 when unknown
     method: str  # "llama.cpp tokenizer", "litellm.token_counter" or "off"
     bytes_are_bounds: bool = False  # every token covers >= 1 byte (llama.cpp vocabularies): bytes bound tokens
+    room: Callable[[int], AbstractContextManager[None]] | None = None  # the embedded engine's room_for_prompts
 
     @property
     def enabled(self) -> bool:
         return self.counter is not None and self.limit > 0
+
+    def keep_prompts(self, tokens: int) -> AbstractContextManager[None]:
+        """While the block runs, keep the KV caches of prompts of ``tokens`` tokens in all (the embedded model's
+        prompt cache; nothing for a remote model), so prompts used in turns are not re-read each turn."""
+        return self.room(tokens) if self.room is not None else nullcontext()
 
 
 def prompt_budget(lms: LMBundle) -> PromptBudget:
@@ -43,7 +50,7 @@ def prompt_budget(lms: LMBundle) -> PromptBudget:
     if lms.engine is not None:
         engine = lms.engine
         return PromptBudget(lambda messages: engine.count_tokens(as_completion(messages)), engine.n_ctx - output,
-                            "llama.cpp tokenizer", bytes_are_bounds=True)
+                            "llama.cpp tokenizer", bytes_are_bounds=True, room=engine.room_for_prompts)
     window = _litellm_window(lms.task.model)
     if window is None:
         return PromptBudget(None, 0, "off")

@@ -238,6 +238,17 @@ class LlamaCppEngine:
                 context.prompt = plan.restore.prompt
                 self._prompts.note_restore()
 
+    @contextmanager
+    def room_for_prompts(self, tokens: int) -> Iterator[None]:
+        """Let the prompt cache keep ``tokens`` more prompt tokens while the block runs (at most two more
+        contexts' worth), so prompts used in turns — the candidates of a demo search — are restored instead of
+        re-read each turn; then it shrinks back to its budget. Nothing when the prompt cache is off."""
+        if self._prompts is None:
+            yield
+            return
+        with self._prompts.reserve(min(tokens, 2 * self.n_ctx)):
+            yield
+
     def warm_up(self) -> None:
         """Load the weights now instead of on the first request."""
         with self._checkout():

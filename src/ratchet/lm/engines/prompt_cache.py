@@ -25,6 +25,8 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,8 @@ class PromptCache:
         self._next = 0
         self._lock = threading.Lock()
         self.bytes = 0
+        self.extra_tokens = 0  # room reserved for a while (:meth:`reserve`), on top of the budget
+        self._per_token: float | None = None  # bytes a token of KV cache takes (learnt from the first snapshot)
         self.saves = 0
         self.restores = 0
         self.dropped = 0
@@ -107,20 +111,44 @@ class PromptCache:
         with self._lock:
             self.restores += 1
 
+    @contextmanager
+    def reserve(self, tokens: int) -> Iterator[None]:
+        """Hold ``tokens`` more prompt tokens than the budget while the block runs (many prompts used in turns,
+        such as the candidates of a demo search); afterwards the least recently used go until it fits again."""
+        with self._lock:
+            self.extra_tokens += max(0, tokens)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.extra_tokens -= max(0, tokens)
+                self._shrink_to(self._limit())
+
+    def _limit(self) -> int:
+        """The bytes snapshots may take now: the budget plus any room reserved (0 before the first snapshot)."""
+        if self._per_token is None:
+            return self.budget_bytes or 0
+        return int((self.budget_bytes or 0) + self.extra_tokens * self._per_token)
+
+    def _shrink_to(self, limit: int) -> None:
+        while self._items and self.bytes > limit:
+            self._remove(next(iter(self._items)))
+            self.dropped += 1
+
     def put(self, snapshot: Snapshot) -> bool:
         """Keep ``snapshot`` (replacing its family's older one), dropping the least recently used over budget."""
         with self._lock:
+            if self._per_token is None:
+                self._per_token = snapshot.size / max(1, len(snapshot.tokens))
             if self.budget_bytes is None:
-                per_token = snapshot.size / max(1, len(snapshot.tokens))
-                self.budget_bytes = int(per_token * self.auto_tokens)
-            if snapshot.nbytes > self.budget_bytes:
+                self.budget_bytes = int(self._per_token * self.auto_tokens)
+            limit = self._limit()
+            if snapshot.nbytes > limit:
                 return False
             for key, held in list(self._items.items()):
                 if same_family(shared_prefix(held.prompt, snapshot.prompt), held.prompt, snapshot.prompt):
                     self._remove(key)
-            while self._items and self.bytes + snapshot.nbytes > self.budget_bytes:
-                self._remove(next(iter(self._items)))
-                self.dropped += 1
+            self._shrink_to(limit - snapshot.nbytes)
             self._next += 1
             self._items[self._next] = snapshot
             self.bytes += snapshot.nbytes

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -113,8 +114,12 @@ class AutoOptimizer:
         def score(demos: Sequence[dspy.Example], examples: Sequence[dspy.Example]) -> list[float]:
             return self._score(attach_demos(student.deepcopy(), demos), examples, ctx)
 
-        search = successive_halving(trials, dev, score, deadline=ctx.deadline)
-        challenge = challenge_incumbent(trials[0], search.winner, dev, score, deadline=ctx.deadline, seed=ctx.seed)
+        candidates_tokens = sum(t.prompt_tokens or 0 for t in trials)
+        keep = ctx.prompt_budget.keep_prompts(candidates_tokens) if ctx.prompt_budget is not None else nullcontext()
+        with keep:  # each candidate's prompt is read once, then restored in the next rungs instead of re-read
+            search = successive_halving(trials, dev, score, deadline=ctx.deadline)
+            challenge = challenge_incumbent(trials[0], search.winner, dev, score, deadline=ctx.deadline,
+                                            seed=ctx.seed)
         chosen = search.winner if challenge.kept or search.winner is trials[0] else trials[0]
         winner = attach_demos(student.deepcopy(), chosen.demos)
         searched = time.monotonic() - started
