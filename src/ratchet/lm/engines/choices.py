@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ratchet.lm.engines.prompt_cache import reusable_prefix
+from ratchet.lm.engines.prompt_cache import common_length, reusable_prefix
 
 __all__ = ["eval_prompt", "score_choices"]
 
@@ -34,12 +34,7 @@ def _last_logprobs(llama: Any) -> np.ndarray:
 
 def eval_prompt(llama: Any, tokens: Sequence[int]) -> np.ndarray:
     """Evaluate ``tokens`` (reusing the cached common prefix) and return the next token's log-probabilities."""
-    cached = llama.input_ids[: llama.n_tokens]
-    prefix = 0
-    for a, b in zip(cached, tokens[:-1], strict=False):  # always re-evaluate the last token: we need its logits
-        if a != b:
-            break
-        prefix += 1
+    prefix = common_length(llama.input_ids[: llama.n_tokens], tokens[:-1])  # the last token is always re-evaluated
     llama.n_tokens = prefix = reusable_prefix(llama, prefix)
     llama.eval(list(tokens[prefix:]))
     return _last_logprobs(llama)

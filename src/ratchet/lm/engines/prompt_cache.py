@@ -25,15 +25,15 @@ from __future__ import annotations
 import ctypes
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptCache", "Snapshot", "drop_unusable_prefix", "restore_snapshot", "reusable_prefix", "same_family",
-           "shared_prefix", "take_snapshot"]
+__all__ = ["PromptCache", "Snapshot", "common_length", "drop_unusable_prefix", "restore_snapshot", "reusable_prefix",
+           "same_family", "shared_prefix", "take_snapshot"]
 
 MIN_SNAPSHOT_TOKENS = 64  # a shorter prompt is cheaper to re-evaluate than to keep
 
@@ -167,7 +167,8 @@ class PromptCache:
                 "saves": self.saves, "restores": self.restores, "dropped": self.dropped}
 
 
-def _common_length(cached: np.ndarray, tokens: list[int]) -> int:
+def common_length(cached: np.ndarray, tokens: Sequence[int]) -> int:
+    """How many leading tokens ``cached`` and ``tokens`` share."""
     n = min(len(cached), len(tokens))
     if n == 0:
         return 0
@@ -183,7 +184,7 @@ def take_snapshot(llama: Any, prompt: str) -> Snapshot | None:
     import llama_cpp
 
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-    keep = _common_length(llama.input_ids[: llama.n_tokens], tokens)
+    keep = common_length(llama.input_ids[: llama.n_tokens], tokens)
     if keep < MIN_SNAPSHOT_TOKENS:
         return None
     if keep < llama.n_tokens:
@@ -230,17 +231,24 @@ def reusable_prefix(llama: Any, n_past: int) -> int:
     n_swa = llama_cpp.llama_model_n_swa(llama.model)
     if n_swa <= 0:
         return n_past
-    pos_min = llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llama.ctx), 0)
+    pos_min = _earliest_position(llama)
     return n_past if 0 <= pos_min <= max(0, n_past - n_swa) else 0
+
+
+def _earliest_position(llama: Any) -> int:
+    """The smallest position the KV cache holds for sequence 0 (-1 when empty; above 0 only for SWA caches)."""
+    import llama_cpp
+
+    return llama_cpp.llama_memory_seq_pos_min(llama_cpp.llama_get_memory(llama.ctx), 0)
 
 
 def drop_unusable_prefix(llama: Any, prompt: str) -> None:
     """Empty ``llama``'s cache if ``create_completion(prompt)`` would reuse a prefix it cannot (see
     :func:`reusable_prefix`); llama-cpp-python reuses whatever tokens match without that check."""
-    if llama.n_tokens == 0:
+    if llama.n_tokens == 0 or _earliest_position(llama) == 0:  # holds every position: any prefix is reusable
         return
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-    shared = _common_length(llama.input_ids[: llama.n_tokens], tokens)
+    shared = common_length(llama.input_ids[: llama.n_tokens], tokens)
     reuse = shared - 1 if shared == len(tokens) else shared  # as Llama.generate: the last token is re-decoded
     if reuse > 0 and reusable_prefix(llama, reuse) != reuse:
         llama._ctx.kv_cache_seq_rm(-1, 0, -1)
