@@ -3,7 +3,7 @@ counted as an arm's failure; the routing salt and file paths are never shown to 
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import dspy
@@ -40,6 +40,9 @@ class WordCounter:
 
     def warm_up(self) -> None:
         pass
+
+    def room_for_prompts(self, tokens: int) -> AbstractContextManager[None]:
+        return nullcontext()
 
 
 @pytest.fixture
