@@ -16,6 +16,7 @@ from ratchet.optimize.demo_search import (
     Trial,
     challenge_incumbent,
     draw_demos,
+    nested_shuffle,
     plan_grid,
     rung_sizes,
     successive_halving,
@@ -113,6 +114,37 @@ def test_draws_are_balanced_and_the_two_orders_hold_the_same_demos() -> None:
     assert [ex.text for ex in shuffled] != [ex.text for ex in interleaved]
     other = draw_demos(train, DemoPlan(20, 1, "shuffled"), lambda ex: ex.label)
     assert {ex.text for ex in other} != {ex.text for ex in shuffled}
+
+
+def test_a_shuffled_draw_nests_so_each_smaller_size_is_a_prefix_and_stays_balanced() -> None:
+    train = _examples(300, labels=tuple("abcdefghij"))
+    group = lambda ex: ex.label  # noqa: E731
+    for order in ("shuffled", "interleaved"):
+        for draw in (0, 1):
+            big = draw_demos(train, DemoPlan(96, draw, order), group)
+            for size in (48, 24):
+                small = draw_demos(train, DemoPlan(size, draw, order), group)
+                assert [ex.text for ex in small] == [ex.text for ex in big[:size]]
+    half = draw_demos(train, DemoPlan(40, 0, "shuffled"), group)
+    assert Counter(ex.label for ex in half) == dict.fromkeys("abcdefghij", 4)
+    interleaved = draw_demos(train, DemoPlan(40, 0, "interleaved"), group)
+    assert [ex.label for ex in half] != [ex.label for ex in interleaved]  # not round-robin
+    assert nested_shuffle(list(range(7)), seed=3) != list(range(7)) and sorted(nested_shuffle(list(range(7)),
+                                                                                              seed=3)) == list(range(7))
+
+
+def test_a_rung_scores_the_candidates_of_one_draw_together_largest_first() -> None:
+    train, dev = _examples(300), _examples(8)
+    visited: list[str] = []
+
+    def score(demos, examples):
+        return [0.5] * len(examples)
+
+    trials = _trials(plan_grid(40, len(train)), train)
+    successive_halving(trials, dev, score, on_step=lambda trial: visited.append(trial.plan.label))
+    assert visited[:3] == ["40 demos, draw 0, interleaved", "20 demos, draw 0, interleaved",
+                           "10 demos, draw 0, interleaved"]
+    assert visited[3:6] == ["40 demos, draw 0, shuffled", "20 demos, draw 0, shuffled", "10 demos, draw 0, shuffled"]
 
 
 def test_an_extraction_draw_covers_every_field_and_the_empty_case() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ratchet.lm.engines import llamacpp
-from ratchet.lm.engines.prompt_cache import PromptCache, Snapshot, same_family, shared_prefix
+from ratchet.lm.engines.prompt_cache import PromptCache, Snapshot, same_family, serves, shared_prefix
 
 INSTRUCTIONS = {sig: f"Signature {sig}: answer the question the way the examples do.\n\n" for sig in "XYZ"}
 
@@ -168,6 +168,35 @@ def test_one_snapshot_per_family_the_newest_replaces_the_older() -> None:
     assert len(cache) == 1 and cache.find(second + "x")[0].prompt == second
 
 
+def test_a_shorter_nested_prompt_does_not_replace_the_longer_ones_snapshot() -> None:
+    cache = PromptCache(10_000_000, auto_tokens=0)
+    long, short = _prompt("X", "base", "q1", demos=96), _prompt("X", "base", "q2", demos=48)
+    assert serves(long, short) and not serves(short, long)
+    for prompt in (long, short):
+        cache.put(Snapshot(prompt=prompt, tokens=np.zeros(10, dtype=np.intc), state=None, size=100))
+    assert len(cache) == 2
+    assert cache.find(_prompt("X", "base", "q3", demos=96))[0].prompt == long
+    assert cache.find(_prompt("X", "base", "q3", demos=48))[0].prompt == short
+    assert cache.find(_prompt("X", "base", "q3", demos=60))[0].prompt == long  # nested in it: restored, cut back
+
+
+def test_candidates_nested_in_one_another_each_keep_their_snapshot(engine_factory) -> None:
+    """A demo search's rung: 96, 48 and 24 demos of one draw in turn on one context, then the 96 again."""
+    engine = engine_factory()
+    for demos in (96, 48, 24):
+        for question in ("q1", "q2"):
+            _call(engine, _prompt("X", "base", question, demos=demos))
+    # The 96 is saved as the 48 cuts the context back; the 48 needs no snapshot of its own: the 96's serves it
+    assert engine.saves == [_prompt("X", "base", "q2", demos=96)]
+    assert _call(engine, _prompt("X", "base", "q3", demos=96)) == (1, True)  # restored, not read again
+    # the 24 shares too little of the 96 to be its family: saved when the 96 took the context back
+    assert engine.saves[1:] == [_prompt("X", "base", "q2", demos=24)]
+    _call(engine, _prompt("X", "Y", "other family"))
+    assert _call(engine, _prompt("X", "base", "q4", demos=48)) == (1, True)  # the 96's, restored and cut back
+    assert engine._prompts.restores == 2 and engine._prompts.find(_prompt("X", "base", "q5", demos=48))[0].prompt \
+        == _prompt("X", "base", "q2", demos=96)
+
+
 def test_a_prompt_that_does_not_recur_is_not_saved(engine_factory) -> None:
     """One program, zero-shot, long unique inputs: no copy and no memory spent on prompts never seen again."""
     engine = engine_factory()
@@ -323,3 +352,4 @@ def test_the_setting_bounds_the_engines_prompt_cache() -> None:
     assert automatic.budget_bytes is None and automatic.auto_tokens == 2048  # sized by the first snapshot
     with pytest.raises(ValueError, match="greater than or equal to 0"):
         LocalModelSettings(prompt_cache_mb=-1)
+

@@ -24,7 +24,7 @@ from ratchet.data.sampling import balanced_demos
 from ratchet.evaluation.paired import compare_paired
 
 __all__ = ["INCUMBENT_CONFIDENCE", "Challenge", "DemoPlan", "SearchResult", "Trial", "challenge_incumbent",
-           "draw_demos", "plan_grid", "rung_sizes", "successive_halving"]
+           "draw_demos", "nested_shuffle", "plan_grid", "rung_sizes", "successive_halving"]
 
 Order = Literal["shuffled", "interleaved"]
 Group = Callable[[dspy.Example], str]
@@ -93,11 +93,33 @@ class SearchResult:
 
 
 def draw_demos(trainset: Sequence[dspy.Example], plan: DemoPlan, group: Group | None) -> list[dspy.Example]:
-    """The demos of ``plan``: a balanced draw over ``group`` (seeded by ``plan.draw``), interleaved or shuffled."""
-    demos = balanced_demos(trainset, plan.size, group, seed=plan.draw)
+    """The demos of ``plan``: a balanced draw over ``group`` (seeded by ``plan.draw``), interleaved or shuffled.
+
+    Both orders nest: the first ``size // 2`` demos of a plan are the demos of the same draw and order at half
+    the size, so a smaller candidate's prompt is a prefix of a larger one's and reuses its KV cache.
+    """
+    demos = balanced_demos(trainset, plan.size, group, seed=plan.draw)  # round-robin: every prefix is balanced
     if plan.order == "shuffled":
-        random.Random(10_007 + plan.draw).shuffle(demos)
+        demos = nested_shuffle(demos, seed=10_007 + plan.draw)
     return demos
+
+
+def nested_shuffle(items: Sequence[Any], *, seed: int, smallest: int = 4) -> list[Any]:
+    """``items`` shuffled within the spans that end at ``n // 2``, ``n // 4``, … (the first span at least
+    ``smallest`` long) and at ``n``, each span by its own seeded order: the first ``n // 2`` of the result are the
+    result for ``items[:n // 2]``, so halving a shuffled demo set keeps a prefix (and the balance of a round-robin
+    draw)."""
+    ends = [len(items)]
+    while ends[-1] // 2 >= smallest:
+        ends.append(ends[-1] // 2)
+    out: list[Any] = []
+    start = 0
+    for end in reversed(ends):
+        span = list(items[start:end])
+        random.Random(seed * 1_000_003 + start).shuffle(span)
+        out.extend(span)
+        start = end
+    return out
 
 
 def plan_grid(max_size: int, train_size: int, *, draws: int = 2, min_size: int = 4) -> list[DemoPlan]:
@@ -134,7 +156,8 @@ def successive_halving(trials: list[Trial], dev: Sequence[dspy.Example], score: 
                        on_step: Callable[[Trial], None] | None = None) -> SearchResult:
     """Score ``trials`` on growing prefixes of ``dev``, keeping the best ``1/eta`` after each rung.
 
-    Each rung scores only the examples a survivor has not seen. The search ends when one candidate is left
+    Each rung scores only the examples a survivor has not seen, those of one draw and order together, largest
+    first (their prompts nest: the KV cache of one serves the next). The search ends when one candidate is left
     (scored on the last rung's prefix; ``full`` scores it on the whole dev split too) or at ``deadline``
     (``clock`` time): then the best of the last complete rung wins. Ties go to the earlier trial.
     """
@@ -149,7 +172,7 @@ def successive_halving(trials: list[Trial], dev: Sequence[dspy.Example], score: 
         last = len(alive) == 1
         if last and not full:
             break
-        for index in alive:
+        for index in sorted(alive, key=lambda i: _visit_key(trials[i])):
             if deadline is not None and clock() >= deadline:
                 stopped = f"deadline reached in rung {rung + 1} of {len(rungs)} ({n} dev examples)"
                 break
@@ -178,6 +201,13 @@ def successive_halving(trials: list[Trial], dev: Sequence[dspy.Example], score: 
         winner = min(scored, key=lambda i: (-trials[i].mean_on(shared), i)) if scored else alive[0]
     return SearchResult(trials=trials, winner=trials[winner], rungs=rungs, seconds=clock() - started,
                         stopped=stopped)
+
+
+def _visit_key(trial: Trial) -> tuple[Any, ...]:
+    """The order a rung scores its candidates in: those of one draw and order together, largest first, so each
+    smaller one's prompt is a prefix of the one scored just before (its KV cache is still there)."""
+    plan = trial.plan
+    return (plan.name or "", plan.draw, plan.order, -plan.size)
 
 
 @dataclass

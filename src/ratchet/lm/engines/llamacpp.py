@@ -26,6 +26,7 @@ from ratchet.lm.engines.prompt_cache import (
     drop_unusable_prefix,
     restore_snapshot,
     same_family,
+    serves,
     shared_prefix,
     take_snapshot,
 )
@@ -185,9 +186,10 @@ class LlamaCppEngine:
         """Choose a context for ``prompt`` (under the lock).
 
         The idle context whose cache holds the same prompt family, sharing the longest prefix; else a new
-        one while fewer than ``cache_slots`` exist; else the least recently used idle one. A context taken
-        from another family first saves what it holds, if that family recurs and no snapshot of it is kept,
-        and gets the snapshot of ``prompt``'s family, if one is kept and shares more than the context does.
+        one while fewer than ``cache_slots`` exist; else the least recently used idle one. A context first
+        saves what it holds when ``prompt`` will not serve those calls (another family, or a shorter prompt it
+        nests), they recur and no snapshot of them is kept; a context taken from another family gets the
+        snapshot sharing most of ``prompt``, if one is kept and shares more than the context does.
         """
         self._clock += 1
         if prompt and self._prompts is not None:
@@ -199,7 +201,7 @@ class LlamaCppEngine:
             self._idle.remove(best)
             best.used = self._clock
             self.cache_stats["reused"] += 1
-            return _Plan(best)
+            return _Plan(best, save=self._worth_saving(best.prompt, prompt))
         snapshot, snapshot_shared = self._prompts.find(prompt) if self._prompts is not None and prompt else (None, 0)
         if self._created < self.cache_slots:
             self._created += 1
@@ -208,12 +210,17 @@ class LlamaCppEngine:
         context = min(self._idle, key=lambda c: c.used)  # pool_size <= cache_slots: an idle context exists
         self._idle.remove(context)
         context.used = self._clock
-        save = (self._prompts is not None and bool(context.prompt) and self._recurs(context.prompt)
-                and not self._prompts.holds(context.prompt))
+        save = self._worth_saving(context.prompt, prompt)
         if snapshot is not None and snapshot_shared <= shared[id(context)]:
             snapshot = None
         self.cache_stats["restored" if snapshot is not None else "missed"] += 1
         return _Plan(context, save=save, restore=snapshot)
+
+    def _worth_saving(self, held: str, prompt: str) -> bool:
+        """Whether a context holding ``held`` saves it before serving ``prompt``: ``prompt`` will not serve ``held``'s
+        calls (another family, or a shorter prompt ``held`` nests), ``held`` recurs and no kept snapshot serves it."""
+        return (self._prompts is not None and bool(held) and not serves(prompt, held) and self._recurs(held)
+                and not self._prompts.holds(held))
 
     def _recurs(self, prompt: str) -> bool:
         """Whether another recent call had ``prompt``'s family: a prompt of its own (a long unique input) is

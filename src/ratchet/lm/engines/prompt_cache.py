@@ -17,7 +17,10 @@ check). :func:`reusable_prefix` guards every reuse against such a state anyway.
 
 Two prompts are of the same *family* when their common prefix covers half of each: the
 requests of one program version share instructions and demos and differ in the question; a
-zero-shot and a few-shot version of a program share only the instructions and are not.
+zero-shot and a few-shot version of a program share only the instructions and are not. A
+snapshot *serves* a prompt of its family unless the prompt nests it: a 96-demo prompt whose first
+48 demos are a 48-demo prompt's is read on from that one's cache, but the 48-demo snapshot does
+not replace the 96-demo one (:func:`serves`), so nested candidates of a demo search each keep theirs.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from typing import Any
 import numpy as np
 
 __all__ = ["PromptCache", "Snapshot", "common_length", "drop_unusable_prefix", "restore_snapshot", "reusable_prefix",
-           "same_family", "shared_prefix", "take_snapshot"]
+           "same_family", "serves", "shared_prefix", "take_snapshot"]
 
 MIN_SNAPSHOT_TOKENS = 64  # a shorter prompt is cheaper to re-evaluate than to keep
+MIN_RESTORE_CHARS = 1024  # a nesting snapshot sharing less with a prompt (~250 tokens) is not worth a whole restore
 
 
 def shared_prefix(a: str, b: str) -> int:
@@ -53,6 +57,16 @@ def shared_prefix(a: str, b: str) -> int:
 def same_family(shared: int, a: str, b: str) -> bool:
     """Whether a common prefix of ``shared`` characters makes ``a`` and ``b`` one prompt family (half of each)."""
     return 2 * shared >= max(len(a), len(b))
+
+
+def serves(held: str, prompt: str) -> bool:
+    """Whether a cache of ``held`` serves ``prompt``'s calls as well as a cache of ``prompt`` itself would: one
+    family, and ``prompt`` goes on past their common prefix by no more than ``held`` does (or a quarter of
+    ``prompt``: a longer question). A prompt that nests ``held`` (its demos and then more) is not served."""
+    shared = shared_prefix(held, prompt)
+    if not same_family(shared, held, prompt):
+        return False
+    return len(prompt) - shared <= max(len(held) - shared, len(prompt) // 4)
 
 
 @dataclass(frozen=True)
@@ -91,21 +105,24 @@ class PromptCache:
         self.dropped = 0
 
     def find(self, prompt: str) -> tuple[Snapshot | None, int]:
-        """The snapshot of ``prompt``'s family sharing the longest prefix with it (and that length), or (None, 0)."""
+        """The snapshot sharing the longest prefix with ``prompt`` (and that length), or (None, 0): one of its
+        family, or one nesting it (a longer prompt holding half of it, at least :data:`MIN_RESTORE_CHARS`), which
+        is restored and cut back to the shared prefix in milliseconds."""
         with self._lock:
             best, best_shared, best_key = None, 0, None
             for key, snapshot in self._items.items():
                 shared = shared_prefix(snapshot.prompt, prompt)
-                if shared > best_shared and same_family(shared, snapshot.prompt, prompt):
+                if shared > best_shared and (same_family(shared, snapshot.prompt, prompt)
+                                             or (2 * shared >= len(prompt) and shared >= MIN_RESTORE_CHARS)):
                     best, best_shared, best_key = snapshot, shared, key
             if best_key is not None:
                 self._items.move_to_end(best_key)
             return best, best_shared
 
     def holds(self, prompt: str) -> bool:
-        """Whether a snapshot of ``prompt``'s family is kept (without marking it used)."""
+        """Whether a kept snapshot serves ``prompt`` (:func:`serves`; without marking it used)."""
         with self._lock:
-            return any(same_family(shared_prefix(s.prompt, prompt), s.prompt, prompt) for s in self._items.values())
+            return any(serves(s.prompt, prompt) for s in self._items.values())
 
     def note_restore(self) -> None:
         with self._lock:
@@ -136,7 +153,8 @@ class PromptCache:
             self.dropped += 1
 
     def put(self, snapshot: Snapshot) -> bool:
-        """Keep ``snapshot`` (replacing its family's older one), dropping the least recently used over budget."""
+        """Keep ``snapshot`` (replacing the ones it serves: its family's older one), dropping the least recently used
+        over budget."""
         with self._lock:
             if self._per_token is None:
                 self._per_token = snapshot.size / max(1, len(snapshot.tokens))
@@ -146,7 +164,7 @@ class PromptCache:
             if snapshot.nbytes > limit:
                 return False
             for key, held in list(self._items.items()):
-                if same_family(shared_prefix(held.prompt, snapshot.prompt), held.prompt, snapshot.prompt):
+                if serves(snapshot.prompt, held.prompt):
                     self._remove(key)
             self._shrink_to(limit - snapshot.nbytes)
             self._next += 1
