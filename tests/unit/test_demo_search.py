@@ -16,7 +16,6 @@ from ratchet.optimize.demo_search import (
     Trial,
     challenge_incumbent,
     draw_demos,
-    nested_shuffle,
     plan_grid,
     rung_sizes,
     successive_halving,
@@ -54,7 +53,7 @@ def test_the_best_candidate_wins_at_a_fraction_of_exhaustive_cost() -> None:
     train, dev = _examples(300), _examples(100)
     plans = plan_grid(40, len(train))
     assert [p.size for p in plans] == [40, 40, 40, 20, 20, 20, 10, 10, 10]
-    assert plans[0] == DemoPlan(40, 0, "shuffled") and DemoPlan(40, 0, "interleaved") in plans
+    assert plans[0] == DemoPlan(40, 0, "shuffled", pool=40) and DemoPlan(40, 0, "interleaved", pool=40) in plans
     score, calls = _scorer({40: 80, 20: 60, 10: 40})
     result = successive_halving(_trials(plans, train), dev, score, eta=3)
     assert result.winner.plan.size == 40
@@ -116,21 +115,19 @@ def test_draws_are_balanced_and_the_two_orders_hold_the_same_demos() -> None:
     assert {ex.text for ex in other} != {ex.text for ex in shuffled}
 
 
-def test_a_shuffled_draw_nests_so_each_smaller_size_is_a_prefix_and_stays_balanced() -> None:
+def test_the_sizes_of_one_draw_nest_so_each_smaller_prompt_is_a_prefix() -> None:
     train = _examples(300, labels=tuple("abcdefghij"))
-    group = lambda ex: ex.label  # noqa: E731
+    plans = plan_grid(96, len(train))
+    assert {p.pool for p in plans} == {96}
     for order in ("shuffled", "interleaved"):
         for draw in (0, 1):
-            big = draw_demos(train, DemoPlan(96, draw, order), group)
+            big = draw_demos(train, DemoPlan(96, draw, order, pool=96), lambda ex: ex.label)
+            assert big == draw_demos(train, DemoPlan(96, draw, order), lambda ex: ex.label)  # the pool's own size
             for size in (48, 24):
-                small = draw_demos(train, DemoPlan(size, draw, order), group)
+                small = draw_demos(train, DemoPlan(size, draw, order, pool=96), lambda ex: ex.label)
                 assert [ex.text for ex in small] == [ex.text for ex in big[:size]]
-    half = draw_demos(train, DemoPlan(40, 0, "shuffled"), group)
-    assert Counter(ex.label for ex in half) == dict.fromkeys("abcdefghij", 4)
-    interleaved = draw_demos(train, DemoPlan(40, 0, "interleaved"), group)
-    assert [ex.label for ex in half] != [ex.label for ex in interleaved]  # not round-robin
-    assert nested_shuffle(list(range(7)), seed=3) != list(range(7)) and sorted(nested_shuffle(list(range(7)),
-                                                                                              seed=3)) == list(range(7))
+    interleaved = draw_demos(train, DemoPlan(40, 0, "interleaved", pool=96), lambda ex: ex.label)
+    assert Counter(ex.label for ex in interleaved) == dict.fromkeys("abcdefghij", 4)  # a round-robin prefix
 
 
 def test_a_rung_scores_the_candidates_of_one_draw_together_largest_first() -> None:

@@ -2,11 +2,12 @@
 
 A small base model's score is set mostly by its demos, so the ``auto`` optimizer searches them first and
 cheaply, before any instruction search. The candidates (:func:`plan_grid`) differ in size (up to what the
-context holds), in the seed of the draw (class-balanced for a choice output, else balanced over which output
-fields an example fills, the empty case included) and in order (shuffled, or interleaved round-robin by
-group). :func:`successive_halving` scores every candidate on a short prefix of the dev split, keeps the best
-third, scores those on a longer prefix, and so on: most of the evaluation goes to the few candidates that
-stay in contention. The search knows nothing of LMs — ``score`` does the evaluating.
+context holds; a smaller size takes the first demos of the largest, so the prompts nest), in the seed of the draw
+(class-balanced for a choice output, else balanced over which output fields an example fills, the empty case
+included) and in order (shuffled, or interleaved round-robin by group). :func:`successive_halving` scores every
+candidate on a short prefix of the dev split, keeps the best third, scores those on a longer prefix, and so on:
+most of the evaluation goes to the few candidates that stay in contention. The search knows nothing of LMs —
+``score`` does the evaluating.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ratchet.data.sampling import balanced_demos
 from ratchet.evaluation.paired import compare_paired
 
 __all__ = ["INCUMBENT_CONFIDENCE", "Challenge", "DemoPlan", "SearchResult", "Trial", "challenge_incumbent",
-           "draw_demos", "nested_shuffle", "plan_grid", "rung_sizes", "successive_halving"]
+           "draw_demos", "plan_grid", "rung_sizes", "successive_halving"]
 
 Order = Literal["shuffled", "interleaved"]
 Group = Callable[[dspy.Example], str]
@@ -37,13 +38,14 @@ it was chosen on a few of those examples among many candidates, so a tie or a sm
 
 @dataclass(frozen=True)
 class DemoPlan:
-    """One candidate demo set: ``size`` demos from draw ``draw``, shuffled or interleaved by group (``name``: a set
-    chosen another way, such as the incumbent)."""
+    """One candidate demo set: the first ``size`` demos of draw ``draw``, shuffled or interleaved by group
+    (``name``: a set chosen another way, such as the incumbent)."""
 
     size: int
     draw: int
     order: Order
     name: str | None = None
+    pool: int = 0  # the size of the draw these demos lead (0: ``size``); the grid's sizes share the largest's
 
     @property
     def label(self) -> str:
@@ -93,46 +95,31 @@ class SearchResult:
 
 
 def draw_demos(trainset: Sequence[dspy.Example], plan: DemoPlan, group: Group | None) -> list[dspy.Example]:
-    """The demos of ``plan``: a balanced draw over ``group`` (seeded by ``plan.draw``), interleaved or shuffled.
+    """The demos of ``plan``: the first ``size`` of a balanced draw of ``pool`` demos over ``group`` (seeded by
+    ``plan.draw``), interleaved round-robin by group or shuffled.
 
-    Both orders nest: the first ``size // 2`` demos of a plan are the demos of the same draw and order at half
-    the size, so a smaller candidate's prompt is a prefix of a larger one's and reuses its KV cache.
+    The sizes of one draw and order nest: a smaller candidate's demos are the first of a larger one's, so its
+    prompt is a prefix of the larger prompt and reuses its KV cache. An interleaved prefix is balanced; a shuffled
+    one is about balanced (a random part of a balanced set).
     """
-    demos = balanced_demos(trainset, plan.size, group, seed=plan.draw)  # round-robin: every prefix is balanced
+    demos = balanced_demos(trainset, max(plan.size, plan.pool), group, seed=plan.draw)
     if plan.order == "shuffled":
-        demos = nested_shuffle(demos, seed=10_007 + plan.draw)
-    return demos
-
-
-def nested_shuffle(items: Sequence[Any], *, seed: int, smallest: int = 4) -> list[Any]:
-    """``items`` shuffled within the spans that end at ``n // 2``, ``n // 4``, … (the first span at least
-    ``smallest`` long) and at ``n``, each span by its own seeded order: the first ``n // 2`` of the result are the
-    result for ``items[:n // 2]``, so halving a shuffled demo set keeps a prefix (and the balance of a round-robin
-    draw)."""
-    ends = [len(items)]
-    while ends[-1] // 2 >= smallest:
-        ends.append(ends[-1] // 2)
-    out: list[Any] = []
-    start = 0
-    for end in reversed(ends):
-        span = list(items[start:end])
-        random.Random(seed * 1_000_003 + start).shuffle(span)
-        out.extend(span)
-        start = end
-    return out
+        random.Random(10_007 + plan.draw).shuffle(demos)
+    return demos[:plan.size]
 
 
 def plan_grid(max_size: int, train_size: int, *, draws: int = 2, min_size: int = 4) -> list[DemoPlan]:
     """The candidates: sizes ``max_size``, half and a quarter of it (at least ``min_size``, at most the training
-    set); for each, draw 0 shuffled and interleaved and the other draws shuffled. The first plan is the safe
+    set; the smaller the first demos of the largest); for each, draw 0 shuffled and interleaved and the other
+    draws shuffled. The first plan is the safe
     default a tie falls back to (most demos, shuffled)."""
     top = max(1, min(max_size, train_size))
     sizes = sorted({top, *(s for s in (top // 2, top // 4) if s >= min_size)}, reverse=True)
     plans: list[DemoPlan] = []
     for size in sizes:
-        plans.append(DemoPlan(size, 0, "shuffled"))
-        plans.append(DemoPlan(size, 0, "interleaved"))
-        plans.extend(DemoPlan(size, draw, "shuffled") for draw in range(1, draws))
+        plans.append(DemoPlan(size, 0, "shuffled", pool=top))
+        plans.append(DemoPlan(size, 0, "interleaved", pool=top))
+        plans.extend(DemoPlan(size, draw, "shuffled", pool=top) for draw in range(1, draws))
     return plans
 
 
