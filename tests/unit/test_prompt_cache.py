@@ -30,6 +30,7 @@ class FakeLlama:
         self.name = type(self).created
         self.holding = ""
         self.busy = False
+        self.pruned = False
 
 
 def _snapshot(llama: FakeLlama, prompt: str) -> Snapshot | None:
@@ -39,6 +40,7 @@ def _snapshot(llama: FakeLlama, prompt: str) -> Snapshot | None:
 
 def _restore(llama: FakeLlama, snapshot: Snapshot) -> bool:
     llama.holding = snapshot.prompt
+    llama.pruned = True  # as llama.cpp's sliding-window cache once the restored context goes on
     return True
 
 
@@ -53,6 +55,7 @@ def engine_factory(monkeypatch: pytest.MonkeyPatch):
 
     monkeypatch.setattr(llamacpp, "take_snapshot", take)
     monkeypatch.setattr(llamacpp, "restore_snapshot", _restore)
+    monkeypatch.setattr(llamacpp, "holds_from_start", lambda llama: not llama.pruned)
 
     def make(**kwargs) -> llamacpp.LlamaCppEngine:
         engine = llamacpp.LlamaCppEngine("unused.gguf", model_id="fake", **kwargs)
@@ -195,6 +198,20 @@ def test_candidates_nested_in_one_another_each_keep_their_snapshot(engine_factor
     assert _call(engine, _prompt("X", "base", "q4", demos=48)) == (1, True)  # the 96's, restored and cut back
     assert engine._prompts.restores == 2 and engine._prompts.find(_prompt("X", "base", "q5", demos=48))[0].prompt \
         == _prompt("X", "base", "q2", demos=96)
+
+
+def test_a_context_that_cannot_be_cut_back_restores_the_short_prompts_snapshot(engine_factory) -> None:
+    """A zero-shot baseline and a few-shot candidate in turns on one context: once the context has restored the
+    candidate's snapshot, its sliding-window cells no longer reach back to the shared instructions, so the
+    baseline gets its own snapshot back instead of being read again."""
+    engine = engine_factory()
+    zero_shot = [INSTRUCTIONS["X"] + f"Q: {q}\nA:" for q in ("alpha", "beta", "gamma", "delta")]
+    _call(engine, zero_shot[0]), _call(engine, zero_shot[1])
+    _call(engine, _prompt("X", "cand", "alpha")), _call(engine, _prompt("X", "cand", "beta"))
+    assert _call(engine, zero_shot[2]) == (1, False)  # a freshly read context: its instructions are reused
+    assert _call(engine, _prompt("X", "cand", "gamma")) == (1, True)  # restored
+    assert _call(engine, zero_shot[3]) == (1, True)  # restored too: the context could not be cut back
+    assert engine._prompts.restores == 2
 
 
 def test_a_prompt_that_does_not_recur_is_not_saved(engine_factory) -> None:

@@ -24,6 +24,7 @@ from ratchet.lm.engines.prompt_cache import (
     PromptCache,
     Snapshot,
     drop_unusable_prefix,
+    holds_from_start,
     restore_snapshot,
     same_family,
     serves,
@@ -211,7 +212,9 @@ class LlamaCppEngine:
         self._idle.remove(context)
         context.used = self._clock
         save = self._worth_saving(context.prompt, prompt)
-        if snapshot is not None and snapshot_shared <= shared[id(context)]:
+        # a context whose sliding-window cells were overwritten cannot be cut back to a short shared prefix
+        usable = shared[id(context)] if holds_from_start(context.llama) else 0
+        if snapshot is not None and snapshot_shared <= usable:
             snapshot = None
         self.cache_stats["restored" if snapshot is not None else "missed"] += 1
         return _Plan(context, save=save, restore=snapshot)

@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PromptCache", "Snapshot", "common_length", "drop_unusable_prefix", "restore_snapshot", "reusable_prefix",
-           "same_family", "serves", "shared_prefix", "take_snapshot"]
+__all__ = ["PromptCache", "Snapshot", "common_length", "drop_unusable_prefix", "holds_from_start", "restore_snapshot",
+           "reusable_prefix", "same_family", "serves", "shared_prefix", "take_snapshot"]
 
 MIN_SNAPSHOT_TOKENS = 64  # a shorter prompt is cheaper to re-evaluate than to keep
 MIN_RESTORE_CHARS = 1024  # a nesting snapshot sharing less with a prompt (~250 tokens) is not worth a whole restore
@@ -251,6 +251,16 @@ def reusable_prefix(llama: Any, n_past: int) -> int:
         return n_past
     pos_min = _earliest_position(llama)
     return n_past if 0 <= pos_min <= max(0, n_past - n_swa) else 0
+
+
+def holds_from_start(llama: Any) -> bool:
+    """Whether ``llama``'s KV cache holds every position from 0 on (or nothing), so any prefix of it is reusable.
+
+    A context that restored a snapshot and then went on no longer does: llama.cpp's sliding-window cache then
+    writes the new tokens over the oldest cells outside the window (positions 0, 1, …), and a later call can only
+    reuse the prefix from within the window's reach (:func:`reusable_prefix`).
+    """
+    return _earliest_position(llama) <= 0
 
 
 def _earliest_position(llama: Any) -> int:
