@@ -213,8 +213,7 @@ class LlamaCppEngine:
         context.used = self._clock
         save = self._worth_saving(context.prompt, prompt)
         # a context whose sliding-window cells were overwritten cannot be cut back to a short shared prefix
-        usable = shared[id(context)] if holds_from_start(context.llama) else 0
-        if snapshot is not None and snapshot_shared <= usable:
+        if snapshot is not None and snapshot_shared <= (shared[id(context)] if holds_from_start(context.llama) else 0):
             snapshot = None
         self.cache_stats["restored" if snapshot is not None else "missed"] += 1
         return _Plan(context, save=save, restore=snapshot)
