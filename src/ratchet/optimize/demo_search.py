@@ -111,8 +111,7 @@ def draw_demos(trainset: Sequence[dspy.Example], plan: DemoPlan, group: Group | 
 def plan_grid(max_size: int, train_size: int, *, draws: int = 2, min_size: int = 4) -> list[DemoPlan]:
     """The candidates: sizes ``max_size``, half and a quarter of it (at least ``min_size``, at most the training
     set; the smaller the first demos of the largest); for each, draw 0 shuffled and interleaved and the other
-    draws shuffled. The first plan is the safe
-    default a tie falls back to (most demos, shuffled)."""
+    draws shuffled. The first plan is the safe default a tie falls back to (most demos, shuffled)."""
     top = max(1, min(max_size, train_size))
     sizes = sorted({top, *(s for s in (top // 2, top // 4) if s >= min_size)}, reverse=True)
     plans: list[DemoPlan] = []
