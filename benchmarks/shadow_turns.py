@@ -16,7 +16,6 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import platform
 import random
 import resource
 import statistics
@@ -26,6 +25,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from bench_info import run_info
 
 WARM_UP = 4
 
@@ -81,10 +82,7 @@ def main() -> None:
         child.start()
         rows.append(queue.get())
         child.join()
-    result = {"command": "benchmarks/shadow_turns.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
-                                                                   vars(args).items() if k != "out"),
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                          "threads": os.environ.get("RATCHET_LM__LOCAL__N_THREADS")}, "rows": rows}
+    result = {**run_info(), "threads": os.environ.get("RATCHET_LM__LOCAL__N_THREADS"), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = Table(title=f"zero-shot baseline and {args.demos}-demo candidate in turns, {args.requests} requests")

@@ -18,9 +18,9 @@ check). :func:`reusable_prefix` guards every reuse against such a state anyway.
 Two prompts are of the same *family* when their common prefix covers half of each: the
 requests of one program version share instructions and demos and differ in the question; a
 zero-shot and a few-shot version of a program share only the instructions and are not. A
-snapshot *serves* a prompt of its family unless the prompt nests it: a 96-demo prompt whose first
-48 demos are a 48-demo prompt's is read on from that one's cache, but the 48-demo snapshot does
-not replace the 96-demo one (:func:`serves`), so nested candidates of a demo search each keep theirs.
+snapshot *serves* a prompt of its family unless the prompt nests it (:func:`serves`): a 96-demo
+snapshot serves a prompt of its first 48 demos (restored and cut back), but a 48-demo snapshot does
+not serve the 96-demo prompt and never replaces its snapshot.
 """
 
 from __future__ import annotations
@@ -254,13 +254,14 @@ def reusable_prefix(llama: Any, n_past: int) -> int:
 
 
 def holds_from_start(llama: Any) -> bool:
-    """Whether ``llama``'s KV cache holds every position from 0 on (or nothing), so any prefix of it is reusable.
+    """Whether ``llama``'s KV cache holds every position from 0 on, so any prefix of it is reusable (an empty one
+    holds nothing to reuse).
 
     A context that restored a snapshot and then went on no longer does: llama.cpp's sliding-window cache then
     writes the new tokens over the oldest cells outside the window (positions 0, 1, …), and a later call can only
     reuse the prefix from within the window's reach (:func:`reusable_prefix`).
     """
-    return _earliest_position(llama) <= 0
+    return _earliest_position(llama) == 0
 
 
 def _earliest_position(llama: Any) -> int:
@@ -273,7 +274,7 @@ def _earliest_position(llama: Any) -> int:
 def drop_unusable_prefix(llama: Any, prompt: str) -> None:
     """Empty ``llama``'s cache if ``create_completion(prompt)`` would reuse a prefix it cannot (see
     :func:`reusable_prefix`); llama-cpp-python reuses whatever tokens match without that check."""
-    if llama.n_tokens == 0 or _earliest_position(llama) == 0:  # holds every position: any prefix is reusable
+    if llama.n_tokens == 0 or holds_from_start(llama):
         return
     tokens = llama.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
     shared = common_length(llama.input_ids[: llama.n_tokens], tokens)
